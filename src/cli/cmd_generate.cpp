@@ -1,0 +1,105 @@
+// gptq generate MODEL --prompt STR [--max-new-tokens N] [--temperature T] [--top-k K]
+//                     [--top-p P] [--seed S]
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "eval/sampler.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace gptq::cli {
+
+namespace {
+struct GenerateArgs {
+  std::string model;
+  std::string prompt;
+  int64_t max_new_tokens = 256;
+  eval::SamplingOptions sampling{.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 0};
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Streams text as tokens arrive: decodes everything so far and prints what is new,
+// holding back a trailing U+FFFD (an incomplete UTF-8 sequence from byte tokens).
+class Streamer {
+ public:
+  Streamer(const tok::Tokenizer& tk, std::vector<int32_t> prompt)
+      : tk_(tk), ids_(std::move(prompt)), printed_(tk.decode(ids_).size()) {}
+  void push(int32_t id) {
+    ids_.push_back(id);
+    const std::string text = tk_.decode(ids_);
+    if (text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0) return;
+    if (text.size() > printed_) {
+      std::fwrite(text.data() + printed_, 1, text.size() - printed_, stdout);
+      std::fflush(stdout);
+      printed_ = text.size();
+    }
+  }
+
+ private:
+  const tok::Tokenizer& tk_;
+  std::vector<int32_t> ids_;
+  std::size_t printed_;
+};
+}  // namespace
+
+Runner add_generate(CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  app.add_option("model", a->model, "Model directory")->required();
+  app.add_option("--prompt", a->prompt, "Prompt text; '-' reads it from standard input")->required();
+  app.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate at most")->capture_default_str();
+  app.add_option("--temperature", a->sampling.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
+  app.add_option("--top-k", a->sampling.top_k, "Sample from the k most likely tokens; 0 = all")->capture_default_str();
+  app.add_option("--top-p", a->sampling.top_p, "Nucleus sampling mass; 1 = off")->capture_default_str();
+  app.add_option("--seed", a->sampling.seed, "Random seed")->capture_default_str();
+  return [a] {
+    if (a->prompt == "-") {
+      a->prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    }
+    if (a->max_new_tokens < 0) throw Error(ErrorKind::kInvalidArgument, "--max-new-tokens must be >= 0");
+    const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
+    auto be = backend::make_cpu_backend();
+    auto m = model::Model::load(a->model, *be);
+    const auto& c = m.config();
+    eval::Sampler sampler(a->sampling);
+    const std::vector<int32_t> prompt = tk.encode(a->prompt);
+    if (int64_t(prompt.size()) >= c.max_positions) {
+      throw Error(ErrorKind::kInvalidArgument, "the prompt has " + std::to_string(prompt.size()) +
+                                                   " tokens; the model's context is " + std::to_string(c.max_positions));
+    }
+    const int64_t budget = std::min<int64_t>(a->max_new_tokens, c.max_positions - int64_t(prompt.size()));
+    auto cache = m.new_cache(int64_t(prompt.size()) + std::max<int64_t>(budget, 1));
+    std::vector<float> logits;
+
+    std::fwrite(a->prompt.data(), 1, a->prompt.size(), stdout);
+    std::fflush(stdout);
+    const auto t0 = std::chrono::steady_clock::now();
+    m.forward(prompt, cache, model::Logits::kLast, logits);
+    const double prefill_s = seconds_since(t0);
+
+    Streamer stream(tk, prompt);
+    const auto t1 = std::chrono::steady_clock::now();
+    int64_t produced = 0;
+    for (int64_t i = 0; i < budget; ++i) {
+      const int32_t next = sampler.next(logits);
+      ++produced;
+      if (std::find(c.eos_ids.begin(), c.eos_ids.end(), next) != c.eos_ids.end()) break;
+      stream.push(next);
+      if (i + 1 < budget) m.forward(std::span(&next, 1), cache, model::Logits::kLast, logits);
+    }
+    const double decode_s = seconds_since(t1);
+    std::printf("\n");
+    std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
+                 prompt.size(), prefill_s, double(prompt.size()) / prefill_s, (long long)produced, decode_s,
+                 produced > 0 ? double(produced) / decode_s : 0.0);
+    return 0;
+  };
+}
+
+}  // namespace gptq::cli

@@ -1,0 +1,17 @@
+// Each `gptq` sub-command registers its flags (declared once, with help and default)
+// and the function that runs it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace gptq::cli {
+
+using Runner = std::function<int()>;
+
+Runner add_info(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
+Runner add_generate(CLI::App& app);
+Runner add_ppl(CLI::App& app);
+
+}  // namespace gptq::cli

@@ -1,0 +1,110 @@
+#include "io/checkpoint.h"
+
+#include <cstring>
+#include <set>
+
+#include "core/error.h"
+#include "io/json_file.h"
+
+namespace gptq::io {
+
+namespace fs = std::filesystem;
+
+Checkpoint::Checkpoint(const fs::path& dir) : dir_(dir) {
+  const fs::path single = dir / "model.safetensors";
+  const fs::path index = dir / "model.safetensors.index.json";
+  if (fs::exists(index)) {
+    const Json j = read_json_file(index);
+    const auto wm = j.find("weight_map");
+    if (wm == j.end() || !wm->is_object()) {
+      throw Error(ErrorKind::kFormat, index.string() + ": missing object \"weight_map\"");
+    }
+    std::map<std::string, std::size_t> shard_of_file;
+    for (const auto& [tensor, file] : wm->items()) {
+      if (!file.is_string()) {
+        throw Error(ErrorKind::kFormat, index.string() + ": weight_map entry for \"" + tensor + "\" is not a string");
+      }
+      const std::string name = file.get<std::string>();
+      // Shard names must stay inside the checkpoint directory.
+      if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+        throw Error(ErrorKind::kFormat, index.string() + ": shard name \"" + name + "\" is not a plain file name");
+      }
+      auto [it, inserted] = shard_of_file.emplace(name, shards_.size());
+      if (inserted) shards_.push_back(std::make_unique<SafetensorsFile>(dir / name));
+      const TensorView* t = shards_[it->second]->find(tensor);
+      if (t == nullptr) {
+        throw Error(ErrorKind::kFormat, index.string() + ": tensor \"" + tensor + "\" is listed in " + name + " but not found there");
+      }
+      index_[tensor] = t;
+    }
+  } else if (fs::exists(single)) {
+    shards_.push_back(std::make_unique<SafetensorsFile>(single));
+    for (const auto& [name, t] : shards_.back()->tensors()) index_[name] = &t;
+  } else {
+    throw Error(ErrorKind::kIo, dir.string() + ": no model.safetensors or model.safetensors.index.json");
+  }
+}
+
+const TensorView* Checkpoint::find(const std::string& name) const {
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : it->second;
+}
+
+const TensorView& Checkpoint::get(const std::string& name) const {
+  const TensorView* t = find(name);
+  if (t == nullptr) throw Error(ErrorKind::kFormat, dir_.string() + ": missing tensor \"" + name + "\"");
+  return *t;
+}
+
+std::vector<std::string> Checkpoint::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, t] : index_) out.push_back(name);
+  return out;
+}
+
+uint64_t Checkpoint::total_bytes() const {
+  uint64_t n = 0;
+  for (const auto& [name, t] : index_) n += t->data.size();
+  return n;
+}
+
+void to_f32(const TensorView& t, float* out) {
+  const int64_t n = t.numel();
+  const std::byte* p = t.data.data();
+  switch (t.dtype) {
+    case DType::kF32:
+      std::memcpy(out, p, std::size_t(n) * 4);
+      return;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        out[i] = f16_to_f32(h);
+      }
+      return;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        out[i] = bf16_to_f32(h);
+      }
+      return;
+    default:
+      throw Error(ErrorKind::kUnsupported, "tensor \"" + t.name + "\" has dtype " +
+                                               std::string(dtype_name(t.dtype)) + ", expected F32, F16 or BF16");
+  }
+}
+
+std::vector<float> to_f32(const TensorView& t, const std::vector<int64_t>& shape, const std::string& file) {
+  if (t.shape != shape) {
+    TensorView expected;
+    expected.shape = shape;
+    throw Error(ErrorKind::kFormat, file + ": tensor \"" + t.name + "\" has shape " + t.shape_string() +
+                                        ", expected " + expected.shape_string());
+  }
+  std::vector<float> out(std::size_t(t.numel()));
+  to_f32(t, out.data());
+  return out;
+}
+
+}  // namespace gptq::io

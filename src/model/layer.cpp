@@ -1,0 +1,157 @@
+#include "model/layer.h"
+
+#include "core/error.h"
+#include "model/rope.h"
+
+namespace gptq::model {
+
+using backend::View;
+
+const char* slot_name(Slot s) {
+  switch (s) {
+    case Slot::kQ: return "self_attn.q_proj";
+    case Slot::kK: return "self_attn.k_proj";
+    case Slot::kV: return "self_attn.v_proj";
+    case Slot::kO: return "self_attn.o_proj";
+    case Slot::kGate: return "mlp.gate_proj";
+    case Slot::kUp: return "mlp.up_proj";
+    case Slot::kDown: return "mlp.down_proj";
+  }
+  return "?";
+}
+
+std::string module_name(int64_t layer, Slot s) {
+  return "model.layers." + std::to_string(layer) + "." + slot_name(s);
+}
+
+std::pair<int64_t, int64_t> slot_shape(const ModelConfig& c, Slot s) {
+  const int64_t q = c.heads * c.head_dim, kv = c.kv_heads * c.head_dim;
+  switch (s) {
+    case Slot::kQ: return {q, c.hidden};
+    case Slot::kK: case Slot::kV: return {kv, c.hidden};
+    case Slot::kO: return {c.hidden, q};
+    case Slot::kGate: case Slot::kUp: return {c.intermediate, c.hidden};
+    case Slot::kDown: return {c.hidden, c.intermediate};
+  }
+  return {0, 0};
+}
+
+std::vector<float> load_vector(const io::Checkpoint& ckpt, const std::string& name, int64_t size) {
+  return io::to_f32(ckpt.get(name), {size}, ckpt.dir().string());
+}
+
+std::unique_ptr<backend::Linear> DenseLoader::load(const io::Checkpoint& ckpt, const std::string& prefix,
+                                                   int64_t out, int64_t in, bool has_bias) {
+  if (ckpt.find(prefix + ".qweight") != nullptr) {
+    throw Error(ErrorKind::kFormat, ckpt.dir().string() + ": \"" + prefix +
+                                        ".qweight\" found but config.json has no quantization_config");
+  }
+  std::vector<float> w = io::to_f32(ckpt.get(prefix + ".weight"), {out, in}, ckpt.dir().string());
+  std::vector<float> b;
+  if (has_bias) b = load_vector(ckpt, prefix + ".bias", out);
+  return backend_.dense_linear(std::move(w), out, in, std::move(b));
+}
+
+DecoderLayer load_layer(const io::Checkpoint& ckpt, const ModelConfig& c, int64_t index, LinearLoader& loader) {
+  DecoderLayer layer;
+  layer.index = index;
+  const std::string p = "model.layers." + std::to_string(index) + ".";
+  layer.input_norm = load_vector(ckpt, p + "input_layernorm.weight", c.hidden);
+  layer.post_norm = load_vector(ckpt, p + "post_attention_layernorm.weight", c.hidden);
+  if (c.qk_norm) {
+    layer.q_norm = load_vector(ckpt, p + "self_attn.q_norm.weight", c.head_dim);
+    layer.k_norm = load_vector(ckpt, p + "self_attn.k_norm.weight", c.head_dim);
+  }
+  for (Slot s : kAllSlots) {
+    const auto [out, in] = slot_shape(c, s);
+    const bool bias = (s == Slot::kQ || s == Slot::kK || s == Slot::kV) ? c.attention_bias
+                      : s == Slot::kO                                  ? c.attention_out_bias
+                                                                       : c.mlp_bias;
+    layer.linears[std::size_t(s)] = loader.load(ckpt, module_name(index, s), out, in, bias);
+  }
+  return layer;
+}
+
+// Activations for up to max_tokens tokens.
+struct LayerScratch {
+  backend::Buffer norm;  // [T, hidden]
+  backend::Buffer q;     // [T, heads * head_dim]
+  backend::Buffer k;     // [T, kv_heads * head_dim]
+  backend::Buffer v;     // [T, kv_heads * head_dim]
+  backend::Buffer attn;  // [T, heads * head_dim]
+  backend::Buffer out;   // [T, hidden]
+  backend::Buffer gate;  // [T, intermediate]
+  backend::Buffer up;    // [T, intermediate]
+  std::vector<int64_t> positions;
+};
+
+LayerRunner::LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_tokens)
+    : backend_(b), config_(c), rope_(make_rope_table(c)), s_(std::make_unique<LayerScratch>()),
+      max_tokens_(max_tokens) {
+  const int64_t T = max_tokens, qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
+  s_->norm = b.alloc(T, c.hidden);
+  s_->q = b.alloc(T, qd);
+  s_->k = b.alloc(T, kvd);
+  s_->v = b.alloc(T, kvd);
+  s_->attn = b.alloc(T, qd);
+  s_->out = b.alloc(T, c.hidden);
+  s_->gate = b.alloc(T, c.intermediate);
+  s_->up = b.alloc(T, c.intermediate);
+}
+
+LayerRunner::~LayerRunner() = default;
+
+void LayerRunner::forward(const DecoderLayer& L, View hidden, int64_t start, backend::KvLayer& cache,
+                          LinearObserver* observer) {
+  const int64_t T = hidden.rows;
+  if (T > max_tokens_) {
+    throw Error(ErrorKind::kInvalidArgument, "layer forward: " + std::to_string(T) +
+                                                 " tokens exceed the scratch size " + std::to_string(max_tokens_));
+  }
+  const auto& c = config_;
+  auto& b = backend_;
+  const float eps = float(c.rms_eps);
+  const View norm = s_->norm.rows(T), q = s_->q.rows(T), k = s_->k.rows(T), v = s_->v.rows(T),
+             attn = s_->attn.rows(T), out = s_->out.rows(T), gate = s_->gate.rows(T), up = s_->up.rows(T);
+  auto observe = [&](Slot s, View x) {
+    if (observer != nullptr) observer->observe(L.index, s, x);
+  };
+
+  // Attention block: x += o_proj(attention(rope(q), rope(k), v)) on rms_norm(x).
+  b.rms_norm(hidden, L.input_norm, eps, norm);
+  observe(Slot::kQ, norm);
+  observe(Slot::kK, norm);
+  observe(Slot::kV, norm);
+  b.linear(L.linear(Slot::kQ), norm, q);
+  b.linear(L.linear(Slot::kK), norm, k);
+  b.linear(L.linear(Slot::kV), norm, v);
+  if (c.qk_norm) {
+    b.head_rms_norm(q, c.head_dim, L.q_norm, eps);
+    b.head_rms_norm(k, c.head_dim, L.k_norm, eps);
+  }
+  s_->positions.resize(std::size_t(T));
+  for (int64_t t = 0; t < T; ++t) s_->positions[std::size_t(t)] = start + t;
+  b.rope(q, rope_, s_->positions);
+  b.rope(k, rope_, s_->positions);
+  b.write_kv(k, v, cache, start);
+  b.attention(q, cache, start,
+              {.heads = c.heads, .kv_heads = c.kv_heads, .head_dim = c.head_dim,
+               .sliding_window = c.sliding_window},
+              attn);
+  observe(Slot::kO, attn);
+  b.linear(L.linear(Slot::kO), attn, out);
+  b.add(hidden, out);
+
+  // MLP block: x += down(silu(gate(h)) * up(h)), h = rms_norm(x).
+  b.rms_norm(hidden, L.post_norm, eps, norm);
+  observe(Slot::kGate, norm);
+  observe(Slot::kUp, norm);
+  b.linear(L.linear(Slot::kGate), norm, gate);
+  b.linear(L.linear(Slot::kUp), norm, up);
+  b.swiglu(gate, up);
+  observe(Slot::kDown, gate);
+  b.linear(L.linear(Slot::kDown), gate, out);
+  b.add(hidden, out);
+}
+
+}  // namespace gptq::model

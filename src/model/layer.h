@@ -1,0 +1,93 @@
+// One decoder layer of the Llama family (Llama, Mistral, Qwen2, Qwen3): its weights,
+// how they are read from a checkpoint, and its forward pass on the backend.
+#pragma once
+
+#include <array>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/checkpoint.h"
+#include "model/config.h"
+
+namespace gptq::model {
+
+// The seven linear layers of a decoder layer, in true-sequential order.
+enum class Slot { kQ, kK, kV, kO, kGate, kUp, kDown };
+inline constexpr std::array<Slot, 7> kAllSlots = {Slot::kQ, Slot::kK, Slot::kV, Slot::kO,
+                                                   Slot::kGate, Slot::kUp, Slot::kDown};
+// "self_attn.q_proj", "mlp.down_proj", ... (the Hugging Face module names)
+const char* slot_name(Slot s);
+// "model.layers.3.self_attn.q_proj"
+std::string module_name(int64_t layer, Slot s);
+// [out, in] of a slot's weight under config c.
+std::pair<int64_t, int64_t> slot_shape(const ModelConfig& c, Slot s);
+
+struct DecoderLayer {
+  int64_t index = 0;
+  std::vector<float> input_norm;  // [hidden]
+  std::vector<float> post_norm;   // [hidden]
+  std::vector<float> q_norm;      // [head_dim] (Qwen3) or empty
+  std::vector<float> k_norm;      // [head_dim] (Qwen3) or empty
+  std::array<std::unique_ptr<backend::Linear>, 7> linears;
+
+  backend::Linear& linear(Slot s) const { return *linears[std::size_t(s)]; }
+};
+
+// Turns a checkpoint's tensors under `prefix` ("model.layers.0.mlp.up_proj") into a
+// Linear: dense from prefix.weight (F32/F16/BF16), or a GPTQ layer from prefix.qweight
+// etc. when the checkpoint is quantized. Set by the loader; shape-checked.
+class LinearLoader {
+ public:
+  virtual ~LinearLoader() = default;
+  virtual std::unique_ptr<backend::Linear> load(const io::Checkpoint& ckpt, const std::string& prefix,
+                                                int64_t out, int64_t in, bool has_bias) = 0;
+};
+
+// Dense linears only (unquantized checkpoints).
+class DenseLoader final : public LinearLoader {
+ public:
+  explicit DenseLoader(backend::Backend& b) : backend_(b) {}
+  std::unique_ptr<backend::Linear> load(const io::Checkpoint& ckpt, const std::string& prefix,
+                                        int64_t out, int64_t in, bool has_bias) override;
+
+ private:
+  backend::Backend& backend_;
+};
+
+// Reads a fp32 vector tensor of the given shape (norm weights, biases).
+std::vector<float> load_vector(const io::Checkpoint& ckpt, const std::string& name, int64_t size);
+
+DecoderLayer load_layer(const io::Checkpoint& ckpt, const ModelConfig& c, int64_t index,
+                        LinearLoader& loader);
+
+// Sees the input of every linear during a forward pass (calibration for GPTQ).
+// `x`: [T, in_features] of that slot, valid only during the call.
+class LinearObserver {
+ public:
+  virtual ~LinearObserver() = default;
+  virtual void observe(int64_t layer, Slot slot, backend::View x) = 0;
+};
+
+struct LayerScratch;  // activations sized for up to T tokens (defined in layer.cpp)
+
+class LayerRunner {
+ public:
+  LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_tokens);
+  ~LayerRunner();
+  // hidden: [T, hidden] residual stream, updated in place; tokens at positions
+  // start..start+T-1; cache must hold positions [0, start + T).
+  void forward(const DecoderLayer& layer, backend::View hidden, int64_t start,
+               backend::KvLayer& cache, LinearObserver* observer = nullptr);
+
+ private:
+  backend::Backend& backend_;
+  ModelConfig config_;
+  backend::RopeTable rope_;
+  std::unique_ptr<LayerScratch> s_;
+  int64_t max_tokens_;
+};
+
+}  // namespace gptq::model
