@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "quant/packing.h"
+
 namespace gptq::backend {
 
 // A 2-D fp32 matrix in backend memory: rows x cols, row stride `stride` floats.
@@ -85,6 +87,10 @@ class Backend {
   // W: [out, in] row-major fp32 (moved in), bias: [out] or empty.
   virtual std::unique_ptr<Linear> dense_linear(std::vector<float> weight, int64_t out, int64_t in,
                                                std::vector<float> bias) = 0;
+
+  // A GPTQ layer from its packed tensors; qzeros must hold v2 zeros (the loader converts
+  // v1 checkpoints once). Validated here.
+  virtual std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) = 0;
 
   // y[M, out] = x[M, in] Wᵀ + b
   virtual void linear(const Linear& w, View x, View y) = 0;

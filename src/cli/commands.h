@@ -13,5 +13,6 @@ Runner add_info(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_generate(CLI::App& app);
 Runner add_ppl(CLI::App& app);
+Runner add_quantize(CLI::App& app);
 
 }  // namespace gptq::cli

@@ -3,7 +3,10 @@
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <string_view>
+
+#include "core/error.h"
 
 namespace gptq::io {
 
@@ -13,10 +16,35 @@ using Json = nlohmann::json;
 Json read_json_file(const std::filesystem::path& path);
 Json parse_json(std::string_view text, std::string_view what);
 
-// Typed field access with errors naming `what` (usually the file) and the key.
-template <class T>
-T json_get(const Json& obj, std::string_view key, std::string_view what);
-template <class T>
-T json_get_or(const Json& obj, std::string_view key, T fallback, std::string_view what);
+// Typed field access with errors naming `what` (usually the file) and the key; J is
+// nlohmann::json or nlohmann::ordered_json.
+template <class T, class J>
+T json_convert(const J& value, std::string_view key, std::string_view what) {
+  try {
+    return value.template get<T>();
+  } catch (const nlohmann::json::exception&) {
+    throw Error(ErrorKind::kFormat, std::string(what) + ": field \"" + std::string(key) +
+                                        "\" has the wrong type (found " + value.type_name() + ")");
+  }
+}
+
+template <class T, class J>
+T json_get(const J& obj, std::string_view key, std::string_view what) {
+  if (!obj.is_object()) throw Error(ErrorKind::kFormat, std::string(what) + ": expected a JSON object");
+  const auto it = obj.find(key);
+  if (it == obj.end()) {
+    throw Error(ErrorKind::kFormat, std::string(what) + ": missing field \"" + std::string(key) + "\"");
+  }
+  return json_convert<T>(*it, key, what);
+}
+
+// `fallback` when the key is absent or null.
+template <class T, class J>
+T json_get_or(const J& obj, std::string_view key, T fallback, std::string_view what) {
+  if (!obj.is_object()) throw Error(ErrorKind::kFormat, std::string(what) + ": expected a JSON object");
+  const auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return fallback;
+  return json_convert<T>(*it, key, what);
+}
 
 }  // namespace gptq::io

@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/gptq_loader.h"
+#include "quant/quant_config.h"
 
 namespace gptq::model {
 
@@ -20,6 +22,10 @@ Model::Model(Model&&) noexcept = default;
 Model::~Model() = default;
 
 Model Model::load(const std::filesystem::path& dir, backend::Backend& b) {
+  if (auto qc = quant::read_quantize_config(dir)) {
+    GptqLoader gptq(b, std::move(*qc));
+    return load(dir, b, gptq);
+  }
   DenseLoader dense(b);
   return load(dir, b, dense);
 }

@@ -9,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_linear.h"
+#include "backend/cpu/gptq_linear.h"
 #include "core/error.h"
 
 namespace gptq::backend {
@@ -48,6 +49,10 @@ class CpuBackend final : public Backend {
   std::unique_ptr<Linear> dense_linear(std::vector<float> weight, int64_t out, int64_t in,
                                        std::vector<float> bias) override {
     return std::make_unique<DenseLinear>(std::move(weight), out, in, std::move(bias));
+  }
+
+  std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) override {
+    return std::make_unique<cpu::GptqLinear>(std::move(packed));
   }
 
   void linear(const Linear& w, View x, View y) override {

@@ -1,0 +1,184 @@
+// gptq quantize MODEL --out DIR --calib FILE... [options]: GPTQ (or RTN) to a standard
+// GPTQ checkpoint. Defaults are GPTQModel's; the effective settings are echoed first.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "quant/calibration.h"
+#include "quant/pipeline.h"
+#include "model/config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace gptq::cli {
+
+namespace {
+
+struct QuantizeArgs {
+  std::string model;
+  std::string out;
+  std::vector<std::string> calib;
+  std::string calib_mode = "windows";
+  std::string calib_field = "text";
+  int64_t n_samples = 128;
+  int64_t seq_len = 0;
+  uint64_t seed = 0;
+  int bits = 4;
+  int group_size = 128;
+  bool desc_act = false;
+  bool static_groups = false;
+  bool asym = false;
+  bool sym = false;
+  double damp = 0.05;
+  double damp_auto_increment = 0.01;
+  bool mse = false;
+  bool act_group_aware = true;
+  bool lm_head = false;
+  bool no_true_sequential = false;
+  std::string dynamic;
+  std::string method = "gptq";
+  std::string format = "gptq";
+  std::string max_shard_size = "4GB";
+  bool overwrite = false;
+  bool json = false;
+};
+
+// "4GB", "500MB", "2GiB", "1000000" -> bytes
+uint64_t parse_size(const std::string& s) {
+  std::size_t pos = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &pos);
+  } catch (const std::exception&) {
+    throw Error(ErrorKind::kInvalidArgument, "--max-shard-size: not a size: " + s);
+  }
+  const std::string unit = s.substr(pos);
+  const std::pair<const char*, double> units[] = {{"", 1},      {"B", 1},          {"KB", 1e3},       {"MB", 1e6},
+                                                  {"GB", 1e9},  {"KiB", 1024.0},   {"MiB", 1048576.0},
+                                                  {"GiB", 1073741824.0}};
+  for (const auto& [u, f] : units) {
+    if (unit == u && v > 0) return uint64_t(v * f);
+  }
+  throw Error(ErrorKind::kInvalidArgument, "--max-shard-size: not a size: " + s + " (e.g. 4GB, 500MB, 2GiB)");
+}
+
+std::string settings_line(const quant::QuantizeConfig& c) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "method %s, bits %d, group size %d, %s, desc_act %s, act_group_aware %s, static_groups %s, "
+                "true_sequential %s, damp %.3g (+%.3g on failure), mse %s, lm_head %s, format %s, %zu dynamic rule(s)",
+                c.method == quant::Method::kGptq ? "gptq" : "rtn", c.defaults.bits, c.defaults.group_size,
+                c.defaults.sym ? "sym" : "asym", c.defaults.desc_act ? "on" : "off", c.act_group_aware ? "on" : "off",
+                c.static_groups ? "on" : "off", c.true_sequential ? "on" : "off", c.damp_percent, c.damp_auto_increment,
+                c.mse ? "on" : "off", c.lm_head ? "on" : "off", c.format == quant::Format::kV1 ? "gptq (v1)" : "gptq_v2",
+                c.dynamic.size());
+  return buf;
+}
+
+}  // namespace
+
+Runner add_quantize(CLI::App& app) {
+  auto a = std::make_shared<QuantizeArgs>();
+  app.add_option("model", a->model, "Hugging Face model directory to quantize")->required();
+  app.add_option("--out", a->out, "Output directory for the GPTQ checkpoint")->required();
+  app.add_option("--calib", a->calib, "Calibration text: plain text, JSONL, or gzipped JSONL (C4 shards); repeatable");
+  app.add_option("--calib-mode", a->calib_mode, "windows: random windows of the joined text (GPTQ paper); docs: whole documents")
+      ->check(CLI::IsMember({"windows", "docs"}))->capture_default_str();
+  app.add_option("--calib-field", a->calib_field, "JSONL field holding the text")->capture_default_str();
+  app.add_option("--n-samples", a->n_samples, "Calibration samples")->capture_default_str();
+  app.add_option("--seq-len", a->seq_len, "Tokens per sample; 0 = min(2048, model context)")->capture_default_str();
+  app.add_option("--seed", a->seed, "Seed for choosing calibration windows")->capture_default_str();
+  app.add_option("--bits", a->bits, "Bits per weight: 2, 3, 4 or 8")->check(CLI::IsMember({2, 3, 4, 8}))->capture_default_str();
+  app.add_option("--group-size", a->group_size, "Columns per quantization group; -1 = one group per row")->capture_default_str();
+  app.add_flag("--desc-act", a->desc_act, "Act-order: quantize columns by decreasing Hessian diagonal (g_idx written)");
+  app.add_flag("--static-groups", a->static_groups, "Compute group parameters before GPTQ updates (with --desc-act)");
+  auto* sym = app.add_flag("--sym", a->sym, "Symmetric quantization (default)");
+  auto* asym = app.add_flag("--asym", a->asym, "Asymmetric quantization (per-group zero point)");
+  sym->excludes(asym);
+  app.add_option("--damp", a->damp, "Damping as a fraction of mean(diag H)")->capture_default_str();
+  app.add_option("--damp-auto-increment", a->damp_auto_increment, "Damping added after each failed Cholesky")
+      ->capture_default_str();
+  app.add_flag("--mse", a->mse, "MSE clipping search for group ranges (grid 100, max shrink 0.8, norm 2.4)");
+  app.add_flag("--act-group-aware,!--no-act-group-aware", a->act_group_aware,
+               "GAR: reorder columns by importance within and across groups, g_idx stays monotone (default on; "
+               "off with --desc-act or group size -1)");
+  app.add_flag("--lm-head", a->lm_head, "Quantize lm_head as well");
+  app.add_flag("--no-true-sequential", a->no_true_sequential, "Calibrate every module of a layer on unquantized inputs");
+  app.add_option("--dynamic", a->dynamic, "Per-module rules (GPTQModel dynamic): JSON object or a JSON file path");
+  app.add_option("--method", a->method, "gptq, or rtn (round to nearest, no calibration)")
+      ->check(CLI::IsMember({"gptq", "rtn"}))->capture_default_str();
+  app.add_option("--format", a->format, "gptq (v1: zero-1 stored) or gptq_v2")
+      ->check(CLI::IsMember({"gptq", "gptq_v2"}))->capture_default_str();
+  app.add_option("--max-shard-size", a->max_shard_size, "Largest safetensors shard (e.g. 4GB, 500MB)")->capture_default_str();
+  app.add_flag("--overwrite", a->overwrite, "Replace DIR if it exists");
+  app.add_flag("--json", a->json, "Print a machine-readable summary on stdout");
+
+  return [a] {
+    quant::QuantizeConfig qc;
+    qc.method = a->method == "rtn" ? quant::Method::kRtn : quant::Method::kGptq;
+    qc.defaults = {.bits = a->bits, .group_size = a->group_size, .sym = !a->asym, .desc_act = a->desc_act};
+    qc.static_groups = a->static_groups;
+    qc.true_sequential = !a->no_true_sequential;
+    qc.damp_percent = a->damp;
+    qc.damp_auto_increment = a->damp_auto_increment;
+    qc.mse = a->mse;
+    // As GPTQModel: GAR is an alternative to desc_act, and meaningless with one group.
+    qc.act_group_aware = a->act_group_aware && !a->desc_act && a->group_size != -1 && qc.method == quant::Method::kGptq;
+    qc.lm_head = a->lm_head;
+    qc.format = quant::format_from_checkpoint(a->format);
+    if (!a->dynamic.empty()) qc.dynamic = quant::parse_dynamic(a->dynamic);
+    quant::check_quantizable(a->model, qc);
+
+    const model::ModelConfig mc = model::load_config(a->model);
+    std::fprintf(stderr, "gptq quantize %s -> %s\n  %s\n", a->model.c_str(), a->out.c_str(), settings_line(qc).c_str());
+
+    quant::CalibSet calib;
+    if (qc.method == quant::Method::kGptq) {
+      if (a->calib.empty()) throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration text: --calib FILE");
+      const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
+      quant::CalibOptions co{.jsonl_field = a->calib_field,
+                             .n_samples = a->n_samples,
+                             .seq_len = a->seq_len > 0 ? a->seq_len : std::min<int64_t>(2048, mc.max_positions),
+                             .mode = a->calib_mode == "docs" ? quant::CalibMode::kDocuments : quant::CalibMode::kRandomWindows,
+                             .seed = a->seed};
+      for (const auto& f : a->calib) co.files.emplace_back(f);
+      calib = quant::load_calibration(tk, co);
+      std::fprintf(stderr, "  calibration: %s\n", calib.describe().c_str());
+    }
+
+    Progress layers("layers", mc.layers);
+    std::fprintf(stderr, "  %-40s %4s %6s %12s %7s %7s\n", "module", "bits", "group", "loss", "damp", "sec");
+    quant::PipelineOptions po{.config = qc,
+                              .out_dir = a->out,
+                              .writer = {.max_shard_bytes = parse_size(a->max_shard_size), .overwrite = a->overwrite}};
+    po.on_module = [](const quant::ModuleReport& m) {
+      if (!m.quantized) {
+        std::fprintf(stderr, "  %-40s skipped (dynamic rule)\n", m.name.c_str());
+        return;
+      }
+      std::fprintf(stderr, "  %-40s %4d %6d %12.5g %7.3f %7.2f%s\n", m.name.c_str(), m.bits, m.group_size, m.loss,
+                   m.damp, m.seconds, m.retries > 0 ? "  (damping raised)" : "");
+    };
+    po.on_layer = [&layers](int64_t done, int64_t, double) { layers.update(done); };
+    const quant::QuantizeResult r = quant::quantize_model(a->model, calib, *backend::make_cpu_backend(), po);
+    layers.finish();
+
+    std::fprintf(stderr,
+                 "done in %.1f s: %zu shard(s), %.2f MB, %.3f bits per quantized weight, %.3f bits per parameter "
+                 "overall, peak RSS %.1f MB -> %s\n",
+                 r.seconds, r.checkpoint.shards.size(), double(r.checkpoint.tensor_bytes) / 1e6, r.bpw_quantized,
+                 r.bpw_total, double(r.peak_rss) / 1e6, r.checkpoint.dir.c_str());
+    if (a->json) {
+      const nlohmann::json j = {{"out", r.checkpoint.dir.string()},     {"seconds", r.seconds},
+                                {"peak_rss_bytes", r.peak_rss},         {"tensor_bytes", r.checkpoint.tensor_bytes},
+                                {"shards", r.checkpoint.shards.size()}, {"bpw_quantized", r.bpw_quantized},
+                                {"bpw_total", r.bpw_total},             {"quantized_params", r.quantized_params},
+                                {"total_params", r.total_params},       {"modules", r.modules.size()}};
+      std::printf("%s\n", j.dump(1).c_str());
+    }
+    return 0;
+  };
+}
+
+}  // namespace gptq::cli

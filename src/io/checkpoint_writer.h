@@ -1,0 +1,97 @@
+// Writing a Hugging Face checkpoint directory (what io::Checkpoint reads), all or
+// nothing: everything goes into a sibling temporary directory that is renamed onto
+// the output only by commit(), so an interrupted run leaves no half checkpoint.
+//
+// Tensors are streamed: each is appended to the current shard's data file on disk and
+// only its header entry stays in memory. Closing a shard writes its header and then
+// copies the data into the shard file in name order (copy_file_range, so inside the
+// kernel). I/O cost: every tensor byte is written twice and read once; extra disk
+// space: one shard's data while that shard is being closed.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.h"
+#include "io/safetensors_writer.h"
+
+namespace gptq::io {
+
+struct CheckpointWriterOptions {
+  // A shard is closed before a tensor that would take its data past this many bytes
+  // (a tensor larger than that gets a shard of its own); 0 = one shard, no limit.
+  uint64_t max_shard_bytes = 4'000'000'000;
+  // Replace an existing output directory (only once commit() succeeds).
+  bool overwrite = false;
+};
+
+struct CheckpointSummary {
+  std::filesystem::path dir;
+  std::vector<std::filesystem::path> shards;  // model.safetensors, or model-0000i-of-0000N
+  std::filesystem::path index;                // model.safetensors.index.json; empty if one shard
+  std::vector<std::filesystem::path> files;   // added by add_file / copy_file
+  std::size_t tensor_count = 0;
+  uint64_t tensor_bytes = 0;                  // sum of tensor data, the index's total_size
+};
+
+class CheckpointWriter {
+ public:
+  // Throws kInvalidArgument if `out_dir` exists and !options.overwrite; kIo if the
+  // temporary directory `<out_dir>.tmp-<pid>-<random>` cannot be created.
+  explicit CheckpointWriter(std::filesystem::path out_dir, CheckpointWriterOptions options = {});
+  // Without a successful commit(), removes the temporary directory and everything in it.
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Throws kInvalidArgument naming the tensor if `data` is not dtype × shape bytes or the
+  // name was already added; the writer stays usable after such an argument error. Any
+  // I/O failure (kIo) leaves the writer unusable: later calls throw, nothing is committed.
+  void add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                  std::span<const std::byte> data);
+  // A plain file beside the weights (config.json, tokenizer.json, quant_log.json, ...).
+  // `name` must be a plain file name, not a weights file name, not added before.
+  void add_file(const std::string& name, std::string_view contents);
+  void copy_file(const std::filesystem::path& src, const std::string& name);
+
+  // Closes the last shard, names the shards, writes the index when there are several,
+  // fsyncs, then renames the temporary directory onto the output (moving an existing
+  // one aside first and deleting it afterwards when overwriting).
+  CheckpointSummary commit();
+
+ private:
+  struct PendingTensor {
+    SafetensorsEntry entry;
+    uint64_t offset = 0;  // into the shard's data file
+    uint64_t nbytes = 0;
+  };
+
+  void check_usable() const;
+  void check_file_name(const std::string& name) const;
+  std::filesystem::path shard_temp_path(std::size_t shard) const;
+  std::filesystem::path data_path() const;  // the open shard's tensor bytes, in add order
+  void close_shard();
+
+  std::filesystem::path out_dir_;
+  std::filesystem::path temp_dir_;
+  CheckpointWriterOptions options_;
+  bool committed_ = false;
+  bool broken_ = false;  // an I/O error happened part-way; the temp dir is garbage
+
+  std::size_t shard_count_ = 0;              // closed shards
+  std::vector<PendingTensor> pending_;       // tensors of the open shard
+  uint64_t pending_bytes_ = 0;
+  std::ofstream data_;                       // the open shard's data file
+  std::map<std::string, std::size_t> shard_of_;  // tensor -> shard number (0-based)
+  uint64_t tensor_bytes_ = 0;
+  std::vector<std::string> files_;
+};
+
+}  // namespace gptq::io

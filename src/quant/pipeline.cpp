@@ -1,0 +1,367 @@
+#include "quant/pipeline.h"
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <map>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "io/checkpoint.h"
+#include "io/json_file.h"
+#include "model/config.h"
+#include "model/layer.h"
+#include "quant/gptq.h"
+#include "quant/hessian.h"
+#include "quant/packing.h"
+#include "quant/rtn.h"
+
+namespace gptq::quant {
+
+namespace fs = std::filesystem;
+using model::Slot;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The slot whose observed input feeds `s`: q/k/v read one input, gate/up another.
+Slot input_source(Slot s) {
+  switch (s) {
+    case Slot::kQ: case Slot::kK: case Slot::kV: return Slot::kQ;
+    case Slot::kGate: case Slot::kUp: return Slot::kGate;
+    default: return s;
+  }
+}
+
+// True-sequential groups: each later group is calibrated on inputs produced with the
+// earlier groups already quantized. Without it, one group sees the original weights.
+std::vector<std::vector<Slot>> slot_groups(bool true_sequential) {
+  if (!true_sequential) return {{model::kAllSlots.begin(), model::kAllSlots.end()}};
+  return {{Slot::kQ, Slot::kK, Slot::kV}, {Slot::kO}, {Slot::kGate, Slot::kUp}, {Slot::kDown}};
+}
+
+// Accumulates one Hessian per distinct input among the slots it was built for.
+class HessianObserver final : public model::LinearObserver {
+ public:
+  HessianObserver(backend::Backend& b, const model::ModelConfig& c, const std::vector<Slot>& slots) : backend_(b) {
+    for (Slot s : slots) {
+      const Slot src = input_source(s);
+      if (!hessians_.count(src)) hessians_.emplace(src, HessianAccumulator(model::slot_shape(c, s).second));
+    }
+  }
+  void observe(int64_t, Slot slot, backend::View x) override {
+    const auto it = hessians_.find(slot);
+    if (it == hessians_.end()) return;  // a slot that shares its source reports the same x
+    host_.resize(std::size_t(x.rows * x.cols));
+    backend_.download(x, host_);
+    it->second.add(host_.data(), x.rows);
+  }
+  const HessianAccumulator& hessian(Slot s) const { return hessians_.at(input_source(s)); }
+
+ private:
+  backend::Backend& backend_;
+  std::map<Slot, HessianAccumulator> hessians_;
+  std::vector<float> host_;
+};
+
+GptqOptions gptq_options(const QuantizeConfig& c, const ModuleSettings& s, const std::string& name) {
+  GptqOptions o;
+  o.quant = {.bits = s.bits, .sym = s.sym, .scale_search = c.mse ? ScaleSearch::kMse : ScaleSearch::kMinMax};
+  o.group_size = s.group_size;
+  // GPTQModel switches GAR off when desc_act is on: the two orders exclude each other.
+  o.act_order = s.desc_act ? ActOrder::kDescAct : c.act_group_aware ? ActOrder::kGroupAware : ActOrder::kNone;
+  o.static_groups = c.static_groups;
+  o.damp_percent = c.damp_percent;
+  o.damp_auto_increment = c.damp_auto_increment;
+  o.module_name = name;
+  return o;
+}
+
+std::span<const std::byte> bytes_of(const auto& v) { return std::as_bytes(std::span(v)); }
+
+// Everything one run needs, so the steps below stay short.
+class Run {
+ public:
+  Run(const fs::path& dir, const CalibSet& calib, backend::Backend& b, const PipelineOptions& o)
+      : dir_(dir), calib_(calib), b_(b), o_(o), c_(model::load_config(dir)), ckpt_(dir),
+        writer_(o.out_dir, o.writer), start_(Clock::now()) {}
+
+  QuantizeResult go();
+
+ private:
+  void embed_calibration();
+  void run_samples(model::DecoderLayer& L, model::LinearObserver* obs,
+                   bool write_back);
+  void quantize_layer(int64_t i);
+  ModuleReport quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
+                               int64_t in, const std::string& weight_name, const HessianAccumulator* h,
+                               std::unique_ptr<backend::Linear>* swap_in);
+  void quantize_lm_head();
+  void copy_raw(const std::string& name) {
+    const auto& t = ckpt_.get(name);
+    writer_.add_tensor(name, t.dtype, t.shape, t.data);
+  }
+  void write_metadata(QuantizeResult& r);
+  void report(ModuleReport m) {
+    if (o_.on_module) o_.on_module(m);
+    result_.modules.push_back(std::move(m));
+  }
+
+  fs::path dir_;
+  const CalibSet& calib_;
+  backend::Backend& b_;
+  const PipelineOptions& o_;
+  model::ModelConfig c_;
+  io::Checkpoint ckpt_;
+  io::CheckpointWriter writer_;
+  Clock::time_point start_;
+  QuantizeResult result_;
+  bool gptq_ = true;
+  // Calibration activations: sample s occupies rows [offsets_[s], offsets_[s + 1]) of
+  // acts_ ([total tokens, hidden] fp32), the residual stream entering the next layer.
+  std::vector<float> acts_;
+  std::vector<int64_t> offsets_;
+  int64_t max_len_ = 0;
+  std::unique_ptr<model::LayerRunner> runner_;
+  backend::Buffer scratch_;
+  backend::KvLayer kv_;
+  int64_t quantized_bits_ = 0;
+};
+
+void Run::embed_calibration() {
+  const auto& emb = ckpt_.get("model.embed_tokens.weight");
+  if (emb.shape != std::vector<int64_t>{c_.vocab, c_.hidden}) {
+    throw Error(ErrorKind::kFormat, dir_.string() + ": model.embed_tokens.weight has shape " + emb.shape_string());
+  }
+  offsets_ = {0};
+  for (const auto& s : calib_.samples) {
+    offsets_.push_back(offsets_.back() + int64_t(s.size()));
+    max_len_ = std::max<int64_t>(max_len_, int64_t(s.size()));
+  }
+  if (max_len_ > c_.max_positions) {
+    throw Error(ErrorKind::kInvalidArgument, "calibration samples of " + std::to_string(max_len_) +
+                                                 " tokens exceed the model's context of " + std::to_string(c_.max_positions));
+  }
+  acts_.resize(std::size_t(offsets_.back() * c_.hidden));
+  const std::size_t row_bytes = std::size_t(c_.hidden) * dtype_size(emb.dtype);
+  io::TensorView row = emb;
+  row.shape = {c_.hidden};
+  int64_t r = 0;
+  for (const auto& s : calib_.samples) {
+    for (int32_t id : s) {
+      if (id < 0 || id >= c_.vocab) throw Error(ErrorKind::kInvalidArgument, "calibration token id out of range");
+      row.data = emb.data.subspan(std::size_t(id) * row_bytes, row_bytes);
+      io::to_f32(row, &acts_[std::size_t(r++ * c_.hidden)]);
+    }
+  }
+}
+
+void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back) {
+  for (std::size_t s = 0; s + 1 < offsets_.size(); ++s) {
+    const int64_t T = offsets_[s + 1] - offsets_[s];
+    const backend::View h = scratch_.rows(T);
+    const std::span<float> host(&acts_[std::size_t(offsets_[s] * c_.hidden)], std::size_t(T * c_.hidden));
+    b_.upload(host, h);
+    runner_->forward(L, h, 0, kv_, obs);
+    if (write_back) b_.download(h, host);
+  }
+}
+
+ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
+                                  int64_t in, const std::string& weight_name, const HessianAccumulator* h,
+                                  std::unique_ptr<backend::Linear>* swap_in) {
+  ModuleReport m{.name = name, .layer = layer, .bits = s.bits, .group_size = s.group_size, .desc_act = s.desc_act};
+  const auto t0 = Clock::now();
+  const std::vector<float> W = io::to_f32(ckpt_.get(weight_name), {out, in}, dir_.string());
+  QuantizedLinear q;
+  if (gptq_) {
+    GptqStats st;
+    q = gptq_quantize(W.data(), out, in, h->matrix().data(), gptq_options(o_.config, s, name), &st);
+    m.loss = st.loss;
+    m.damp = st.damp_percent;
+    m.retries = st.retries;
+  } else {
+    q = rtn_quantize(W.data(), out, in,
+                     {.quant = {.bits = s.bits, .sym = s.sym,
+                                .scale_search = o_.config.mse ? ScaleSearch::kMse : ScaleSearch::kMinMax},
+                      .group_size = s.group_size});
+  }
+  const PackedLinear saved = pack(q, o_.config.format);
+  writer_.add_tensor(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
+  writer_.add_tensor(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
+  writer_.add_tensor(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales));
+  writer_.add_tensor(name + ".g_idx", DType::kI32, {in}, bytes_of(saved.g_idx));
+  if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
+  quantized_bits_ += int64_t(saved.qweight.size() * 32 + saved.qzeros.size() * 32 + saved.scales.size() * 16 +
+                             saved.g_idx.size() * 32);
+  result_.quantized_params += out * in;
+  if (swap_in != nullptr) {
+    // The in-memory model runs exactly what a reload of the checkpoint runs.
+    PackedLinear live = pack(q, Format::kV2);
+    *swap_in = b_.gptq_linear(std::move(live));
+  }
+  m.seconds = since(t0);
+  return m;
+}
+
+void Run::quantize_layer(int64_t i) {
+  const std::string p = "model.layers." + std::to_string(i) + ".";
+  for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"}) copy_raw(p + norm);
+  if (c_.qk_norm) {
+    copy_raw(p + "self_attn.q_norm.weight");
+    copy_raw(p + "self_attn.k_norm.weight");
+  }
+  std::optional<model::DecoderLayer> L;
+  if (gptq_) {
+    model::DenseLoader dense(b_);
+    L = model::load_layer(ckpt_, c_, i, dense);
+  }
+  for (const auto& group : slot_groups(o_.config.true_sequential)) {
+    std::vector<Slot> todo;
+    for (Slot s : group) {
+      const std::string name = model::module_name(i, s);
+      if (o_.config.resolve(name)) {
+        todo.push_back(s);
+      } else {
+        copy_raw(name + ".weight");
+        if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
+        report({.name = name, .layer = i, .quantized = false});
+      }
+    }
+    if (todo.empty()) continue;
+    std::optional<HessianObserver> obs;
+    if (gptq_) {
+      obs.emplace(b_, c_, todo);
+      run_samples(*L, &*obs, false);
+    }
+    for (Slot s : todo) {
+      const std::string name = model::module_name(i, s);
+      const auto [out, in] = model::slot_shape(c_, s);
+      report(quantize_module(name, i, *o_.config.resolve(name), out, in, name + ".weight",
+                             gptq_ ? &obs->hessian(s) : nullptr, gptq_ ? &L->linears[std::size_t(s)] : nullptr));
+    }
+  }
+  if (gptq_) run_samples(*L, nullptr, true);  // the next layer's inputs
+}
+
+void Run::quantize_lm_head() {
+  const std::string weight = c_.tie_embeddings && ckpt_.find("lm_head.weight") == nullptr ? "model.embed_tokens.weight"
+                                                                                          : "lm_head.weight";
+  const auto s = o_.config.resolve("lm_head");
+  if (!o_.config.lm_head || !s) {
+    if (!c_.tie_embeddings) copy_raw("lm_head.weight");
+    if (o_.config.lm_head) report({.name = "lm_head", .quantized = false});
+    return;
+  }
+  std::optional<HessianAccumulator> h;
+  if (gptq_) {
+    // The head reads the final-normed residual stream.
+    h.emplace(c_.hidden);
+    const std::vector<float> norm = model::load_vector(ckpt_, "model.norm.weight", c_.hidden);
+    for (std::size_t i = 0; i + 1 < offsets_.size(); ++i) {
+      const int64_t T = offsets_[i + 1] - offsets_[i];
+      const std::span<float> host(&acts_[std::size_t(offsets_[i] * c_.hidden)], std::size_t(T * c_.hidden));
+      const backend::View x = scratch_.rows(T);
+      b_.upload(host, x);
+      b_.rms_norm(x, norm, float(c_.rms_eps), x);
+      std::vector<float> normed(host.size());
+      b_.download(x, normed);
+      h->add(normed.data(), T);
+    }
+  }
+  report(quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, gptq_ ? &*h : nullptr, nullptr));
+}
+
+void Run::write_metadata(QuantizeResult& r) {
+  using ojson = nlohmann::ordered_json;
+  const ojson qc = o_.config.to_json(o_.version);
+  std::ifstream in(dir_ / "config.json");
+  ojson config = ojson::parse(in);
+  config["quantization_config"] = qc;
+  // A quantized head cannot stay tied to the (unquantized) embedding.
+  if (o_.config.lm_head && c_.tie_embeddings && o_.config.resolve("lm_head")) config["tie_word_embeddings"] = false;
+  writer_.add_file("config.json", config.dump(2) + "\n");
+  writer_.add_file("quantize_config.json", qc.dump(2) + "\n");
+  for (const char* f : {"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"}) {
+    if (fs::exists(dir_ / f)) writer_.copy_file(dir_ / f, f);
+  }
+  ojson modules = ojson::array();
+  for (const auto& m : r.modules) {
+    modules.push_back({{"module", m.name}, {"quantized", m.quantized}, {"bits", m.bits}, {"group_size", m.group_size},
+                       {"desc_act", m.desc_act}, {"loss", m.loss}, {"damp_percent", m.damp}, {"retries", m.retries},
+                       {"seconds", m.seconds}});
+  }
+  const ojson log = {{"quantizer", "gptq.cpp:" + o_.version},
+                     {"source", dir_.string()},
+                     {"calibration", calib_.describe()},
+                     {"quantization_config", qc},
+                     {"seconds", since(start_)},
+                     {"peak_rss_bytes", peak_rss_bytes()},
+                     {"modules", modules}};
+  writer_.add_file("quant_log.json", log.dump(2) + "\n");
+}
+
+QuantizeResult Run::go() {
+  gptq_ = o_.config.method == Method::kGptq;
+  if (gptq_) {
+    if (calib_.samples.empty()) throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration samples");
+    embed_calibration();
+    runner_ = std::make_unique<model::LayerRunner>(b_, c_, max_len_);
+    scratch_ = b_.alloc(max_len_, c_.hidden);
+    kv_ = {b_.alloc(max_len_, c_.kv_heads * c_.head_dim), b_.alloc(max_len_, c_.kv_heads * c_.head_dim)};
+  }
+  copy_raw("model.embed_tokens.weight");
+  for (int64_t i = 0; i < c_.layers; ++i) {
+    quantize_layer(i);
+    if (o_.on_layer) o_.on_layer(i + 1, c_.layers, since(start_));
+  }
+  copy_raw("model.norm.weight");
+  quantize_lm_head();
+
+  for (const auto& name : ckpt_.names()) result_.total_params += ckpt_.get(name).numel();
+  result_.peak_rss = peak_rss_bytes();
+  write_metadata(result_);
+  result_.checkpoint = writer_.commit();
+  result_.seconds = since(start_);
+  result_.bpw_quantized = result_.quantized_params > 0 ? double(quantized_bits_) / double(result_.quantized_params) : 0.0;
+  result_.bpw_total = double(result_.checkpoint.tensor_bytes) * 8.0 / double(result_.total_params);
+  return result_;
+}
+
+}  // namespace
+
+void check_quantizable(const fs::path& dir, const QuantizeConfig& config) {
+  config.validate();
+  const model::ModelConfig c = model::load_config(dir);
+  auto check = [&](const std::string& name, int64_t in) {
+    const auto s = config.resolve(name);
+    if (!s) return;
+    if (s->group_size != -1 && in % s->group_size != 0) {
+      throw Error(ErrorKind::kInvalidArgument, name + ": group size " + std::to_string(s->group_size) +
+                                                   " does not divide in_features " + std::to_string(in) +
+                                                   " (use -1 or a divisor)");
+    }
+    if (in % block_values(s->bits) != 0) {
+      throw Error(ErrorKind::kInvalidArgument, name + ": in_features " + std::to_string(in) + " is not a multiple of " +
+                                                   std::to_string(block_values(s->bits)) + ", which " +
+                                                   std::to_string(s->bits) + "-bit packing needs");
+    }
+  };
+  for (int64_t i = 0; i < c.layers; ++i) {
+    for (Slot s : model::kAllSlots) check(model::module_name(i, s), model::slot_shape(c, s).second);
+  }
+  if (config.lm_head) check("lm_head", c.hidden);
+}
+
+QuantizeResult quantize_model(const fs::path& model_dir, const CalibSet& calib, backend::Backend& b,
+                              const PipelineOptions& o) {
+  check_quantizable(model_dir, o.config);
+  Run run(model_dir, calib, b, o);
+  return run.go();
+}
+
+}  // namespace gptq::quant

@@ -1,0 +1,75 @@
+// Quantizing a whole model, layer by layer, as GPTQ does it:
+//
+//   embed the calibration set → for each decoder layer:
+//     load its weights from the mmap (fp32, this layer only)
+//     for each true-sequential group [q,k,v] → [o] → [gate,up] → [down]:
+//       run the layer over every sample, accumulating H = 2/n Σ x xᵀ for the group's
+//       inputs (one H per distinct input: q/k/v share one, gate/up share one), with the
+//       earlier groups already quantized; GPTQ each module; swap it in, quantized
+//     run the layer once more to produce the next layer's inputs
+//   (lm_head last, on the final-normed activations, when asked)
+//
+// Peak memory ≈ calibration activations (n_samples · seq_len · hidden · 4 bytes)
+//             + one layer's weights in fp32 + the largest group's Hessian(s) (K² · 8 bytes
+//             each) + GPTQ's per-module work (K² · 4 + N · K · 4 bytes)
+// and the output is streamed to disk, never held whole.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "io/checkpoint_writer.h"
+#include "quant/calibration.h"
+#include "quant/quant_config.h"
+
+namespace gptq::quant {
+
+struct ModuleReport {
+  std::string name;      // "model.layers.0.self_attn.q_proj"
+  int64_t layer = -1;    // -1 for lm_head
+  bool quantized = true; // false: excluded by a "-:" rule
+  int bits = 0;
+  int group_size = 0;
+  bool desc_act = false;
+  double loss = 0.0;     // GPTQ: ½ Σ δ (H + λI) δᵀ = mean over calibration tokens of ‖(W − Q) x‖²
+  double damp = 0.0;     // damp_percent that factorised
+  int retries = 0;
+  double seconds = 0.0;
+};
+
+struct QuantizeResult {
+  std::vector<ModuleReport> modules;
+  io::CheckpointSummary checkpoint;
+  double seconds = 0.0;
+  uint64_t peak_rss = 0;
+  int64_t quantized_params = 0;  // weights of quantized modules
+  int64_t total_params = 0;
+  // Bits per weight of quantized modules (qweight + qzeros + scales + g_idx), and of
+  // the whole checkpoint over all parameters.
+  double bpw_quantized = 0.0;
+  double bpw_total = 0.0;
+};
+
+struct PipelineOptions {
+  QuantizeConfig config;
+  std::filesystem::path out_dir;
+  io::CheckpointWriterOptions writer;
+  std::string version = GPTQ_VERSION;  // written as meta.quantizer "gptq.cpp:VERSION"
+  std::function<void(const ModuleReport&)> on_module;
+  // (layers done, layers total, seconds so far)
+  std::function<void(int64_t, int64_t, double)> on_layer;
+};
+
+// `calib` may be empty for Method::kRtn. Throws gptq::Error; on any error the output
+// directory is left untouched (nothing half-written).
+QuantizeResult quantize_model(const std::filesystem::path& model_dir, const CalibSet& calib, backend::Backend& b,
+                              const PipelineOptions& o);
+
+// Checks every module's settings against its shape (group size divides K, K fits the
+// packing) before any work starts; throws kInvalidArgument naming the module.
+void check_quantizable(const std::filesystem::path& model_dir, const QuantizeConfig& config);
+
+}  // namespace gptq::quant
