@@ -190,15 +190,19 @@ TEST(CheckpointWriter, ShardsWithTransformersNamesAndAnIndexTheReaderAccepts) {
 TEST(CheckpointWriter, TensorLargerThanTheShardLimitGetsAShardOfItsOwn) {
   gptq::test::TempDir tmp;
   const fs::path out = tmp.path() / "out";
-  const std::vector<Spec> specs = {spec("a", DType::kF32, {10}, 1), spec("big", DType::kF32, {100}, 2),
-                                   spec("c", DType::kF32, {10}, 3)};
+  // Oversized first (no empty shard may come before it) and between small ones.
+  const std::vector<Spec> specs = {spec("big1", DType::kF32, {100}, 1), spec("a", DType::kF32, {10}, 2),
+                                   spec("big2", DType::kF32, {100}, 3), spec("c", DType::kF32, {10}, 4)};
   CheckpointWriter w(out, {.max_shard_bytes = 100});
   write_all(w, specs);
-  w.commit();
+  const auto summary = w.commit();
 
-  const gptq::io::SafetensorsFile middle(out / "model-00002-of-00003.safetensors");
-  ASSERT_EQ(middle.tensors().size(), 1u);
-  EXPECT_EQ(middle.tensors().begin()->first, "big");
+  ASSERT_EQ(summary.shards.size(), specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const gptq::io::SafetensorsFile shard(summary.shards[i]);
+    ASSERT_EQ(shard.tensors().size(), 1u) << summary.shards[i];
+    EXPECT_EQ(shard.tensors().begin()->first, specs[i].name);
+  }
   const Checkpoint ckpt(out);
   for (const Spec& s : specs) expect_tensor(ckpt, s);
 }

@@ -189,6 +189,7 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
                                 .scale_search = o_.config.mse ? ScaleSearch::kMse : ScaleSearch::kMinMax},
                       .group_size = s.group_size});
   }
+  if (o_.on_quantized) o_.on_quantized(name, q);
   const PackedLinear saved = pack(q, o_.config.format);
   writer_.add_tensor(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
   writer_.add_tensor(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));

@@ -23,6 +23,7 @@
 #include "backend/backend.h"
 #include "io/checkpoint_writer.h"
 #include "quant/calibration.h"
+#include "quant/quant_params.h"
 #include "quant/quant_config.h"
 
 namespace gptq::quant {
@@ -59,6 +60,8 @@ struct PipelineOptions {
   io::CheckpointWriterOptions writer;
   std::string version = GPTQ_VERSION;  // written as meta.quantizer "gptq.cpp:VERSION"
   std::function<void(const ModuleReport&)> on_module;
+  // Each quantized module's result, before packing (tests rebuild the in-memory model).
+  std::function<void(const std::string&, const QuantizedLinear&)> on_quantized;
   // (layers done, layers total, seconds so far)
   std::function<void(int64_t, int64_t, double)> on_layer;
 };

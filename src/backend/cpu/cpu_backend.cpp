@@ -11,6 +11,7 @@
 #include "backend/cpu/cpu_linear.h"
 #include "backend/cpu/gptq_linear.h"
 #include "core/error.h"
+#include "core/omp_policy.h"
 
 namespace gptq::backend {
 namespace {
@@ -208,6 +209,9 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend() {
+  omp_policy_hook_linked();
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace gptq::backend
