@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
+#include "quant/quant_config.h"
 
 namespace gptq::cli {
 
@@ -25,15 +26,33 @@ Runner add_info(CLI::App& app) {
   return [a] {
     const model::ModelConfig c = model::load_config(a->model);
     const io::Checkpoint ckpt(a->model);
-    int64_t params = 0;
+    // Parameters count logical weights: a GPTQ module's K x N, not its packed words.
+    int64_t params = 0, quant_weights = 0;
+    uint64_t quant_bytes = 0;
     std::map<std::string, int64_t> by_dtype;
     nlohmann::json tensors = nlohmann::json::array();
+    auto ends_with = [](const std::string& s, const std::string& suffix) {
+      return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
     for (const auto& name : ckpt.names()) {
       const auto& t = ckpt.get(name);
-      params += t.numel();
       by_dtype[std::string(dtype_name(t.dtype))] += t.numel();
       tensors.push_back({{"name", name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}});
+      const bool packed = ends_with(name, ".qweight") || ends_with(name, ".qzeros") || ends_with(name, ".scales") ||
+                          ends_with(name, ".g_idx");
+      if (packed) {
+        quant_bytes += t.data.size();
+      } else {
+        params += t.numel();
+      }
+      if (ends_with(name, ".g_idx")) {
+        const std::string prefix = name.substr(0, name.size() - 6);
+        const io::TensorView* sc = ckpt.find(prefix + ".scales");
+        if (sc != nullptr && sc->shape.size() == 2 && t.shape.size() == 1) quant_weights += t.shape[0] * sc->shape[1];
+      }
     }
+    params += quant_weights;
+    const auto qc = quant::read_quantize_config(a->model);
     nlohmann::json j = {
         {"architecture", c.architecture_name},
         {"family", model::to_string(c.arch)},
@@ -53,7 +72,14 @@ Runner add_info(CLI::App& app) {
         {"bytes", ckpt.total_bytes()},
         {"shards", ckpt.shards().size()},
         {"dtypes", by_dtype},
+        {"bits_per_parameter", double(ckpt.total_bytes()) * 8.0 / double(params)},
     };
+    if (qc) {
+      j["quantization_config"] = nlohmann::json::parse(qc->to_json("").dump());  // ordered -> plain json
+      j["quantization_config"]["meta"]["quantizer"] = qc->quantizer;
+      j["quantized_weights"] = quant_weights;
+      j["bits_per_quantized_weight"] = quant_weights > 0 ? double(quant_bytes) * 8.0 / double(quant_weights) : 0.0;
+    }
     if (a->json) {
       j["tensors"] = tensors;
       std::printf("%s\n", j.dump(1).c_str());
@@ -69,6 +95,15 @@ Runner add_info(CLI::App& app) {
     std::printf("parameters %.2f M, %.1f MB in %zu shard(s)\n", double(params) / 1e6,
                 double(ckpt.total_bytes()) / 1e6, ckpt.shards().size());
     for (const auto& [dt, n] : by_dtype) std::printf("  %-5s %lld elements\n", dt.c_str(), (long long)n);
+    std::printf("%.3f bits per parameter overall\n", j["bits_per_parameter"].get<double>());
+    if (qc) {
+      std::printf("GPTQ %d-bit, group %d, %s, desc_act %s, format %s, lm_head %s, %zu dynamic rule(s), by %s\n",
+                  qc->defaults.bits, qc->defaults.group_size, qc->defaults.sym ? "sym" : "asym",
+                  qc->defaults.desc_act ? "on" : "off", qc->format == quant::Format::kV1 ? "gptq (v1)" : "gptq_v2",
+                  qc->lm_head ? "on" : "off", qc->dynamic.size(), qc->quantizer.empty() ? "unknown" : qc->quantizer.c_str());
+      std::printf("%.2f M quantized weights at %.3f bits each (codes + scales + zeros + g_idx)\n",
+                  double(quant_weights) / 1e6, j["bits_per_quantized_weight"].get<double>());
+    }
     if (a->tensors) {
       for (const auto& t : tensors) {
         std::printf("  %-60s %-5s %s\n", t["name"].get<std::string>().c_str(),
