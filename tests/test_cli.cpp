@@ -91,7 +91,33 @@ void expect_one_line_error(const std::string& args, const std::string& fragment)
   EXPECT_NE(r.out.find(fragment), std::string::npos) << r.out;
 }
 
+TEST(Cli, QuantizeRtnWritesAStandardCheckpoint) {
+  const std::string out = (std::filesystem::temp_directory_path() / "gptq-cli-rtn").string();
+  const auto r = run("quantize " + model_dir() + " --out " + out +
+                     " --method rtn --bits 3 --group-size 32 --asym --format gptq_v2 --overwrite --json 2>/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["shards"], 1);
+  // 3 bits + (fp16 scale + 3-bit zero) / 32 + 32-bit g_idx / N per weight: a little over 3.6.
+  EXPECT_GT(j["bpw_quantized"].get<double>(), 3.5);
+  EXPECT_LT(j["bpw_quantized"].get<double>(), 3.8);
+  for (const char* f : {"config.json", "quantize_config.json", "model.safetensors", "tokenizer.json",
+                        "generation_config.json", "quant_log.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(std::filesystem::path(out) / f)) << f;
+  }
+  const auto info = nlohmann::json::parse(run("info " + out + " --json").out);
+  EXPECT_EQ(info["quantization_config"]["bits"], 3);
+  EXPECT_EQ(info["quantization_config"]["sym"], false);
+  EXPECT_EQ(info["quantization_config"]["checkpoint_format"], "gptq_v2");
+  EXPECT_EQ(info["parameters"], 15191712);
+  std::filesystem::remove_all(out);
+}
+
 TEST(Cli, ErrorsAreOneLine) {
+  expect_one_line_error("quantize " + model_dir() + " --out /tmp/never --calib x --group-size 100",
+                        "group size 100 does not divide in_features 288");
+  expect_one_line_error("quantize " + model_dir() + " --out /tmp/never --group-size 32", "--calib");
+  expect_one_line_error("quantize " + model_dir() + " --out /tmp/never --group-size 32 --calib /nonexistent.txt", "/nonexistent.txt");
   expect_one_line_error("info /nonexistent/model", "no config.json");
   expect_one_line_error("ppl " + model_dir() + " --text /nonexistent.txt", "/nonexistent.txt: cannot open");
   expect_one_line_error("generate " + model_dir() + " --prompt hi --top-p 0", "top-p");
