@@ -209,13 +209,25 @@ TEST(Quantizer, AsymmetricAndSymmetricConventions) {
   EXPECT_EQ(s.scale, f16_to_f32(f32_to_f16(4.0f / 3.0f)));      // [−2, 2] / 3, fp16
   EXPECT_NE(s.scale, 4.0f / 3.0f);
 
-  // Symmetric with no negative weight keeps xmin = 0 (reference behaviour): the range
-  // is [0, 1] around the midpoint zero, so 1.0 saturates at code 15 = 7 · scale.
+  // Symmetric always mirrors the range: [−1, 1] for a row with no negative weight. (The
+  // Python reference keeps [0, 1] around the midpoint zero there, so 1.0 saturates at 0.47.)
   const float pos[] = {0.5f, 1.0f};
   const RowParams p = find_row_params(pos, 2, {.bits = 4, .sym = true});
   EXPECT_EQ(p.zero, 8);
-  EXPECT_EQ(p.scale, f16_to_f32(f32_to_f16(1.0f / 15.0f)));
-  EXPECT_EQ(quantize_code(1.0f, p, 15), 15);
+  EXPECT_EQ(p.scale, f16_to_f32(f32_to_f16(2.0f / 15.0f)));
+  EXPECT_NEAR(dequantize_code(quantize_code(1.0f, p, 15), p), 1.0f, p.scale);
+}
+
+TEST(Quantizer, MinZeroKeepsTheRangeRepresentable) {
+  // All non-negative: asymmetric zero would be 0, which v1 cannot store for other readers.
+  const float pos[] = {0.25f, 1.0f, 3.0f};
+  const RowParams free = find_row_params(pos, 3, {.bits = 2, .sym = false});
+  EXPECT_EQ(free.zero, 0);
+  const RowParams v1 = find_row_params(pos, 3, {.bits = 2, .sym = false, .min_zero = 1});
+  EXPECT_EQ(v1.zero, 1);
+  EXPECT_EQ(v1.scale, 1.5f);  // 3 / (maxq − 1): the top of the range stays representable
+  for (float x : pos) EXPECT_LE(std::fabs(dequantize_code(quantize_code(x, v1, 3), v1) - x), v1.scale / 2);
+  EXPECT_THROW(validate(QuantizerConfig{.bits = 2, .min_zero = 3}), Error);
 }
 
 TEST(Quantizer, AllZeroRowUsesUnitRange) {

@@ -8,7 +8,9 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors_writer.h"
+#include "model/gptq_loader.h"
 #include "model/model.h"
+#include "quant/packing.h"
 #include "quant/pipeline.h"
 #include "quant/quant_config.h"
 #include "temp_dir.h"
@@ -191,6 +193,45 @@ TEST(QuantizeCheck, GroupSizeMustDivideInFeatures) {
   // llama-bias-untied has in_features 48: not a multiple of the 32 values 3-bit words hold.
   expect_error([&] { quant::check_quantizable(test::fixtures_dir() / "arch" / "llama-bias-untied", c); },
                "multiple of 32, which 3-bit packing needs");
+}
+
+}  // namespace
+}  // namespace gptq
+
+namespace gptq {
+namespace {
+
+// v1 stores zero − 1; other readers cannot decode a stored zero of 0 (AutoGPTQ reads 2^bits,
+// GPTQModel's v1 -> v2 conversion carries into the next column), so asymmetric v1 output
+// must never contain one. 2-bit asymmetric RTN of stories15M has groups where it would.
+TEST(V1Zeros, AsymmetricV1CheckpointsHaveNoZeroPointZero) {
+  test::TempDir dir;
+  for (const auto format : {quant::Format::kV1, quant::Format::kV2}) {
+    quant::PipelineOptions o;
+    o.config.method = quant::Method::kRtn;
+    o.config.defaults = {.bits = 2, .group_size = 32, .sym = false, .desc_act = false};
+    o.config.format = format;
+    o.out_dir = dir.path() / (format == quant::Format::kV1 ? "v1" : "v2");
+    auto be = backend::make_cpu_backend();
+    quant::quantize_model(test::stories15m_dir(), {}, *be, o);
+    const auto qc = *quant::read_quantize_config(o.out_dir);
+    io::Checkpoint ck(o.out_dir);
+    int64_t zero_zeros = 0;
+    for (int64_t layer = 0; layer < 6; ++layer) {
+      for (model::Slot s : model::kAllSlots) {
+        const auto [out, in] = model::slot_shape(model::load_config(o.out_dir), s);
+        const auto name = model::module_name(layer, s);
+        const auto q = quant::unpack(model::read_packed(ck, name, out, in, *qc.resolve(name), qc.format, false),
+                                     quant::Format::kV2);
+        for (int32_t z : q.zeros) zero_zeros += z == 0;
+      }
+    }
+    if (format == quant::Format::kV1) {
+      EXPECT_EQ(zero_zeros, 0);
+    } else {
+      EXPECT_GT(zero_zeros, 0) << "the case this test guards no longer arises; pick another";
+    }
+  }
 }
 
 }  // namespace

@@ -67,9 +67,17 @@ class HessianObserver final : public model::LinearObserver {
   std::vector<float> host_;
 };
 
+// v1 cannot hold an asymmetric zero of 0 for other readers (see QuantizerConfig::min_zero).
+QuantizerConfig quantizer_config(const QuantizeConfig& c, const ModuleSettings& s) {
+  return {.bits = s.bits,
+          .sym = s.sym,
+          .scale_search = c.mse ? ScaleSearch::kMse : ScaleSearch::kMinMax,
+          .min_zero = c.format == Format::kV1 && !s.sym ? 1 : 0};
+}
+
 GptqOptions gptq_options(const QuantizeConfig& c, const ModuleSettings& s, const std::string& name) {
   GptqOptions o;
-  o.quant = {.bits = s.bits, .sym = s.sym, .scale_search = c.mse ? ScaleSearch::kMse : ScaleSearch::kMinMax};
+  o.quant = quantizer_config(c, s);
   o.group_size = s.group_size;
   // GPTQModel switches GAR off when desc_act is on: the two orders exclude each other.
   o.act_order = s.desc_act ? ActOrder::kDescAct : c.act_group_aware ? ActOrder::kGroupAware : ActOrder::kNone;
@@ -184,10 +192,7 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
     m.damp = st.damp_percent;
     m.retries = st.retries;
   } else {
-    q = rtn_quantize(W.data(), out, in,
-                     {.quant = {.bits = s.bits, .sym = s.sym,
-                                .scale_search = o_.config.mse ? ScaleSearch::kMse : ScaleSearch::kMinMax},
-                      .group_size = s.group_size});
+    q = rtn_quantize(W.data(), out, in, {.quant = quantizer_config(o_.config, s), .group_size = s.group_size});
   }
   if (o_.on_quantized) o_.on_quantized(name, q);
   const PackedLinear saved = pack(q, o_.config.format);

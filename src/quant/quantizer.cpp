@@ -13,6 +13,10 @@ void validate(const QuantizerConfig& config) {
     throw Error(ErrorKind::kInvalidArgument,
                 "quantizer: bits must be 2, 3, 4 or 8, got " + std::to_string(config.bits));
   }
+  if (config.min_zero < 0 || config.min_zero >= max_code(config.bits)) {
+    throw Error(ErrorKind::kInvalidArgument, "quantizer: min_zero must be in [0, maxq), got " +
+                                                 std::to_string(config.min_zero));
+  }
   if (config.scale_search == ScaleSearch::kMse) {
     const MseGrid& g = config.mse;
     if (g.grid < 1 || !(g.maxshrink > 0.0 && g.maxshrink <= 1.0) || !(g.norm > 0.0)) {
@@ -35,16 +39,22 @@ float fp16_scale(float scale) {
 namespace {
 
 // Scale and zero for the range [xmin, xmax] (xmin <= 0 <= xmax, not both 0).
-RowParams params_for_range(float xmin, float xmax, int32_t maxq, bool sym) {
+RowParams params_for_range(float xmin, float xmax, int32_t maxq, bool sym, int32_t min_zero) {
   RowParams p;
   p.scale = fp16_scale((xmax - xmin) / float(maxq));
   if (sym) {
     p.zero = (maxq + 1) / 2;
-  } else {
-    // xmin <= 0 so -xmin/scale >= 0; the fp16 rounding of the scale can push it a
-    // fraction past maxq, hence the clamp.
-    const float z = std::nearbyint(-xmin / p.scale);
-    p.zero = int32_t(std::fmin(std::fmax(z, 0.0f), float(maxq)));
+    return p;
+  }
+  // xmin <= 0 so -xmin/scale >= 0; the fp16 rounding of the scale can push it a
+  // fraction past maxq, hence the clamp.
+  const float z = std::nearbyint(-xmin / p.scale);
+  p.zero = int32_t(std::fmin(std::fmax(z, 0.0f), float(maxq)));
+  if (p.zero < min_zero) {
+    // Representable with zero z: [-z·scale, (maxq - z)·scale]; grow the scale to keep
+    // both ends of the range inside it.
+    p.zero = min_zero;
+    p.scale = fp16_scale(std::fmax(xmax / float(maxq - min_zero), -xmin / float(min_zero)));
   }
   return p;
 }
@@ -71,23 +81,24 @@ RowParams find_row_params(const float* x, int64_t n, const QuantizerConfig& conf
     xmax = std::fmax(xmax, x[k]);
   }
   if (config.sym) {
+    // Symmetric: [-m, m] with m = max |x|. (The Python reference mirrors xmin only when it
+    // is negative, so a group with no negative weight gets range [0, m] around the
+    // midpoint zero and saturates at m/2; we always mirror.)
     xmax = std::fmax(-xmin, xmax);
-    // As the reference: only a negative xmin is mirrored. A row with no negative weight
-    // keeps xmin = 0 and the midpoint zero, so its upper half saturates.
-    if (xmin < 0.0f) xmin = -xmax;
+    xmin = -xmax;
   }
   if (xmin == 0.0f && xmax == 0.0f) {  // all-zero row: any scale reproduces it exactly
     xmin = -1.0f;
     xmax = 1.0f;
   }
-  RowParams best = params_for_range(xmin, xmax, maxq, config.sym);
+  RowParams best = params_for_range(xmin, xmax, maxq, config.sym, config.min_zero);
   if (config.scale_search == ScaleSearch::kMse) {
     const MseGrid& g = config.mse;
     double best_err = std::numeric_limits<double>::infinity();
     const int steps = int(g.maxshrink * double(g.grid));
     for (int i = 0; i < steps; ++i) {
       const float shrink = float(1.0 - double(i) / double(g.grid));
-      const RowParams cand = params_for_range(shrink * xmin, shrink * xmax, maxq, config.sym);
+      const RowParams cand = params_for_range(shrink * xmin, shrink * xmax, maxq, config.sym, config.min_zero);
       const double err = clip_error(x, n, cand, maxq, g.norm);
       if (err < best_err) {
         best_err = err;

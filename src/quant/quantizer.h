@@ -4,7 +4,7 @@
 //
 //   asymmetric: xmin = min(min(x), 0), xmax = max(max(x), 0)
 //               scale = (xmax - xmin) / maxq, zero = round(-xmin / scale)
-//   symmetric:  xmax = max(|xmin|, xmax), xmin = -xmax when xmin < 0,
+//   symmetric:  xmax = max(|xmin|, xmax), xmin = -xmax,
 //               scale = (xmax - xmin) / maxq, zero = (maxq + 1) / 2
 //   code  = clamp(round(x / scale) + zero, 0, maxq)      (round: half to even, as torch)
 //   value = scale * (code - zero)
@@ -40,6 +40,10 @@ struct QuantizerConfig {
   bool sym = true;  // symmetric: zero point fixed at 2^(bits-1)
   ScaleSearch scale_search = ScaleSearch::kMinMax;
   MseGrid mse = {};
+  // Smallest zero point allowed (asymmetric only). 1 for v1 checkpoints: v1 stores
+  // zero − 1, and a stored −1 is read back as 2^bits by AutoGPTQ and carried into the
+  // neighbouring column by GPTQModel's v1 → v2 conversion; no v1 reader decodes zero 0.
+  int32_t min_zero = 0;
 };
 
 // Throws Error(kInvalidArgument) for bits outside {2, 3, 4, 8} or a bad MSE grid.
