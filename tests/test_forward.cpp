@@ -13,25 +13,15 @@
 #include "model/model.h"
 #include "reference_tolerance.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 namespace gptq {
 namespace {
 
 using nlohmann::json;
+using test::load_json;
+using test::logsumexp;
 namespace fs = std::filesystem;
-
-json load_json(const fs::path& p) {
-  std::ifstream in(p);
-  EXPECT_TRUE(in.good()) << p;
-  return json::parse(in);
-}
-
-double logsumexp(std::span<const float> row) {
-  const double mx = *std::max_element(row.begin(), row.end());
-  double s = 0.0;
-  for (float v : row) s += std::exp(double(v) - mx);
-  return mx + std::log(s);
-}
 
 int64_t widest_k(const model::ModelConfig& c) {
   return std::max({c.hidden, c.intermediate, c.heads * c.head_dim});

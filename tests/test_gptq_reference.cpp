@@ -17,18 +17,14 @@
 #include "reference_tolerance.h"
 #include "temp_dir.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 namespace gptq {
 namespace {
 
 using nlohmann::json;
+using test::load_json;
 namespace fs = std::filesystem;
-
-json load_json(const fs::path& p) {
-  std::ifstream in(p);
-  EXPECT_TRUE(in.good()) << p;
-  return json::parse(in);
-}
 
 int64_t widest_k(const model::ModelConfig& c) {
   return std::max({c.hidden, c.intermediate, c.heads * c.head_dim});

@@ -11,18 +11,13 @@
 #include "eval/perplexity.h"
 #include "model/model.h"
 #include "test_paths.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gptq {
 namespace {
 
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  EXPECT_TRUE(in.good()) << p;
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using test::read_file;
 
 void check_ppl(const std::string& shared_relative) {
   const auto ref = nlohmann::json::parse(read_file(test::stories15m_reference() / "ppl.json"))["files"][shared_relative];

@@ -13,19 +13,14 @@
 #include "quant/pipeline.h"
 #include "temp_dir.h"
 #include "test_paths.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gptq {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using test::read_file;
 
 // In-domain, held out: calibrate on the second half of the stories file, evaluate on
 // the first windows of the first half.

@@ -15,22 +15,14 @@
 #include "quant/quant_config.h"
 #include "temp_dir.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 namespace gptq {
 namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::ordered_json;
-
-template <class F>
-void expect_error(F&& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no error; expected one containing \"" << fragment << "\"";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
-  }
-}
+using test::expect_error;
 
 TEST(QuantizeConfig, DynamicRulesFirstMatchAnchoredAtStart) {
   quant::QuantizeConfig c;
