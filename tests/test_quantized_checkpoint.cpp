@@ -228,3 +228,32 @@ TEST(V1Zeros, AsymmetricV1CheckpointsHaveNoZeroPointZero) {
 
 }  // namespace
 }  // namespace gptq
+
+namespace gptq {
+namespace {
+
+TEST(Sharding, ShardedCheckpointLoadsToTheSameModel) {
+  test::TempDir dir;
+  auto be = backend::make_cpu_backend();
+  for (const uint64_t shard : {uint64_t{0}, uint64_t{5'000'000}}) {
+    quant::PipelineOptions o;
+    o.config.method = quant::Method::kRtn;
+    o.config.defaults = {.bits = 4, .group_size = 32};
+    o.out_dir = dir.path() / (shard ? "sharded" : "single");
+    o.writer.max_shard_bytes = shard;
+    const auto r = quant::quantize_model(test::stories15m_dir(), {}, *be, o);
+    EXPECT_EQ(r.checkpoint.shards.size(), shard ? 2u : 1u);  // the 18 MB embedding alone fills one
+  }
+  EXPECT_TRUE(fs::exists(dir.path() / "sharded" / "model.safetensors.index.json"));
+  const std::vector<int32_t> ids = {1, 9038, 2501, 263, 931};
+  std::vector<float> a, b;
+  auto m1 = model::Model::load(dir.path() / "single", *be);
+  auto m2 = model::Model::load(dir.path() / "sharded", *be);
+  auto c1 = m1.new_cache(8), c2 = m2.new_cache(8);
+  m1.forward(ids, c1, model::Logits::kAll, a);
+  m2.forward(ids, c2, model::Logits::kAll, b);
+  EXPECT_EQ(a, b);
+}
+
+}  // namespace
+}  // namespace gptq
