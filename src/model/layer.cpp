@@ -102,7 +102,7 @@ LayerRunner::LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_
 LayerRunner::~LayerRunner() = default;
 
 void LayerRunner::forward(const DecoderLayer& L, View hidden, int64_t start, backend::KvLayer& cache,
-                          LinearObserver* observer) {
+                          LinearObserver* observer, std::optional<Slot> stop_after) {
   const int64_t T = hidden.rows;
   if (T > max_tokens_) {
     throw Error(ErrorKind::kInvalidArgument, "layer forward: " + std::to_string(T) +
@@ -113,15 +113,15 @@ void LayerRunner::forward(const DecoderLayer& L, View hidden, int64_t start, bac
   const float eps = float(c.rms_eps);
   const View norm = s_->norm.rows(T), q = s_->q.rows(T), k = s_->k.rows(T), v = s_->v.rows(T),
              attn = s_->attn.rows(T), out = s_->out.rows(T), gate = s_->gate.rows(T), up = s_->up.rows(T);
+  // True when the caller wants nothing past this slot.
   auto observe = [&](Slot s, View x) {
     if (observer != nullptr) observer->observe(L.index, s, x);
+    return stop_after == s;
   };
 
   // Attention block: x += o_proj(attention(rope(q), rope(k), v)) on rms_norm(x).
   b.rms_norm(hidden, L.input_norm, eps, norm);
-  observe(Slot::kQ, norm);
-  observe(Slot::kK, norm);
-  observe(Slot::kV, norm);
+  if (observe(Slot::kQ, norm) || observe(Slot::kK, norm) || observe(Slot::kV, norm)) return;
   b.linear(L.linear(Slot::kQ), norm, q);
   b.linear(L.linear(Slot::kK), norm, k);
   b.linear(L.linear(Slot::kV), norm, v);
@@ -138,18 +138,17 @@ void LayerRunner::forward(const DecoderLayer& L, View hidden, int64_t start, bac
               {.heads = c.heads, .kv_heads = c.kv_heads, .head_dim = c.head_dim,
                .sliding_window = c.sliding_window},
               attn);
-  observe(Slot::kO, attn);
+  if (observe(Slot::kO, attn)) return;
   b.linear(L.linear(Slot::kO), attn, out);
   b.add(hidden, out);
 
   // MLP block: x += down(silu(gate(h)) * up(h)), h = rms_norm(x).
   b.rms_norm(hidden, L.post_norm, eps, norm);
-  observe(Slot::kGate, norm);
-  observe(Slot::kUp, norm);
+  if (observe(Slot::kGate, norm) || observe(Slot::kUp, norm)) return;
   b.linear(L.linear(Slot::kGate), norm, gate);
   b.linear(L.linear(Slot::kUp), norm, up);
   b.swiglu(gate, up);
-  observe(Slot::kDown, gate);
+  if (observe(Slot::kDown, gate)) return;
   b.linear(L.linear(Slot::kDown), gate, out);
   b.add(hidden, out);
 }

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -78,9 +79,12 @@ class LayerRunner {
   LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_tokens);
   ~LayerRunner();
   // hidden: [T, hidden] residual stream, updated in place; tokens at positions
-  // start..start+T-1; cache must hold positions [0, start + T).
+  // start..start+T-1; cache must hold positions [0, start + T). With `stop_after`, the
+  // pass ends as soon as that slot's input has been observed (calibration passes need
+  // no more), leaving `hidden` partly updated.
   void forward(const DecoderLayer& layer, backend::View hidden, int64_t start,
-               backend::KvLayer& cache, LinearObserver* observer = nullptr);
+               backend::KvLayer& cache, LinearObserver* observer = nullptr,
+               std::optional<Slot> stop_after = std::nullopt);
 
  private:
   backend::Backend& backend_;

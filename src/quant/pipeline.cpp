@@ -101,8 +101,8 @@ class Run {
 
  private:
   void embed_calibration();
-  void run_samples(model::DecoderLayer& L, model::LinearObserver* obs,
-                   bool write_back);
+  void run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back,
+                   std::optional<Slot> stop_after = std::nullopt);
   void quantize_layer(int64_t i);
   ModuleReport quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
                                int64_t in, const std::string& weight_name, const HessianAccumulator* h,
@@ -167,13 +167,14 @@ void Run::embed_calibration() {
   }
 }
 
-void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back) {
+void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back,
+                      std::optional<Slot> stop_after) {
   for (std::size_t s = 0; s + 1 < offsets_.size(); ++s) {
     const int64_t T = offsets_[s + 1] - offsets_[s];
     const backend::View h = scratch_.rows(T);
     const std::span<float> host(&acts_[std::size_t(offsets_[s] * c_.hidden)], std::size_t(T * c_.hidden));
     b_.upload(host, h);
-    runner_->forward(L, h, 0, kv_, obs);
+    runner_->forward(L, h, 0, kv_, obs, stop_after);
     if (write_back) b_.download(h, host);
   }
 }
@@ -241,7 +242,8 @@ void Run::quantize_layer(int64_t i) {
     std::optional<HessianObserver> obs;
     if (gptq_) {
       obs.emplace(b_, c_, todo);
-      run_samples(*L, &*obs, false);
+      // Nothing after the group's last input is needed: the pass stops there.
+      run_samples(*L, &*obs, false, todo.back());
     }
     for (Slot s : todo) {
       const std::string name = model::module_name(i, s);
