@@ -130,12 +130,19 @@ Runner add_quantize(CLI::App& app) {
     if (!a->dynamic.empty()) qc.dynamic = quant::parse_dynamic(a->dynamic);
     quant::check_quantizable(a->model, qc);
 
+    // Everything checkable is checked before the settings are echoed, so a mistake costs
+    // one line of output.
+    if (qc.method == quant::Method::kGptq && a->calib.empty()) {
+      throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration text: --calib FILE");
+    }
+    for (const auto& f : a->calib) {
+      if (!std::filesystem::is_regular_file(f)) throw Error(ErrorKind::kIo, "calibration file '" + f + "' does not exist");
+    }
     const model::ModelConfig mc = model::load_config(a->model);
     std::fprintf(stderr, "gptq quantize %s -> %s\n  %s\n", a->model.c_str(), a->out.c_str(), settings_line(qc).c_str());
 
     quant::CalibSet calib;
     if (qc.method == quant::Method::kGptq) {
-      if (a->calib.empty()) throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration text: --calib FILE");
       const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
       quant::CalibOptions co{.jsonl_field = a->calib_field,
                              .n_samples = a->n_samples,
