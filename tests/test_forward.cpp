@@ -166,11 +166,7 @@ TEST_P(Arch, LogitsMatchTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, Arch,
                          ::testing::Values("llama3-gqa", "qwen2-bias", "mistral", "qwen3", "llama-bias-untied"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+                         test::FolderParamName());
 
 }  // namespace
 }  // namespace gptq

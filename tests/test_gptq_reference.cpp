@@ -87,11 +87,7 @@ TEST_P(GptqReference, SwappedZeroConventionIsCaught) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GptqReference, ::testing::Values("llama3-gqa", "qwen3", "mistral", "mistral-2bit"),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
-                           return n;
-                         });
+                         test::FolderParamName());
 
 }  // namespace
 }  // namespace gptq

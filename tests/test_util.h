@@ -50,4 +50,14 @@ inline double logsumexp(std::span<const float> row) {
   return mx + std::log(s);
 }
 
+// A test-name suffix from a fixture folder name ("llama3-gqa" -> "llama3_gqa").
+struct FolderParamName {
+  template <class Info>
+  std::string operator()(const Info& info) const {
+    std::string n = info.param;
+    std::replace(n.begin(), n.end(), '-', '_');
+    return n;
+  }
+};
+
 }  // namespace gptq::test

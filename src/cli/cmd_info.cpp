@@ -31,21 +31,18 @@ Runner add_info(CLI::App& app) {
     uint64_t quant_bytes = 0;
     std::map<std::string, int64_t> by_dtype;
     nlohmann::json tensors = nlohmann::json::array();
-    auto ends_with = [](const std::string& s, const std::string& suffix) {
-      return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-    };
     for (const auto& name : ckpt.names()) {
       const auto& t = ckpt.get(name);
       by_dtype[std::string(dtype_name(t.dtype))] += t.numel();
       tensors.push_back({{"name", name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}});
-      const bool packed = ends_with(name, ".qweight") || ends_with(name, ".qzeros") || ends_with(name, ".scales") ||
-                          ends_with(name, ".g_idx");
+      const bool packed = name.ends_with(".qweight") || name.ends_with(".qzeros") || name.ends_with(".scales") ||
+                          name.ends_with(".g_idx");
       if (packed) {
         quant_bytes += t.data.size();
       } else {
         params += t.numel();
       }
-      if (ends_with(name, ".g_idx")) {
+      if (name.ends_with(".g_idx")) {
         const std::string prefix = name.substr(0, name.size() - 6);
         const io::TensorView* sc = ckpt.find(prefix + ".scales");
         if (sc != nullptr && sc->shape.size() == 2 && t.shape.size() == 1) quant_weights += t.shape[0] * sc->shape[1];

@@ -1,14 +1,13 @@
 // gptq ppl MODEL --text FILE [--ctx N] [--max-windows N] [--json]
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
+#include "io/json_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gptq::cli {
@@ -22,13 +21,6 @@ struct PplArgs {
   bool json = false;
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::kIo, path + ": cannot open");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 }  // namespace
 
 Runner add_ppl(CLI::App& app) {
@@ -40,7 +32,7 @@ Runner add_ppl(CLI::App& app) {
   app.add_option("--max-windows", a->max_windows, "Score at most this many windows; 0 = all")->capture_default_str();
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   return [a] {
-    const std::string text = read_text(a->text);
+    const std::string text = io::read_text_file(a->text);
     const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
     auto be = backend::make_cpu_backend();
     auto m = model::Model::load(a->model, *be);

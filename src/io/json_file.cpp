@@ -5,20 +5,36 @@
 
 namespace gptq::io {
 
-Json read_json_file(const std::filesystem::path& path) {
+std::string read_text_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorKind::kIo, path.string() + ": cannot open");
   std::ostringstream buffer;
   buffer << in.rdbuf();
-  return parse_json(buffer.str(), path.string());
+  if (in.bad()) throw Error(ErrorKind::kIo, path.string() + ": cannot read");
+  return buffer.str();
 }
 
-Json parse_json(std::string_view text, std::string_view what) {
+namespace {
+template <class J>
+J parse_as(std::string_view text, std::string_view what) {
   try {
-    return Json::parse(text);
-  } catch (const Json::parse_error& e) {
+    return J::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
     throw Error(ErrorKind::kFormat, std::string(what) + ": malformed JSON: " + e.what());
   }
+}
+}  // namespace
+
+Json parse_json(std::string_view text, std::string_view what) { return parse_as<Json>(text, what); }
+
+nlohmann::ordered_json parse_ordered_json(std::string_view text, std::string_view what) {
+  return parse_as<nlohmann::ordered_json>(text, what);
+}
+
+Json read_json_file(const std::filesystem::path& path) { return parse_json(read_text_file(path), path.string()); }
+
+nlohmann::ordered_json read_ordered_json_file(const std::filesystem::path& path) {
+  return parse_ordered_json(read_text_file(path), path.string());
 }
 
 }  // namespace gptq::io

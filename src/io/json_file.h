@@ -12,9 +12,16 @@ namespace gptq::io {
 
 using Json = nlohmann::json;
 
+// The whole file as bytes; throws gptq::Error(kIo) "PATH: cannot open" / "cannot read".
+std::string read_text_file(const std::filesystem::path& path);
+
 // Throws gptq::Error: kIo if unreadable, kFormat (with the parser's position) if malformed.
 Json read_json_file(const std::filesystem::path& path);
 Json parse_json(std::string_view text, std::string_view what);
+// Key order preserved (GPTQModel's dynamic rules apply in file order; written configs
+// keep the source's field order).
+nlohmann::ordered_json read_ordered_json_file(const std::filesystem::path& path);
+nlohmann::ordered_json parse_ordered_json(std::string_view text, std::string_view what);
 
 // Typed field access with errors naming `what` (usually the file) and the key; J is
 // nlohmann::json or nlohmann::ordered_json.

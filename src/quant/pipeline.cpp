@@ -286,8 +286,7 @@ void Run::quantize_lm_head() {
 void Run::write_metadata(QuantizeResult& r) {
   using ojson = nlohmann::ordered_json;
   const ojson qc = o_.config.to_json(o_.version);
-  std::ifstream in(dir_ / "config.json");
-  ojson config = ojson::parse(in);
+  ojson config = io::read_ordered_json_file(dir_ / "config.json");
   config["quantization_config"] = qc;
   // A quantized head cannot stay tied to the (unquantized) embedding.
   if (o_.config.lm_head && c_.tie_embeddings && o_.config.resolve("lm_head")) config["tie_word_embeddings"] = false;

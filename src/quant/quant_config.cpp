@@ -1,8 +1,5 @@
 #include "quant/quant_config.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "core/error.h"
 #include "io/json_file.h"
 #include "tokenizer/regex.h"
@@ -52,23 +49,6 @@ void validate_settings(const ModuleSettings& s, const std::string& where) {
   }
 }
 
-// Order matters for dynamic rules, so these files are parsed order-preserving.
-json parse_ordered(const std::string& text, const std::string& what) {
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    bad(what, std::string("malformed JSON: ") + e.what());
-  }
-}
-
-json read_ordered(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::kIo, path.string() + ": cannot open");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return parse_ordered(s.str(), path.string());
-}
-
 }  // namespace
 
 std::vector<DynamicRule> parse_dynamic(const json& j, const std::string& what) {
@@ -96,8 +76,8 @@ std::vector<DynamicRule> parse_dynamic(const json& j, const std::string& what) {
 
 std::vector<DynamicRule> parse_dynamic(const std::string& arg) {
   const auto first = arg.find_first_not_of(" \t\n");
-  if (first != std::string::npos && arg[first] == '{') return parse_dynamic(parse_ordered(arg, "--dynamic"), "--dynamic");
-  return parse_dynamic(read_ordered(arg), arg);
+  if (first != std::string::npos && arg[first] == '{') return parse_dynamic(io::parse_ordered_json(arg, "--dynamic"), "--dynamic");
+  return parse_dynamic(io::read_ordered_json_file(arg), arg);
 }
 
 std::optional<ModuleSettings> QuantizeConfig::resolve(const std::string& module) const {
@@ -202,13 +182,13 @@ QuantizeConfig QuantizeConfig::from_json(const json& j, const std::string& what)
 std::optional<QuantizeConfig> read_quantize_config(const std::filesystem::path& dir) {
   const auto config = dir / "config.json";
   if (std::filesystem::exists(config)) {
-    const json j = read_ordered(config);
+    const json j = io::read_ordered_json_file(config);
     if (j.is_object() && j.contains("quantization_config") && !j["quantization_config"].is_null()) {
       return QuantizeConfig::from_json(j["quantization_config"], config.string() + " quantization_config");
     }
   }
   const auto qc = dir / "quantize_config.json";
-  if (std::filesystem::exists(qc)) return QuantizeConfig::from_json(read_ordered(qc), qc.string());
+  if (std::filesystem::exists(qc)) return QuantizeConfig::from_json(io::read_ordered_json_file(qc), qc.string());
   return std::nullopt;
 }
 

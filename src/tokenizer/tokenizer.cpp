@@ -1,10 +1,9 @@
 #include "tokenizer/tokenizer.h"
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "io/json_file.h"
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/decoder.h"
@@ -26,13 +25,9 @@ struct Tokenizer::Impl {
 namespace {
 
 Json read_json(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::kIo, "cannot open tokenizer file " + path.string());
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (!in.good() && !in.eof()) throw Error(ErrorKind::kIo, "cannot read tokenizer file " + path.string());
+  const std::string text = io::read_text_file(path);
   try {
-    return Json::parse(buffer.str());
+    return Json::parse(text);
   } catch (const Json::parse_error& e) {
     throw Error(ErrorKind::kFormat, path.string() + ": not valid JSON: " + e.what());
   }
