@@ -21,7 +21,7 @@
 
 #include "backend/cpu/qlinear.h"
 #include "core/dtype.h"
-#include "quant/packing.h"
+#include "format/packing.h"
 
 namespace {
 

@@ -11,8 +11,8 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
-#include "quant/gptq_format.h"
-#include "quant/packing.h"
+#include "format/gptq_format.h"
+#include "format/packing.h"
 
 namespace gptq::quant {
 namespace {

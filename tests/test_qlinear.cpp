@@ -26,7 +26,7 @@
 
 #include "backend/cpu/qlinear.h"
 #include "core/dtype.h"
-#include "quant/packing.h"
+#include "format/packing.h"
 
 namespace gptq::backend::cpu {
 namespace {

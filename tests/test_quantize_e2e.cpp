@@ -9,7 +9,7 @@
 #include "eval/perplexity.h"
 #include "model/model.h"
 #include "quant/calibration.h"
-#include "quant/packing.h"
+#include "format/packing.h"
 #include "quant/pipeline.h"
 #include "temp_dir.h"
 #include "test_paths.h"
@@ -125,7 +125,7 @@ TEST_F(StoriesQuant, DynamicRulesSkipAndOverride) {
   auto m = model::Model::load(tmp->path() / "dyn", *be);
   EXPECT_EQ(m.layers()[0].linear(model::Slot::kUp).describe(), "gptq 8-bit g96");
   EXPECT_EQ(m.layers()[1].linear(model::Slot::kUp).describe(), "gptq 4-bit g32");
-  EXPECT_EQ(m.layers()[1].linear(model::Slot::kDown).describe(), "f32");
+  EXPECT_EQ(m.layers()[1].linear(model::Slot::kDown).describe(), "F16");  // dense weights keep their stored dtype
 }
 
 }  // namespace

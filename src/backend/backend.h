@@ -1,71 +1,108 @@
-// The narrow interface between the model and the hardware. The model code
-// (src/model) only allocates buffers and calls these ops; the CPU backend implements
-// them with OpenBLAS/OpenMP, and a CUDA backend can implement the same set without
-// the model changing. All activations are fp32, row-major.
+// The narrow interface between the model and the hardware. The model code (src/model)
+// only allocates through a backend and calls these ops; it never dereferences a tensor.
+// Each backend owns its memory and its weights: weights are uploaded once at load and
+// referenced by handle (Linear, Buffer), never passed from the host per call.
+//
+// Activations have the backend's activation dtype: the CPU backend computes in fp32 and
+// is the reference; the CUDA backend computes in fp16, bf16 or fp32 with fp32
+// accumulation. Token ids, targets and positions are I32 tensors in backend memory, so
+// a decode step has no host-side argument that changes from step to step (what lets
+// the CUDA backend replay it as a graph).
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
-#include <vector>
 
-#include "quant/packing.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "format/packing.h"
+#include "io/safetensors.h"
 
 namespace gptq::backend {
 
-// A 2-D fp32 matrix in backend memory: rows x cols, row stride `stride` floats.
-struct View {
-  float* data = nullptr;
+enum class Device : uint8_t { kCpu, kCuda };
+
+// A non-owning 2-D view of backend memory: rows x cols elements of `dtype`, rows
+// `stride` elements apart.
+struct Tensor {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  Device device = Device::kCpu;
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t stride = 0;
 
-  View row_slice(int64_t first, int64_t count) const {
-    return {data + first * stride, count, cols, stride};
+  Tensor row_slice(int64_t first, int64_t count) const {
+    Tensor t = *this;
+    t.data = static_cast<std::byte*>(data) + first * stride * int64_t(dtype_size(dtype));
+    t.rows = count;
+    return t;
   }
-  View col_slice(int64_t first, int64_t count) const {
-    return {data + first, rows, count, stride};
+  template <class T>
+  T* as() const {
+    GPTQ_CHECK(dtype == dtype_of<T>(), "tensor of dtype " + std::string(dtype_name(dtype)) + " read as " +
+                                           std::string(dtype_name(dtype_of<T>())));
+    return static_cast<T*>(data);
   }
+  // Elements [first, first + count) of a one-row tensor (positions, ids).
+  Tensor col_slice(int64_t first, int64_t count) const {
+    Tensor t = *this;
+    t.data = static_cast<std::byte*>(data) + first * int64_t(dtype_size(dtype));
+    t.cols = count;
+    return t;
+  }
+  bool contiguous() const { return stride == cols || rows <= 1; }
 };
 
-// Owns backend memory for a rows x cols matrix.
+// Owns backend memory for a rows x cols matrix. Made only by a backend (its deleter is
+// that backend's free); copies share the memory.
 class Buffer {
  public:
   Buffer() = default;
-  Buffer(std::shared_ptr<float[]> data, int64_t rows, int64_t cols)
-      : data_(std::move(data)), rows_(rows), cols_(cols) {}
-  View view() const { return {data_.get(), rows_, cols_, cols_}; }
-  View rows(int64_t count) const { return view().row_slice(0, count); }
-  int64_t capacity_rows() const { return rows_; }
+  Tensor view() const { return full_; }
+  Tensor rows(int64_t count) const { return full_.row_slice(0, count); }
+  int64_t capacity_rows() const { return full_.rows; }
+  bool empty() const { return mem_ == nullptr; }
 
  private:
-  std::shared_ptr<float[]> data_;
-  int64_t rows_ = 0;
-  int64_t cols_ = 0;
+  friend class Backend;
+  Buffer(std::shared_ptr<void> mem, Tensor full) : mem_(std::move(mem)), full_(full) {}
+  std::shared_ptr<void> mem_;
+  Tensor full_;
 };
 
 // A linear layer y = x Wᵀ + b, W: [out, in], kept in whatever form the backend chose
-// (fp32 dense here; packed GPTQ integers for quantized checkpoints).
+// (dense in the checkpoint's dtype, or packed GPTQ integers, possibly repacked).
 class Linear {
  public:
   virtual ~Linear() = default;
   virtual int64_t in_features() const = 0;
   virtual int64_t out_features() const = 0;
   virtual uint64_t weight_bytes() const = 0;  // resident size of the weights
-  virtual std::string describe() const = 0;   // "f32", "gptq 4-bit g128 (desc_act)"...
+  virtual std::string describe() const = 0;   // "bf16", "gptq 4-bit g128 act-order"...
 };
 
-// Rotary embedding tables: cos/sin for each position and frequency pair.
+// Rotary embedding frequencies, resident: inv_freq [1, head_dim / 2] fp32.
 struct RopeTable {
   int64_t head_dim = 0;
-  std::vector<float> inv_freq;  // [head_dim / 2]
+  Buffer inv_freq;
 };
 
-// One layer's keys and values for positions [0, capacity): [capacity, kv_heads * head_dim].
+// Keys and values of one layer for one sequence, positions [0, capacity):
+// k, v [capacity, kv_heads * head_dim] in the activation dtype.
+struct KvView {
+  Tensor k;
+  Tensor v;
+};
+
+// Owns a KvView's memory.
 struct KvLayer {
   Buffer k;
   Buffer v;
+  KvView view() const { return {k.view(), v.view()}; }
 };
 
 struct AttentionShape {
@@ -75,44 +112,80 @@ struct AttentionShape {
   int64_t sliding_window = 0;  // 0: unlimited
 };
 
+// A recorded sequence of ops replayed as one unit (a CUDA graph). Replay reads the
+// current contents of the tensors the ops were recorded on.
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  virtual void replay() = 0;
+};
+
+struct MemoryStats {
+  uint64_t peak_allocated = 0;  // bytes this backend allocated at most at once
+  uint64_t device_used = 0;     // whole device, any process (0 on the CPU)
+  uint64_t device_total = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
-  virtual std::string name() const = 0;
+  virtual std::string name() const = 0;  // "cpu", "cuda:0 (NVIDIA H200)"
+  virtual Device device() const = 0;
+  virtual DType activation_dtype() const = 0;
 
-  virtual Buffer alloc(int64_t rows, int64_t cols) = 0;
-  virtual void upload(std::span<const float> host, View dst) = 0;    // dst.rows * dst.cols floats
-  virtual void download(View src, std::span<float> host) = 0;
+  virtual Buffer alloc(int64_t rows, int64_t cols, DType dtype) = 0;
+  Buffer alloc(int64_t rows, int64_t cols) { return alloc(rows, cols, activation_dtype()); }
+  // Host <-> backend, converting between fp32 on the host and dst/src's float dtype.
+  // Ordered with the ops; download returns once the values are on the host.
+  virtual void upload(std::span<const float> host, Tensor dst) = 0;
+  virtual void upload(std::span<const int32_t> host, Tensor dst) = 0;  // I32 tensors
+  virtual void download(Tensor src, std::span<float> host) = 0;
+  virtual void download(Tensor src, std::span<int32_t> host) = 0;
+  virtual void synchronize() = 0;
+  virtual MemoryStats memory() const = 0;
+  // A resident fp32 vector [1, n] (norm weights, RoPE frequencies).
+  Buffer vector(std::span<const float> host);
 
-  // W: [out, in] row-major fp32 (moved in), bias: [out] or empty.
-  virtual std::unique_ptr<Linear> dense_linear(std::vector<float> weight, int64_t out, int64_t in,
-                                               std::vector<float> bias) = 0;
-
+  // W: [out, in] from the checkpoint (F32/F16/BF16, kept in that dtype); bias [out] or null.
+  virtual std::unique_ptr<Linear> dense_linear(const io::TensorView& weight, const io::TensorView* bias) = 0;
   // A GPTQ layer from its packed tensors; qzeros must hold v2 zeros (the loader converts
-  // v1 checkpoints once). Validated here.
+  // v1 checkpoints once). Validated here; the backend may repack.
   virtual std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) = 0;
 
   // y[M, out] = x[M, in] Wᵀ + b
-  virtual void linear(const Linear& w, View x, View y) = 0;
-  // y = x / sqrt(mean(x²) + eps) * weight, per row of `cols` (in place allowed)
-  virtual void rms_norm(View x, std::span<const float> weight, float eps, View y) = 0;
-  // Per-head RMSNorm: each row holds `cols / head_dim` heads, each normalised on its own.
-  virtual void head_rms_norm(View x, int64_t head_dim, std::span<const float> weight, float eps) = 0;
-  // Rotate-half RoPE on every head of x ([T, heads * head_dim]) at positions[t].
-  virtual void rope(View x, const RopeTable& table, std::span<const int64_t> positions) = 0;
-  // Causal attention of q [T, heads*head_dim] at positions start..start+T-1 over the cache
-  // rows [0, start + T) (the new rows already written); out: [T, heads*head_dim].
-  virtual void attention(View q, const KvLayer& cache, int64_t start, const AttentionShape& shape,
-                         View out) = 0;
-  // Copy rows into the cache at row `start`.
-  virtual void write_kv(View k, View v, KvLayer& cache, int64_t start) = 0;
+  virtual void linear(const Linear& w, Tensor x, Tensor y) = 0;
+  // y = x / sqrt(mean(x²) + eps) * weight, per row (in place allowed); weight [1, cols]
+  virtual void rms_norm(Tensor x, const Buffer& weight, float eps, Tensor y) = 0;
+  // Per-head RMSNorm in place: each row holds cols / head_dim heads; weight [1, head_dim].
+  virtual void head_rms_norm(Tensor x, int64_t head_dim, const Buffer& weight, float eps) = 0;
+  // Rotate-half RoPE in place on every head of x [T, heads * head_dim]; row t at
+  // position positions[t] (positions: I32 [1, T]).
+  virtual void rope(Tensor x, const RopeTable& table, Tensor positions) = 0;
+  // Writes k/v row t into cache row positions[t].
+  virtual void write_kv(Tensor k, Tensor v, KvView cache, Tensor positions) = 0;
+  // Causal attention: q row t (position p = positions[t]) attends to cache rows
+  // [max(0, p - window + 1), p], already written; out: [T, heads * head_dim].
+  virtual void attention(Tensor q, KvView cache, Tensor positions, const AttentionShape& shape, Tensor out) = 0;
   // gate = silu(gate) * up
-  virtual void swiglu(View gate, View up) = 0;
+  virtual void swiglu(Tensor gate, Tensor up) = 0;
   // acc += x
-  virtual void add(View acc, View x) = 0;
+  virtual void add(Tensor acc, Tensor x) = 0;
   // out[t] = row ids[t] of a dense linear's weight ([vocab, hidden]); the same object
-  // serves as a tied lm_head, so tied weights are stored once.
-  virtual void embed(const Linear& table, std::span<const int32_t> ids, View out) = 0;
+  // serves as a tied lm_head, so tied weights are stored once. ids: I32 [1, T].
+  virtual void embed(const Linear& table, Tensor ids, Tensor out) = 0;
+  // nll[t] = logsumexp(logits[t]) - logits[t, targets[t]]: logits [T, vocab],
+  // targets I32 [1, T], nll F32 [1, T]. Kept on the backend: no [T, vocab] copy to the host.
+  virtual void token_nll(Tensor logits, Tensor targets, Tensor nll) = 0;
+  // out[r] = argmax of logits row r (lowest index on ties); out I32 [1, R].
+  virtual void argmax(Tensor logits, Tensor out) = 0;
+
+  // Records what `work` enqueues for replay; null where the backend cannot (the CPU),
+  // in which case `work` has not run.
+  virtual std::unique_ptr<Graph> capture(const std::function<void()>& work) { return nullptr; }
+
+ protected:
+  // How backends hand out memory: `mem` frees it when the last Buffer copy goes.
+  static Buffer make_buffer(std::shared_ptr<void> mem, Tensor full) { return Buffer(std::move(mem), full); }
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -6,7 +6,7 @@
 #include "cli/commands.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
-#include "quant/quant_config.h"
+#include "format/quant_config.h"
 
 namespace gptq::cli {
 

@@ -11,6 +11,11 @@ namespace gptq {
 
 enum class DType { kF32, kF16, kBF16, kI32, kI8, kU8, kI64 };
 
+template <class T>
+constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::kF32; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::kI32; }
+
 // Bytes per element.
 constexpr std::size_t dtype_size(DType t) {
   switch (t) {

@@ -1,3 +1,5 @@
+#include <string_view>
+
 #include "core/error.h"
 
 namespace gptq {
@@ -9,8 +11,16 @@ const char* to_string(ErrorKind kind) {
     case ErrorKind::kUnsupported: return "unsupported";
     case ErrorKind::kInvalidArgument: return "invalid argument";
     case ErrorKind::kNumerical: return "numerical error";
+    case ErrorKind::kDevice: return "device error";
+    case ErrorKind::kInternal: return "internal error";
   }
   return "error";
+}
+
+void fail_check(const char* file, int line, const std::string& what) {
+  std::string_view f = file;
+  if (const auto p = f.rfind("src/"); p != std::string_view::npos) f.remove_prefix(p);
+  throw Error(ErrorKind::kInternal, what + " (" + std::string(f) + ":" + std::to_string(line) + ")");
 }
 
 }  // namespace gptq

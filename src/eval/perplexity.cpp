@@ -40,16 +40,26 @@ PplResult perplexity(model::Model& m, std::span<const int32_t> tokens, const Ppl
   }
   const auto start = std::chrono::steady_clock::now();
   auto cache = m.new_cache(r.ctx);
-  std::vector<float> logits;
-  std::vector<double> nll(std::size_t(r.ctx - 1));
+  // The NLL is computed where the logits are (no [ctx, vocab] copy to the host): per
+  // chunk, targets go up and one float per token comes back.
+  auto& b = m.backend();
+  const backend::Buffer targets = b.alloc(1, m.max_chunk(), DType::kI32);
+  const backend::Buffer nll = b.alloc(1, m.max_chunk(), DType::kF32);
+  std::vector<float> host_nll;
   double total = 0.0;
   for (int64_t w = 0; w < windows; ++w) {
     const auto window = tokens.subspan(std::size_t(w * r.ctx), std::size_t(r.ctx));
     cache.clear();
-    m.forward(window, cache, model::Logits::kAll, logits);
-    // Row t predicts token t+1; the last row predicts nothing inside the window.
-    token_nll(logits, c.vocab, window.subspan(1), nll);
-    for (double v : nll) total += v;
+    m.forward(window, cache, model::Logits::kAll, [&](int64_t first, backend::Tensor logits) {
+      // Row t predicts token t+1; the window's last row predicts nothing inside it.
+      const int64_t rows = std::min<int64_t>(logits.rows, r.ctx - 1 - first);
+      if (rows <= 0) return;
+      b.upload(window.subspan(std::size_t(first + 1), std::size_t(rows)), targets.view().col_slice(0, rows));
+      b.token_nll(logits.row_slice(0, rows), targets.view().col_slice(0, rows), nll.view().col_slice(0, rows));
+      host_nll.resize(std::size_t(rows));
+      b.download(nll.view().col_slice(0, rows), host_nll);
+      for (float v : host_nll) total += double(v);
+    });
     r.scored_tokens += r.ctx - 1;
     if (opts.on_window) opts.on_window(w + 1, windows, std::exp(total / double(r.scored_tokens)));
   }

@@ -95,13 +95,18 @@ void to_f32(const TensorView& t, float* out) {
   }
 }
 
-std::vector<float> to_f32(const TensorView& t, const std::vector<int64_t>& shape, const std::string& file) {
+const TensorView& expect_shape(const TensorView& t, const std::vector<int64_t>& shape, const std::string& file) {
   if (t.shape != shape) {
     TensorView expected;
     expected.shape = shape;
     throw Error(ErrorKind::kFormat, file + ": tensor \"" + t.name + "\" has shape " + t.shape_string() +
                                         ", expected " + expected.shape_string());
   }
+  return t;
+}
+
+std::vector<float> to_f32(const TensorView& t, const std::vector<int64_t>& shape, const std::string& file) {
+  expect_shape(t, shape, file);
   std::vector<float> out(std::size_t(t.numel()));
   to_f32(t, out.data());
   return out;

@@ -31,6 +31,9 @@ class Checkpoint {
   std::map<std::string, const TensorView*> index_;
 };
 
+// t itself after checking its shape (kFormat naming the file and tensor otherwise).
+const TensorView& expect_shape(const TensorView& t, const std::vector<int64_t>& shape, const std::string& file);
+
 // The tensor converted to fp32 (from F32, F16 or BF16), checked against `shape`.
 std::vector<float> to_f32(const TensorView& t, const std::vector<int64_t>& shape,
                           const std::string& file);

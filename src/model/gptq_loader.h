@@ -4,8 +4,8 @@
 #pragma once
 
 #include "model/layer.h"
-#include "quant/packing.h"
-#include "quant/quant_config.h"
+#include "format/packing.h"
+#include "format/quant_config.h"
 
 namespace gptq::model {
 

@@ -5,7 +5,7 @@
 
 namespace gptq::model {
 
-using backend::View;
+using backend::Tensor;
 
 const char* slot_name(Slot s) {
   switch (s) {
@@ -46,21 +46,22 @@ std::unique_ptr<backend::Linear> DenseLoader::load(const io::Checkpoint& ckpt, c
     throw Error(ErrorKind::kFormat, ckpt.dir().string() + ": \"" + prefix +
                                         ".qweight\" found but config.json has no quantization_config");
   }
-  std::vector<float> w = io::to_f32(ckpt.get(prefix + ".weight"), {out, in}, ckpt.dir().string());
-  std::vector<float> b;
-  if (has_bias) b = load_vector(ckpt, prefix + ".bias", out);
-  return backend_.dense_linear(std::move(w), out, in, std::move(b));
+  const std::string file = ckpt.dir().string();
+  const io::TensorView& w = io::expect_shape(ckpt.get(prefix + ".weight"), {out, in}, file);
+  const io::TensorView* b = has_bias ? &io::expect_shape(ckpt.get(prefix + ".bias"), {out}, file) : nullptr;
+  return backend_.dense_linear(w, b);
 }
 
-DecoderLayer load_layer(const io::Checkpoint& ckpt, const ModelConfig& c, int64_t index, LinearLoader& loader) {
+DecoderLayer load_layer(const io::Checkpoint& ckpt, const ModelConfig& c, int64_t index, LinearLoader& loader,
+                        backend::Backend& b) {
   DecoderLayer layer;
   layer.index = index;
   const std::string p = "model.layers." + std::to_string(index) + ".";
-  layer.input_norm = load_vector(ckpt, p + "input_layernorm.weight", c.hidden);
-  layer.post_norm = load_vector(ckpt, p + "post_attention_layernorm.weight", c.hidden);
+  layer.input_norm = b.vector(load_vector(ckpt, p + "input_layernorm.weight", c.hidden));
+  layer.post_norm = b.vector(load_vector(ckpt, p + "post_attention_layernorm.weight", c.hidden));
   if (c.qk_norm) {
-    layer.q_norm = load_vector(ckpt, p + "self_attn.q_norm.weight", c.head_dim);
-    layer.k_norm = load_vector(ckpt, p + "self_attn.k_norm.weight", c.head_dim);
+    layer.q_norm = b.vector(load_vector(ckpt, p + "self_attn.q_norm.weight", c.head_dim));
+    layer.k_norm = b.vector(load_vector(ckpt, p + "self_attn.k_norm.weight", c.head_dim));
   }
   for (Slot s : kAllSlots) {
     const auto [out, in] = slot_shape(c, s);
@@ -82,11 +83,10 @@ struct LayerScratch {
   backend::Buffer out;   // [T, hidden]
   backend::Buffer gate;  // [T, intermediate]
   backend::Buffer up;    // [T, intermediate]
-  std::vector<int64_t> positions;
 };
 
 LayerRunner::LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_tokens)
-    : backend_(b), config_(c), rope_(make_rope_table(c)), s_(std::make_unique<LayerScratch>()),
+    : backend_(b), config_(c), rope_(make_rope_table(c, b)), s_(std::make_unique<LayerScratch>()),
       max_tokens_(max_tokens) {
   const int64_t T = max_tokens, qd = c.heads * c.head_dim, kvd = c.kv_heads * c.head_dim;
   s_->norm = b.alloc(T, c.hidden);
@@ -101,20 +101,22 @@ LayerRunner::LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_
 
 LayerRunner::~LayerRunner() = default;
 
-void LayerRunner::forward(const DecoderLayer& L, View hidden, int64_t start, backend::KvLayer& cache,
-                          LinearObserver* observer, std::optional<Slot> stop_after) {
+void LayerRunner::forward(const DecoderLayer& L, Tensor hidden, Tensor positions,
+                          std::span<const Sequence> sequences, LinearObserver* observer,
+                          std::optional<Slot> stop_after) {
   const int64_t T = hidden.rows;
   if (T > max_tokens_) {
     throw Error(ErrorKind::kInvalidArgument, "layer forward: " + std::to_string(T) +
                                                  " tokens exceed the scratch size " + std::to_string(max_tokens_));
   }
+  GPTQ_CHECK(positions.cols == T, "layer forward: one position per row");
   const auto& c = config_;
   auto& b = backend_;
   const float eps = float(c.rms_eps);
-  const View norm = s_->norm.rows(T), q = s_->q.rows(T), k = s_->k.rows(T), v = s_->v.rows(T),
-             attn = s_->attn.rows(T), out = s_->out.rows(T), gate = s_->gate.rows(T), up = s_->up.rows(T);
+  const Tensor norm = s_->norm.rows(T), q = s_->q.rows(T), k = s_->k.rows(T), v = s_->v.rows(T),
+               attn = s_->attn.rows(T), out = s_->out.rows(T), gate = s_->gate.rows(T), up = s_->up.rows(T);
   // True when the caller wants nothing past this slot.
-  auto observe = [&](Slot s, View x) {
+  auto observe = [&](Slot s, Tensor x) {
     if (observer != nullptr) observer->observe(L.index, s, x);
     return stop_after == s;
   };
@@ -129,15 +131,15 @@ void LayerRunner::forward(const DecoderLayer& L, View hidden, int64_t start, bac
     b.head_rms_norm(q, c.head_dim, L.q_norm, eps);
     b.head_rms_norm(k, c.head_dim, L.k_norm, eps);
   }
-  s_->positions.resize(std::size_t(T));
-  for (int64_t t = 0; t < T; ++t) s_->positions[std::size_t(t)] = start + t;
-  b.rope(q, rope_, s_->positions);
-  b.rope(k, rope_, s_->positions);
-  b.write_kv(k, v, cache, start);
-  b.attention(q, cache, start,
-              {.heads = c.heads, .kv_heads = c.kv_heads, .head_dim = c.head_dim,
-               .sliding_window = c.sliding_window},
-              attn);
+  b.rope(q, rope_, positions);
+  b.rope(k, rope_, positions);
+  const backend::AttentionShape shape{.heads = c.heads, .kv_heads = c.kv_heads, .head_dim = c.head_dim,
+                                      .sliding_window = c.sliding_window};
+  for (const Sequence& sq : sequences) {
+    const Tensor pos = positions.col_slice(sq.first_row, sq.rows);
+    b.write_kv(k.row_slice(sq.first_row, sq.rows), v.row_slice(sq.first_row, sq.rows), sq.cache, pos);
+    b.attention(q.row_slice(sq.first_row, sq.rows), sq.cache, pos, shape, attn.row_slice(sq.first_row, sq.rows));
+  }
   if (observe(Slot::kO, attn)) return;
   b.linear(L.linear(Slot::kO), attn, out);
   b.add(hidden, out);

@@ -26,12 +26,13 @@ std::string module_name(int64_t layer, Slot s);
 // [out, in] of a slot's weight under config c.
 std::pair<int64_t, int64_t> slot_shape(const ModelConfig& c, Slot s);
 
+// A layer's weights, resident on the backend.
 struct DecoderLayer {
   int64_t index = 0;
-  std::vector<float> input_norm;  // [hidden]
-  std::vector<float> post_norm;   // [hidden]
-  std::vector<float> q_norm;      // [head_dim] (Qwen3) or empty
-  std::vector<float> k_norm;      // [head_dim] (Qwen3) or empty
+  backend::Buffer input_norm;  // [1, hidden]
+  backend::Buffer post_norm;   // [1, hidden]
+  backend::Buffer q_norm;      // [1, head_dim] (Qwen3) or empty
+  backend::Buffer k_norm;      // [1, head_dim] (Qwen3) or empty
   std::array<std::unique_ptr<backend::Linear>, 7> linears;
 
   backend::Linear& linear(Slot s) const { return *linears[std::size_t(s)]; }
@@ -62,14 +63,22 @@ class DenseLoader final : public LinearLoader {
 std::vector<float> load_vector(const io::Checkpoint& ckpt, const std::string& name, int64_t size);
 
 DecoderLayer load_layer(const io::Checkpoint& ckpt, const ModelConfig& c, int64_t index,
-                        LinearLoader& loader);
+                        LinearLoader& loader, backend::Backend& b);
 
 // Sees the input of every linear during a forward pass (calibration for GPTQ).
 // `x`: [T, in_features] of that slot, valid only during the call.
 class LinearObserver {
  public:
   virtual ~LinearObserver() = default;
-  virtual void observe(int64_t layer, Slot slot, backend::View x) = 0;
+  virtual void observe(int64_t layer, Slot slot, backend::Tensor x) = 0;
+};
+
+// Rows [first_row, first_row + rows) of a forward's activations are one sequence whose
+// keys and values live in `cache` (written at the rows' positions).
+struct Sequence {
+  int64_t first_row = 0;
+  int64_t rows = 0;
+  backend::KvView cache;
 };
 
 struct LayerScratch;  // activations sized for up to T tokens (defined in layer.cpp)
@@ -78,12 +87,14 @@ class LayerRunner {
  public:
   LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_tokens);
   ~LayerRunner();
-  // hidden: [T, hidden] residual stream, updated in place; tokens at positions
-  // start..start+T-1; cache must hold positions [0, start + T). With `stop_after`, the
-  // pass ends as soon as that slot's input has been observed (calibration passes need
-  // no more), leaving `hidden` partly updated.
-  void forward(const DecoderLayer& layer, backend::View hidden, int64_t start,
-               backend::KvLayer& cache, LinearObserver* observer = nullptr,
+  // hidden: [R, hidden] residual stream, updated in place; positions: I32 [1, R], the
+  // position of each row in its sequence. The rows hold one or more sequences (the
+  // calibration forward batches many samples so that every linear is one product of
+  // R rows); norms, linears and RoPE run on all rows at once, attention per sequence.
+  // With `stop_after`, the pass ends as soon as that slot's input has been observed
+  // (calibration passes need no more), leaving `hidden` partly updated.
+  void forward(const DecoderLayer& layer, backend::Tensor hidden, backend::Tensor positions,
+               std::span<const Sequence> sequences, LinearObserver* observer = nullptr,
                std::optional<Slot> stop_after = std::nullopt);
 
  private:

@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "model/gptq_loader.h"
-#include "quant/quant_config.h"
+#include "format/quant_config.h"
 
 namespace gptq::model {
 
@@ -16,6 +16,10 @@ KvCache::KvCache(backend::Backend& b, const ModelConfig& c, int64_t capacity) : 
     l.v = b.alloc(capacity, kvd);
   }
 }
+
+KvCache::KvCache(KvCache&&) noexcept = default;
+KvCache& KvCache::operator=(KvCache&&) noexcept = default;
+KvCache::~KvCache() = default;
 
 Model::Model(ModelConfig c, backend::Backend& b) : config_(std::move(c)), backend_(&b) {}
 Model::Model(Model&&) noexcept = default;
@@ -35,18 +39,19 @@ Model Model::load(const std::filesystem::path& dir, backend::Backend& b, LinearL
   const io::Checkpoint ckpt(dir);
   const auto& c = m.config_;
   const std::string file = dir.string();
-  m.embedding_ = b.dense_linear(io::to_f32(ckpt.get("model.embed_tokens.weight"), {c.vocab, c.hidden}, file),
-                                c.vocab, c.hidden, {});
+  m.embedding_ = b.dense_linear(io::expect_shape(ckpt.get("model.embed_tokens.weight"), {c.vocab, c.hidden}, file),
+                                nullptr);
   if (!c.tie_embeddings) {
     m.lm_head_ = loader.load(ckpt, "lm_head", c.vocab, c.hidden, false);
   } else if (ckpt.find("lm_head.qweight") != nullptr) {
     // A tied model whose head was quantized separately (GPTQ --lm-head).
     m.lm_head_ = loader.load(ckpt, "lm_head", c.vocab, c.hidden, false);
   }
-  m.final_norm_ = load_vector(ckpt, "model.norm.weight", c.hidden);
-  for (int64_t i = 0; i < c.layers; ++i) m.layers_.push_back(load_layer(ckpt, c, i, loader));
+  m.final_norm_ = b.vector(load_vector(ckpt, "model.norm.weight", c.hidden));
+  for (int64_t i = 0; i < c.layers; ++i) m.layers_.push_back(load_layer(ckpt, c, i, loader, b));
   m.max_chunk_ = std::min<int64_t>(512, c.max_positions);
   m.runner_ = std::make_unique<LayerRunner>(b, c, m.max_chunk_);
+  m.io_ = b.alloc(2, m.max_chunk_, DType::kI32);
   m.hidden_ = b.alloc(m.max_chunk_, c.hidden);
   m.normed_ = b.alloc(m.max_chunk_, c.hidden);
   return m;
@@ -65,8 +70,24 @@ uint64_t Model::weight_bytes() const {
   return n;
 }
 
-void Model::forward(std::span<const int32_t> ids, KvCache& cache, Logits which, std::vector<float>& logits) {
-  const auto& c = config_;
+void Model::run_chunk(int64_t T, KvCache& cache, Logits which) {
+  auto& b = *backend_;
+  const backend::Tensor ids = io_.view().row_slice(0, 1).col_slice(0, T);
+  const backend::Tensor positions = io_.view().row_slice(1, 1).col_slice(0, T);
+  const backend::Tensor h = hidden_.rows(T);
+  b.embed(*embedding_, ids, h);
+  for (auto& layer : layers_) {
+    const Sequence seq{.first_row = 0, .rows = T, .cache = cache.layer(layer.index)};
+    runner_->forward(layer, h, positions, std::span(&seq, 1));
+  }
+  const backend::Tensor rows = which == Logits::kAll ? h : h.row_slice(T - 1, 1);
+  const backend::Tensor normed = normed_.rows(rows.rows);
+  b.rms_norm(rows, final_norm_, float(config_.rms_eps), normed);
+  b.linear(lm_head(), normed, logits_.rows(rows.rows));
+}
+
+void Model::forward(std::span<const int32_t> ids, KvCache& cache, Logits which,
+                    const std::function<void(int64_t, backend::Tensor)>& on_logits) {
   const int64_t total = int64_t(ids.size());
   if (total == 0) throw Error(ErrorKind::kInvalidArgument, "forward: no tokens");
   if (cache.length() + total > cache.capacity()) {
@@ -74,27 +95,50 @@ void Model::forward(std::span<const int32_t> ids, KvCache& cache, Logits which, 
                 "forward: " + std::to_string(cache.length() + total) + " positions exceed the cache capacity " +
                     std::to_string(cache.capacity()));
   }
-  const int64_t out_rows = which == Logits::kAll ? total : 1;
-  logits.resize(std::size_t(out_rows * c.vocab));
   auto& b = *backend_;
-  // Long inputs go through in chunks of max_chunk_ tokens (bounded activation memory).
+  if (logits_.empty()) logits_ = b.alloc(max_chunk_, config_.vocab);
+  std::vector<int32_t> io;
   for (int64_t first = 0; first < total; first += max_chunk_) {
     const int64_t T = std::min(max_chunk_, total - first);
-    const backend::View h = hidden_.rows(T);
-    b.embed(*embedding_, ids.subspan(std::size_t(first), std::size_t(T)), h);
-    for (auto& layer : layers_) runner_->forward(layer, h, cache.length(), cache.layer(layer.index));
-    cache.advance(T);
+    io.assign(ids.begin() + first, ids.begin() + first + T);
+    for (int64_t t = 0; t < T; ++t) io.push_back(int32_t(cache.length() + t));
+    b.upload(io, io_.view().col_slice(0, T));
     const bool last_chunk = first + T == total;
+    const Logits rows = which == Logits::kAll || last_chunk ? which : Logits::kLast;
+    if (T == 1 && rows == Logits::kLast) {
+      // A decode step: the same ops on the same tensors every time (the positions come
+      // from io_), so a backend that can record it replays one graph per token.
+      if (!cache.decode_step_tried_) {
+        cache.decode_step_tried_ = true;
+        cache.decode_step_ = b.capture([&] { run_chunk(1, cache, Logits::kLast); });
+      }
+      if (cache.decode_step_) {
+        cache.decode_step_->replay();
+      } else {
+        run_chunk(1, cache, Logits::kLast);
+      }
+    } else {
+      run_chunk(T, cache, rows);
+    }
+    cache.advance(T);
     if (which == Logits::kLast && !last_chunk) continue;
-    const backend::View rows = which == Logits::kAll ? h : h.row_slice(T - 1, 1);
-    const backend::View normed = normed_.rows(rows.rows);
-    b.rms_norm(rows, final_norm_, float(c.rms_eps), normed);
-    if (logits_.capacity_rows() < rows.rows) logits_ = b.alloc(max_chunk_, c.vocab);
-    const backend::View out = logits_.rows(rows.rows);
-    b.linear(lm_head(), normed, out);
-    const int64_t offset = which == Logits::kAll ? first : 0;
-    b.download(out, std::span<float>(logits).subspan(std::size_t(offset * c.vocab), std::size_t(rows.rows * c.vocab)));
+    on_logits(which == Logits::kAll ? first : total - 1, logits_.rows(which == Logits::kAll ? T : 1));
   }
+}
+
+void Model::forward(std::span<const int32_t> ids, KvCache& cache, Logits which, std::vector<float>& logits) {
+  const int64_t vocab = config_.vocab;
+  logits.resize(std::size_t((which == Logits::kAll ? int64_t(ids.size()) : 1) * vocab));
+  forward(ids, cache, which, [&](int64_t first, backend::Tensor rows) {
+    const int64_t offset = which == Logits::kAll ? first : 0;
+    backend_->download(rows, std::span<float>(logits).subspan(std::size_t(offset * vocab), std::size_t(rows.rows * vocab)));
+  });
+}
+
+backend::Tensor Model::forward_last(std::span<const int32_t> ids, KvCache& cache) {
+  backend::Tensor last;
+  forward(ids, cache, Logits::kLast, [&](int64_t, backend::Tensor rows) { last = rows; });
+  return last;
 }
 
 }  // namespace gptq::model

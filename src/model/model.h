@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -17,16 +18,24 @@ namespace gptq::model {
 class KvCache {
  public:
   KvCache(backend::Backend& b, const ModelConfig& c, int64_t capacity);
+  KvCache(KvCache&&) noexcept;
+  KvCache& operator=(KvCache&&) noexcept;
+  ~KvCache();
   int64_t capacity() const { return capacity_; }
   int64_t length() const { return length_; }  // positions already filled
   void clear() { length_ = 0; }
-  backend::KvLayer& layer(int64_t i) { return layers_[std::size_t(i)]; }
+  backend::KvView layer(int64_t i) const { return layers_[std::size_t(i)].view(); }
   void advance(int64_t n) { length_ += n; }
 
  private:
+  friend class Model;
   std::vector<backend::KvLayer> layers_;
   int64_t capacity_;
   int64_t length_ = 0;
+  // The one-token decode step recorded on this cache's buffers (CUDA graph), made by
+  // Model::forward on first use.
+  std::unique_ptr<backend::Graph> decode_step_;
+  bool decode_step_tried_ = false;
 };
 
 enum class Logits { kAll, kLast };
@@ -46,9 +55,16 @@ class Model {
   backend::Backend& backend() const { return *backend_; }
   KvCache new_cache(int64_t capacity) const;
 
-  // Runs ids at positions cache.length().. and advances the cache. logits receives
-  // [T, vocab] (kAll) or [1, vocab] (kLast) row-major.
+  // Runs ids at positions cache.length().. and advances the cache. Long inputs run in
+  // chunks of max_chunk() tokens; after each chunk on_logits(first, logits) sees that
+  // chunk's logits on the backend ([rows, vocab]: every row for kAll, from token
+  // `first`; only the last token's row for kLast, on the last chunk), valid during the call.
+  void forward(std::span<const int32_t> ids, KvCache& cache, Logits which,
+               const std::function<void(int64_t first, backend::Tensor logits)>& on_logits);
+  // The same, logits copied to the host: [T, vocab] (kAll) or [1, vocab] (kLast) row-major.
   void forward(std::span<const int32_t> ids, KvCache& cache, Logits which, std::vector<float>& logits);
+  // The last token's logits stay on the backend ([1, vocab], valid until the next forward).
+  backend::Tensor forward_last(std::span<const int32_t> ids, KvCache& cache);
 
   int64_t max_chunk() const { return max_chunk_; }  // tokens per internal forward step
   std::vector<DecoderLayer>& layers() { return layers_; }
@@ -63,10 +79,15 @@ class Model {
   backend::Backend* backend_;
   std::unique_ptr<backend::Linear> embedding_;  // [vocab, hidden] dense
   std::unique_ptr<backend::Linear> lm_head_;    // null when tied to the embedding
-  std::vector<float> final_norm_;
+  // The layers and head on tokens already in io_ / hidden_ (T rows, positions from
+  // `start`): what one chunk runs, and what the decode step records.
+  void run_chunk(int64_t T, KvCache& cache, Logits which);
+
+  backend::Buffer final_norm_;  // [1, hidden]
   std::vector<DecoderLayer> layers_;
   int64_t max_chunk_ = 512;
   std::unique_ptr<LayerRunner> runner_;
+  backend::Buffer io_;  // I32 [2, max_chunk]: row 0 token ids, row 1 their positions
   backend::Buffer hidden_, normed_, logits_;
 };
 

@@ -5,16 +5,14 @@
 
 namespace gptq::model {
 
-backend::RopeTable make_rope_table(const ModelConfig& c) {
-  backend::RopeTable t;
-  t.head_dim = c.head_dim;
+std::vector<float> rope_inv_freq(const ModelConfig& c) {
   const int64_t half = c.head_dim / 2;
-  t.inv_freq.resize(std::size_t(half));
+  std::vector<float> inv_freq(static_cast<std::size_t>(half));
   for (int64_t i = 0; i < half; ++i) {
     // inv_freq = 1 / theta^(2i / d), every step in fp32 like the reference.
     const float exponent = float(2 * i) / float(c.head_dim);
     const float base = std::pow(float(c.rope.theta), exponent);
-    t.inv_freq[std::size_t(i)] = 1.0f / base;
+    inv_freq[std::size_t(i)] = 1.0f / base;
   }
   if (c.rope.scaling == RopeScaling::kLlama3) {
     // Llama 3.1 frequency scaling: long wavelengths are divided by `factor`, short ones
@@ -23,7 +21,7 @@ backend::RopeTable make_rope_table(const ModelConfig& c) {
     const float old_ctx = float(r.original_max_position);
     const float low_wavelen = old_ctx / float(r.low_freq_factor);
     const float high_wavelen = old_ctx / float(r.high_freq_factor);
-    for (float& f : t.inv_freq) {
+    for (float& f : inv_freq) {
       const float wavelen = 2.0f * std::numbers::pi_v<float> / f;
       float scaled = wavelen > low_wavelen ? f / float(r.factor) : f;
       if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
@@ -34,7 +32,11 @@ backend::RopeTable make_rope_table(const ModelConfig& c) {
       f = scaled;
     }
   }
-  return t;
+  return inv_freq;
+}
+
+backend::RopeTable make_rope_table(const ModelConfig& c, backend::Backend& b) {
+  return {.head_dim = c.head_dim, .inv_freq = b.vector(rope_inv_freq(c))};
 }
 
 }  // namespace gptq::model

@@ -19,7 +19,7 @@
 #include <cstdint>
 #include <string>
 
-#include "quant/quant_params.h"
+#include "format/quant_params.h"
 #include "quant/quantizer.h"
 
 namespace gptq::quant {

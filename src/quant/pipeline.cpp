@@ -14,7 +14,7 @@
 #include "model/layer.h"
 #include "quant/gptq.h"
 #include "quant/hessian.h"
-#include "quant/packing.h"
+#include "format/packing.h"
 #include "quant/rtn.h"
 
 namespace gptq::quant {
@@ -52,7 +52,7 @@ class HessianObserver final : public model::LinearObserver {
       if (!hessians_.count(src)) hessians_.emplace(src, HessianAccumulator(model::slot_shape(c, s).second));
     }
   }
-  void observe(int64_t, Slot slot, backend::View x) override {
+  void observe(int64_t, Slot slot, backend::Tensor x) override {
     const auto it = hessians_.find(slot);
     if (it == hessians_.end()) return;  // a slot that shares its source reports the same x
     host_.resize(std::size_t(x.rows * x.cols));
@@ -101,6 +101,9 @@ class Run {
 
  private:
   void embed_calibration();
+  void plan_chunks();
+  // Uploads chunk c's activations into scratch_ and its positions; returns its rows.
+  int64_t load_chunk(std::size_t c);
   void run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back,
                    std::optional<Slot> stop_after = std::nullopt);
   void quantize_layer(int64_t i);
@@ -133,9 +136,13 @@ class Run {
   std::vector<float> acts_;
   std::vector<int64_t> offsets_;
   int64_t max_len_ = 0;
+  // Forward chunks: chunk c holds samples [chunks_[c], chunks_[c + 1]).
+  std::vector<std::size_t> chunks_;
+  int64_t chunk_rows_ = 0;  // rows of the largest chunk
   std::unique_ptr<model::LayerRunner> runner_;
-  backend::Buffer scratch_;
-  backend::KvLayer kv_;
+  backend::Buffer scratch_;    // [chunk_rows, hidden]
+  backend::Buffer positions_;  // I32 [1, chunk_rows]
+  backend::KvLayer kv_;        // [chunk_rows, kv_heads * head_dim]: sample s of a chunk at its rows
   int64_t quantized_bits_ = 0;
 };
 
@@ -167,15 +174,49 @@ void Run::embed_calibration() {
   }
 }
 
+void Run::plan_chunks() {
+  chunks_ = {0};
+  int64_t rows = 0;
+  for (std::size_t s = 0; s + 1 < offsets_.size(); ++s) {
+    const int64_t len = offsets_[s + 1] - offsets_[s];
+    if (rows > 0 && rows + len > o_.batch_tokens) {
+      chunks_.push_back(s);
+      rows = 0;
+    }
+    rows += len;
+    chunk_rows_ = std::max(chunk_rows_, rows);
+  }
+  chunks_.push_back(offsets_.size() - 1);
+}
+
+int64_t Run::load_chunk(std::size_t c) {
+  const int64_t first = offsets_[chunks_[c]], rows = offsets_[chunks_[c + 1]] - first;
+  b_.upload(std::span<const float>(&acts_[std::size_t(first * c_.hidden)], std::size_t(rows * c_.hidden)),
+            scratch_.rows(rows));
+  std::vector<int32_t> pos;
+  for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) {
+    for (int64_t t = 0; t < offsets_[s + 1] - offsets_[s]; ++t) pos.push_back(int32_t(t));
+  }
+  b_.upload(pos, positions_.view().col_slice(0, rows));
+  return rows;
+}
+
 void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back,
                       std::optional<Slot> stop_after) {
-  for (std::size_t s = 0; s + 1 < offsets_.size(); ++s) {
-    const int64_t T = offsets_[s + 1] - offsets_[s];
-    const backend::View h = scratch_.rows(T);
-    const std::span<float> host(&acts_[std::size_t(offsets_[s] * c_.hidden)], std::size_t(T * c_.hidden));
-    b_.upload(host, h);
-    runner_->forward(L, h, 0, kv_, obs, stop_after);
-    if (write_back) b_.download(h, host);
+  std::vector<model::Sequence> seqs;
+  for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
+    const int64_t rows = load_chunk(c), base = offsets_[chunks_[c]];
+    seqs.clear();
+    for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) {
+      const int64_t r = offsets_[s] - base, len = offsets_[s + 1] - offsets_[s];
+      seqs.push_back({.first_row = r, .rows = len,
+                      .cache = {kv_.k.view().row_slice(r, len), kv_.v.view().row_slice(r, len)}});
+    }
+    const backend::Tensor h = scratch_.rows(rows);
+    runner_->forward(L, h, positions_.view().col_slice(0, rows), seqs, obs, stop_after);
+    if (write_back) {
+      b_.download(h, std::span<float>(&acts_[std::size_t(base * c_.hidden)], std::size_t(rows * c_.hidden)));
+    }
   }
 }
 
@@ -224,7 +265,7 @@ void Run::quantize_layer(int64_t i) {
   std::optional<model::DecoderLayer> L;
   if (gptq_) {
     model::DenseLoader dense(b_);
-    L = model::load_layer(ckpt_, c_, i, dense);
+    L = model::load_layer(ckpt_, c_, i, dense, b_);
   }
   for (const auto& group : slot_groups(o_.config.true_sequential)) {
     std::vector<Slot> todo;
@@ -268,16 +309,14 @@ void Run::quantize_lm_head() {
   if (gptq_) {
     // The head reads the final-normed residual stream.
     h.emplace(c_.hidden);
-    const std::vector<float> norm = model::load_vector(ckpt_, "model.norm.weight", c_.hidden);
-    for (std::size_t i = 0; i + 1 < offsets_.size(); ++i) {
-      const int64_t T = offsets_[i + 1] - offsets_[i];
-      const std::span<float> host(&acts_[std::size_t(offsets_[i] * c_.hidden)], std::size_t(T * c_.hidden));
-      const backend::View x = scratch_.rows(T);
-      b_.upload(host, x);
+    const backend::Buffer norm = b_.vector(model::load_vector(ckpt_, "model.norm.weight", c_.hidden));
+    std::vector<float> normed;
+    for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
+      const backend::Tensor x = scratch_.rows(load_chunk(c));
       b_.rms_norm(x, norm, float(c_.rms_eps), x);
-      std::vector<float> normed(host.size());
+      normed.resize(std::size_t(x.rows * x.cols));
       b_.download(x, normed);
-      h->add(normed.data(), T);
+      h->add(normed.data(), x.rows);
     }
   }
   report(quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, gptq_ ? &*h : nullptr, nullptr));
@@ -317,9 +356,11 @@ QuantizeResult Run::go() {
   if (gptq_) {
     if (calib_.samples.empty()) throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration samples");
     embed_calibration();
-    runner_ = std::make_unique<model::LayerRunner>(b_, c_, max_len_);
-    scratch_ = b_.alloc(max_len_, c_.hidden);
-    kv_ = {b_.alloc(max_len_, c_.kv_heads * c_.head_dim), b_.alloc(max_len_, c_.kv_heads * c_.head_dim)};
+    plan_chunks();
+    runner_ = std::make_unique<model::LayerRunner>(b_, c_, chunk_rows_);
+    scratch_ = b_.alloc(chunk_rows_, c_.hidden);
+    positions_ = b_.alloc(1, chunk_rows_, DType::kI32);
+    kv_ = {b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim), b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim)};
   }
   copy_raw("model.embed_tokens.weight");
   for (int64_t i = 0; i < c_.layers; ++i) {

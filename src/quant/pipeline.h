@@ -23,8 +23,8 @@
 #include "backend/backend.h"
 #include "io/checkpoint_writer.h"
 #include "quant/calibration.h"
-#include "quant/quant_params.h"
-#include "quant/quant_config.h"
+#include "format/quant_params.h"
+#include "format/quant_config.h"
 
 namespace gptq::quant {
 
@@ -59,6 +59,11 @@ struct PipelineOptions {
   std::filesystem::path out_dir;
   io::CheckpointWriterOptions writer;
   std::string version = GPTQ_VERSION;  // written as meta.quantizer "gptq.cpp:VERSION"
+  // Calibration rows per forward: whole samples are packed into chunks of at most this
+  // many tokens (a longer sample gets a chunk of its own), so each linear is one product
+  // of that many rows. Bounds the activation scratch: chunk · (3·hidden + 2·(q + kv) +
+  // 2·intermediate) activation elements.
+  int64_t batch_tokens = 4096;
   std::function<void(const ModuleReport&)> on_module;
   // Each quantized module's result, before packing (tests rebuild the in-memory model).
   std::function<void(const std::string&, const QuantizedLinear&)> on_quantized;

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "quant/quant_params.h"
+#include "format/quant_params.h"
 #include "quant/quantizer.h"
 
 namespace gptq::quant {

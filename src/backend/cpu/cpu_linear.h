@@ -1,6 +1,7 @@
 // CPU linear layers: every Linear the CPU backend hands out derives from CpuLinear.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "backend/backend.h"
@@ -13,22 +14,27 @@ class CpuLinear : public Linear {
   virtual void forward(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy) const = 0;
 };
 
-// fp32 weights, products through OpenBLAS sgemm (all cores).
+// Dense weights kept in the checkpoint's dtype (F32, F16 or BF16): no fp32 copy of a
+// 16-bit model. F32 multiplies straight through OpenBLAS; 16-bit weights are widened
+// tile by tile into per-thread fp32 scratch and multiplied there.
 class DenseLinear final : public CpuLinear {
  public:
-  DenseLinear(std::vector<float> weight, int64_t out, int64_t in, std::vector<float> bias);
+  DenseLinear(const io::TensorView& weight, const io::TensorView* bias);
   int64_t in_features() const override { return in_; }
   int64_t out_features() const override { return out_; }
-  uint64_t weight_bytes() const override { return weight_.size() * sizeof(float); }
-  std::string describe() const override { return "f32"; }
+  uint64_t weight_bytes() const override { return bytes_.size(); }
+  std::string describe() const override;
   void forward(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy) const override;
 
-  const float* weight() const { return weight_.data(); }  // [out, in]
-  const std::vector<float>& bias() const { return bias_; }
+  // Row r of W ([out, in]) widened to fp32 into dst[in].
+  void row_f32(int64_t r, float* dst) const;
 
  private:
-  std::vector<float> weight_;  // [out, in]
-  std::vector<float> bias_;    // [out] or empty
+  void widen_rows(int64_t first, int64_t count, float* dst) const;  // dst: [count, in]
+
+  std::vector<std::byte> bytes_;  // W [out, in] in dtype_
+  DType dtype_;
+  std::vector<float> bias_;       // [out] or empty
   int64_t out_, in_;
 };
 

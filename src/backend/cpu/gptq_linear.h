@@ -4,7 +4,7 @@
 
 #include "backend/cpu/cpu_linear.h"
 #include "backend/cpu/qlinear.h"
-#include "quant/packing.h"
+#include "format/packing.h"
 
 namespace gptq::backend::cpu {
 

@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-#include "quant/packing.h"
+#include "format/packing.h"
 
 namespace gptq::backend::cpu {
 

@@ -9,7 +9,7 @@
 
 #include "backend/cpu/qlinear.h"
 #include "core/dtype.h"
-#include "quant/gptq_format.h"
+#include "format/gptq_format.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>

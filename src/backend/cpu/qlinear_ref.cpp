@@ -2,7 +2,7 @@
 // y[m, n] = sum_k x[m, k] * (scale * (q - zero)), accumulated in k order.
 #include "backend/cpu/qlinear.h"
 #include "core/dtype.h"
-#include "quant/gptq_format.h"
+#include "format/gptq_format.h"
 
 namespace gptq::backend::cpu {
 

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "quant/gptq_format.h"
-#include "quant/quant_params.h"
+#include "format/gptq_format.h"
+#include "format/quant_params.h"
 
 namespace gptq::quant {
 

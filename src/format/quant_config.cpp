@@ -1,4 +1,4 @@
-#include "quant/quant_config.h"
+#include "format/quant_config.h"
 
 #include "core/error.h"
 #include "io/json_file.h"

@@ -17,8 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "quant/gptq_format.h"
-#include "quant/quantizer.h"
+#include "format/gptq_format.h"
 
 namespace gptq::quant {
 

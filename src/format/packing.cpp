@@ -1,4 +1,4 @@
-#include "quant/packing.h"
+#include "format/packing.h"
 
 #include <string>
 

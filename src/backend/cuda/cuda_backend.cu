@@ -1,0 +1,509 @@
+// The CUDA backend's glue: device memory, one stream, cuBLAS, the Linear types, and
+// the dispatch from the Backend interface to the kernel launchers (raw pointers,
+// shapes, stream). Tensor and ownership types stop here.
+#include "backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "backend/allocation_meter.h"
+#include "backend/cuda/attention.cuh"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/elementwise.cuh"
+#include "backend/cuda/gptq_gemm.cuh"
+#include "backend/cuda/gptq_repack.h"
+#include "io/checkpoint.h"
+
+namespace gptq::backend::cuda {
+
+void throw_cuda(const char* stmt, const char* file, int line, const std::string& msg) {
+  std::string_view f = file;
+  if (const auto p = f.rfind("src/"); p != std::string_view::npos) f.remove_prefix(p);
+  throw Error(ErrorKind::kDevice, std::string(stmt) + " at " + std::string(f) + ":" + std::to_string(line) + ": " + msg);
+}
+
+namespace {
+
+std::string mib(uint64_t bytes) { return std::to_string((bytes + (1u << 20) - 1) >> 20) + " MiB"; }
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::kF16: return CUDA_R_16F;
+    case DType::kBF16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+
+// Device memory made by this backend; one allocation per Buffer.
+struct DeviceMemory {
+  std::shared_ptr<AllocationMeter> meter;
+  int device = 0;
+
+  std::shared_ptr<void> alloc(uint64_t bytes, const std::string& what) {
+    void* p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, std::max<uint64_t>(bytes, 1));
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // clear the sticky-free error state
+      size_t free = 0, total = 0;
+      cudaMemGetInfo(&free, &total);
+      throw Error(ErrorKind::kDevice, "cuda:" + std::to_string(device) + ": out of memory allocating " + mib(bytes) +
+                                          " for " + what + " (" + mib(free) + " free of " + mib(total) + ")");
+    }
+    CUDA_CHECK(err);
+    meter->add(bytes);
+    return std::shared_ptr<void>(p, [m = meter, bytes](void* q) {
+      cudaFree(q);  // no throw from a deleter; a failed free here means the context is gone
+      m->remove(bytes);
+    });
+  }
+};
+
+class CudaLinear : public Linear {
+ public:
+  CudaLinear(int64_t out, int64_t in) : out_(out), in_(in) {}
+  int64_t in_features() const override { return in_; }
+  int64_t out_features() const override { return out_; }
+
+ protected:
+  int64_t out_, in_;
+};
+
+// W [out, in] in the activation dtype (converted once at load when the checkpoint's
+// dtype differs), bias fp32.
+class DenseLinear final : public CudaLinear {
+ public:
+  DenseLinear(int64_t out, int64_t in, DType dtype) : CudaLinear(out, in), dtype(dtype) {}
+  uint64_t weight_bytes() const override { return uint64_t(out_ * in_) * dtype_size(dtype); }
+  std::string describe() const override { return std::string(dtype_name(dtype)); }
+  DType dtype;
+  std::shared_ptr<void> weight;
+  std::shared_ptr<void> bias;  // float [out] or null
+};
+
+class GptqLinear final : public CudaLinear {
+ public:
+  GptqLinear(int64_t out, int64_t in) : CudaLinear(out, in) {}
+  uint64_t weight_bytes() const override { return bytes; }
+  std::string describe() const override { return what; }
+  GptqDeviceLayout layout;
+  std::vector<std::shared_ptr<void>> memory;
+  uint64_t bytes = 0;
+  std::string what;
+};
+
+class CudaGraph final : public Graph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t s) : exec_(exec), stream_(s) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  void replay() override { CUDA_CHECK(cudaGraphLaunch(exec_, stream_)); }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int index, DType act) : index_(index), act_(act) {
+    mem_.meter = meter_;
+    mem_.device = index;
+    CUDA_CHECK(cudaSetDevice(index));
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+    name_ = "cuda:" + std::to_string(index) + " (" + prop.name + ")";
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUBLAS_CHECK(cublasCreate(&cublas_));
+    CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    // Our own workspace, so cuBLAS never allocates inside a graph capture.
+    cublas_ws_ = mem_.alloc(kCublasWorkspace, "the cuBLAS workspace");
+    CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_.get(), kCublasWorkspace));
+    // f32 means f32: no TF32 rounding in the conformance dtype.
+    CUBLAS_CHECK(cublasSetMathMode(cublas_, act == DType::kF32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
+    CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&bad_id_host_), sizeof(int32_t), cudaHostAllocMapped));
+    *bad_id_host_ = 0;
+    CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&bad_id_dev_), bad_id_host_, 0));
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    cublasDestroy(cublas_);
+    cudaStreamDestroy(stream_);
+    cudaFreeHost(bad_id_host_);
+  }
+
+  std::string name() const override { return name_; }
+  Device device() const override { return Device::kCuda; }
+  DType activation_dtype() const override { return act_; }
+
+  Buffer alloc(int64_t rows, int64_t cols, DType dtype) override {
+    GPTQ_CHECK(rows >= 0 && cols >= 0, "cuda backend: negative buffer size");
+    const uint64_t bytes = uint64_t(std::max<int64_t>(rows * cols, 1)) * dtype_size(dtype);
+    auto mem = mem_.alloc(bytes, "a [" + std::to_string(rows) + ", " + std::to_string(cols) + "] tensor");
+    CUDA_CHECK(cudaMemsetAsync(mem.get(), 0, bytes, stream_));
+    return make_buffer(mem, {.data = mem.get(), .dtype = dtype, .device = Device::kCuda, .rows = rows, .cols = cols,
+                             .stride = cols});
+  }
+
+  void upload(std::span<const float> host, Tensor dst) override {
+    own(dst);
+    GPTQ_CHECK(int64_t(host.size()) == dst.rows * dst.cols, "cuda upload: size mismatch");
+    if (dst.dtype == DType::kF32) {
+      copy_2d(dst.data, dst.stride * 4, host.data(), dst.cols * 4, dst.cols * 4, dst.rows, cudaMemcpyHostToDevice);
+      return;
+    }
+    float* stage = staging(host.size());
+    CUDA_CHECK(cudaMemcpyAsync(stage, host.data(), host.size() * 4, cudaMemcpyHostToDevice, stream_));
+    with_act_type(dst.dtype, [&]<class T>() {
+      convert<T, float>(stage, dst.cols, static_cast<T*>(dst.data), dst.stride, dst.rows, dst.cols, stream_);
+    });
+  }
+  void upload(std::span<const int32_t> host, Tensor dst) override {
+    own(dst);
+    GPTQ_CHECK(dst.dtype == DType::kI32 && int64_t(host.size()) == dst.rows * dst.cols, "cuda upload: i32 shape");
+    copy_2d(dst.data, dst.stride * 4, host.data(), dst.cols * 4, dst.cols * 4, dst.rows, cudaMemcpyHostToDevice);
+  }
+  void download(Tensor src, std::span<float> host) override {
+    own(src);
+    GPTQ_CHECK(int64_t(host.size()) == src.rows * src.cols, "cuda download: size mismatch");
+    if (src.dtype == DType::kF32) {
+      copy_2d(host.data(), src.cols * 4, src.data, src.stride * 4, src.cols * 4, src.rows, cudaMemcpyDeviceToHost);
+    } else {
+      float* stage = staging(host.size());
+      with_act_type(src.dtype, [&]<class T>() {
+        convert<float, T>(static_cast<const T*>(src.data), src.stride, stage, src.cols, src.rows, src.cols, stream_);
+      });
+      CUDA_CHECK(cudaMemcpyAsync(host.data(), stage, host.size() * 4, cudaMemcpyDeviceToHost, stream_));
+    }
+    synchronize();
+  }
+  void download(Tensor src, std::span<int32_t> host) override {
+    own(src);
+    GPTQ_CHECK(src.dtype == DType::kI32 && int64_t(host.size()) == src.rows * src.cols, "cuda download: i32 shape");
+    copy_2d(host.data(), src.cols * 4, src.data, src.stride * 4, src.cols * 4, src.rows, cudaMemcpyDeviceToHost);
+    synchronize();
+  }
+  void synchronize() override {
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (*bad_id_host_ != 0) {
+      *bad_id_host_ = 0;
+      throw Error(ErrorKind::kInvalidArgument, "a token id is outside the model's vocabulary");
+    }
+  }
+  MemoryStats memory() const override {
+    size_t free = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    return {.peak_allocated = meter_->peak(), .device_used = total - free, .device_total = total};
+  }
+
+  std::unique_ptr<Linear> dense_linear(const io::TensorView& w, const io::TensorView* bias) override {
+    GPTQ_CHECK(w.shape.size() == 2, "cuda dense_linear: weight must be 2-D");
+    const int64_t out = w.shape[0], in = w.shape[1];
+    auto l = std::make_unique<DenseLinear>(out, in, act_);
+    l->weight = mem_.alloc(uint64_t(out * in) * dtype_size(act_), "weight \"" + w.name + "\"");
+    upload_weight(w, l->weight.get());
+    if (bias != nullptr) l->bias = upload_floats(io::to_f32(*bias, {out}, "bias of " + w.name), "a bias");
+    return l;
+  }
+
+  std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) override {
+    auto l = std::make_unique<GptqLinear>(packed.out_features, packed.in_features);
+    const auto host = repack_for_cuda(packed);
+    l->what = "gptq " + std::to_string(packed.bits) + "-bit g" + std::to_string(packed.group_size);
+    if (!host) {
+      throw Error(ErrorKind::kUnsupported, "gptq layer [" + std::to_string(packed.out_features) + ", " +
+                                               std::to_string(packed.in_features) +
+                                               "]: its g_idx puts one packed block of codes in two groups, which "
+                                               "the CUDA kernels do not read");
+    }
+    if (!host->perm.empty()) l->what += " act-order";
+    GptqDeviceLayout& d = l->layout;
+    d = {.bits = host->bits, .K = host->K, .N = host->N, .Np = host->Np, .G = host->G};
+    auto put = [&](const void* src, uint64_t bytes) {
+      auto m = mem_.alloc(bytes, "a gptq tensor");
+      CUDA_CHECK(cudaMemcpyAsync(m.get(), src, bytes, cudaMemcpyHostToDevice, stream_));
+      l->memory.push_back(m);
+      l->bytes += bytes;
+      return m.get();
+    };
+    d.qweight = static_cast<const int32_t*>(put(host->qweight.data(), host->qweight.size() * 4));
+    if (!host->perm.empty()) d.perm = static_cast<const int32_t*>(put(host->perm.data(), host->perm.size() * 4));
+    d.scales = static_cast<const __half*>(put(host->scales.data(), host->scales.size() * 2));
+    d.zeros = static_cast<const uint8_t*>(put(host->zeros.data(), host->zeros.size()));
+    d.block_group = static_cast<const int32_t*>(put(host->block_group.data(), host->block_group.size() * 4));
+    if (!packed.bias.empty()) d.bias = static_cast<const float*>(put(packed.bias.data(), packed.bias.size() * 4));
+    // The GEMV's split partials for the largest decode batch, sized now: a graph
+    // recorded later holds the pointer.
+    reserve_workspace(gptq_gemv_workspace_floats(d, kGemvMaxRows));
+    synchronize();  // the host copies above must outlive their transfers
+    return l;
+  }
+
+  void linear(const Linear& w, Tensor x, Tensor y) override {
+    own(x), own(y);
+    GPTQ_CHECK(x.dtype == act_ && y.dtype == act_ && x.cols == w.in_features() && y.cols == w.out_features() &&
+                   x.rows == y.rows,
+               "cuda linear: shape or dtype mismatch");
+    if (x.rows == 0) return;
+    if (const auto* d = dynamic_cast<const DenseLinear*>(&w)) {
+      gemm(d->weight.get(), x, y, w.out_features(), w.in_features());
+      if (d->bias) {
+        with_act_type(act_, [&]<class T>() {
+          add_bias(static_cast<T*>(y.data), y.stride, static_cast<const float*>(d->bias.get()), y.rows, y.cols,
+                   stream_);
+        });
+      }
+      return;
+    }
+    const auto* g = dynamic_cast<const GptqLinear*>(&w);
+    GPTQ_CHECK(g != nullptr, "cuda linear: layer was not made by the cuda backend");
+    const GptqDeviceLayout& L = g->layout;
+    with_act_type(act_, [&]<class T>() {
+      if (x.rows <= kGemvMaxRows) {
+        gptq_gemv(L, static_cast<const T*>(x.data), x.stride, static_cast<T*>(y.data), y.stride, x.rows,
+                  workspace(gptq_gemv_workspace_floats(L, x.rows)), stream_);
+        return;
+      }
+      // Larger batches: dequantize column tiles of W into scratch, multiply with cuBLAS.
+      const int64_t K = L.K, N = L.N;
+      const int64_t tile = std::clamp<int64_t>(kDequantTileBytes / int64_t(K * sizeof(T)) / 4 * 4, 4, N);
+      T* scratch = reinterpret_cast<T*>(workspace((tile * K * int64_t(sizeof(T)) + 3) / 4));
+      for (int64_t n0 = 0; n0 < N; n0 += tile) {
+        const int64_t cnt = std::min(tile, N - n0);
+        gptq_dequantize(L, n0, cnt, scratch, stream_);
+        Tensor yc = y;
+        yc.data = static_cast<T*>(y.data) + n0;
+        yc.cols = cnt;
+        gemm(scratch, x, yc, cnt, K);
+      }
+      if (L.bias != nullptr) add_bias(static_cast<T*>(y.data), y.stride, L.bias, y.rows, y.cols, stream_);
+    });
+  }
+
+  void rms_norm(Tensor x, const Buffer& weight, float eps, Tensor y) override {
+    own(x), own(y);
+    GPTQ_CHECK(weight.view().cols == x.cols && y.cols == x.cols && y.rows == x.rows, "cuda rms_norm shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::rms_norm(static_cast<const T*>(x.data), x.stride, static_cast<T*>(y.data), y.stride,
+                     weight.view().as<float>(), x.rows, x.cols, eps, stream_);
+    });
+  }
+  void head_rms_norm(Tensor x, int64_t head_dim, const Buffer& weight, float eps) override {
+    own(x);
+    GPTQ_CHECK(weight.view().cols == head_dim && x.cols % head_dim == 0, "cuda head_rms_norm shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::head_rms_norm(static_cast<T*>(x.data), x.stride, weight.view().as<float>(), x.rows, x.cols, head_dim, eps,
+                          stream_);
+    });
+  }
+  void rope(Tensor x, const RopeTable& table, Tensor positions) override {
+    own(x);
+    GPTQ_CHECK(positions.cols == x.rows && x.cols % table.head_dim == 0, "cuda rope shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::rope(static_cast<T*>(x.data), x.stride, positions.as<int32_t>(), table.inv_freq.view().as<float>(), x.rows,
+                 x.cols, table.head_dim, stream_);
+    });
+  }
+  void write_kv(Tensor k, Tensor v, KvView cache, Tensor positions) override {
+    own(k), own(v), own(cache.k), own(cache.v);
+    GPTQ_CHECK(k.cols == cache.k.cols && v.cols == cache.v.cols && k.rows == v.rows && positions.cols == k.rows,
+               "cuda write_kv shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::write_kv(static_cast<const T*>(k.data), k.stride, static_cast<const T*>(v.data), v.stride,
+                     static_cast<T*>(cache.k.data), cache.k.stride, static_cast<T*>(cache.v.data), cache.v.stride,
+                     positions.as<int32_t>(), k.rows, k.cols, stream_);
+    });
+  }
+  void attention(Tensor q, KvView cache, Tensor positions, const AttentionShape& s, Tensor out) override {
+    own(q), own(out), own(cache.k), own(cache.v);
+    GPTQ_CHECK(q.cols == s.heads * s.head_dim && out.cols == q.cols && out.rows == q.rows && positions.cols == q.rows &&
+                   cache.k.cols == s.kv_heads * s.head_dim,
+               "cuda attention shape");
+    if (s.head_dim > kMaxHeadDim || s.head_dim % 8 != 0) {
+      throw Error(ErrorKind::kUnsupported, "cuda attention: head_dim " + std::to_string(s.head_dim) +
+                                               " (supported: multiples of 8 up to " + std::to_string(kMaxHeadDim) + ")");
+    }
+    const AttentionArgs a{.rows = q.rows, .heads = s.heads, .kv_heads = s.kv_heads, .head_dim = s.head_dim,
+                          .window = s.sliding_window, .capacity = cache.k.rows, .ldq = q.stride,
+                          .ldk = cache.k.stride, .ldv = cache.v.stride, .ldo = out.stride};
+    float* ws = workspace(attention_workspace_floats(a));
+    with_act_type(act_, [&]<class T>() {
+      cuda::attention(static_cast<const T*>(q.data), static_cast<const T*>(cache.k.data),
+                      static_cast<const T*>(cache.v.data), positions.as<int32_t>(), static_cast<T*>(out.data), a, ws,
+                      stream_);
+    });
+  }
+  void swiglu(Tensor gate, Tensor up) override {
+    own(gate), own(up);
+    GPTQ_CHECK(gate.rows == up.rows && gate.cols == up.cols, "cuda swiglu shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::swiglu(static_cast<T*>(gate.data), gate.stride, static_cast<const T*>(up.data), up.stride, gate.rows,
+                   gate.cols, stream_);
+    });
+  }
+  void add(Tensor acc, Tensor x) override {
+    own(acc), own(x);
+    GPTQ_CHECK(acc.rows == x.rows && acc.cols == x.cols, "cuda add shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::add(static_cast<T*>(acc.data), acc.stride, static_cast<const T*>(x.data), x.stride, acc.rows, acc.cols,
+                stream_);
+    });
+  }
+  void embed(const Linear& table, Tensor ids, Tensor out) override {
+    own(out);
+    const auto* d = dynamic_cast<const DenseLinear*>(&table);
+    GPTQ_CHECK(d != nullptr && out.cols == table.in_features() && out.rows == ids.cols, "cuda embed shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::embed(static_cast<const T*>(d->weight.get()), table.out_features(), ids.as<int32_t>(),
+                  static_cast<T*>(out.data), out.stride, out.rows, out.cols, bad_id_dev_, stream_);
+    });
+  }
+  void token_nll(Tensor logits, Tensor targets, Tensor nll) override {
+    own(logits);
+    GPTQ_CHECK(targets.cols == logits.rows && nll.cols == logits.rows, "cuda token_nll shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::token_nll(static_cast<const T*>(logits.data), logits.stride, targets.as<int32_t>(), nll.as<float>(),
+                      logits.rows, logits.cols, stream_);
+    });
+  }
+  void argmax(Tensor logits, Tensor out) override {
+    own(logits);
+    GPTQ_CHECK(out.cols == logits.rows, "cuda argmax shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::argmax(static_cast<const T*>(logits.data), logits.stride, out.as<int32_t>(), logits.rows, logits.cols,
+                   stream_);
+    });
+  }
+
+  std::unique_ptr<Graph> capture(const std::function<void()>& work) override {
+    cudaGraph_t graph = nullptr;
+    // Relaxed: the work may size a workspace (cudaMalloc) the first time it runs.
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+    try {
+      work();
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      throw;
+    }
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    CUDA_CHECK(err);
+    return std::make_unique<CudaGraph>(exec, stream_);
+  }
+
+ private:
+  static constexpr uint64_t kCublasWorkspace = 32u << 20;
+  static constexpr int64_t kDequantTileBytes = 64 << 20;
+
+  void own(const Tensor& t) const {
+    GPTQ_CHECK(t.device == Device::kCuda, "cuda backend: tensor is not in device memory");
+  }
+
+  void copy_2d(void* dst, int64_t dpitch, const void* src, int64_t spitch, int64_t width, int64_t rows,
+               cudaMemcpyKind kind) {
+    if (rows == 0 || width == 0) return;
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, size_t(dpitch), src, size_t(spitch), size_t(width), size_t(rows), kind, stream_));
+  }
+
+  // y[M, n] = x[M, K] Wᵀ: W [n, K] row-major in the activation dtype, via
+  // column-major yᵀ = W xᵀ; fp32 accumulation.
+  void gemm(const void* W, const Tensor& x, const Tensor& y, int64_t n, int64_t K) {
+    const float one = 1.0f, zero = 0.0f;
+    const cudaDataType_t t = cuda_type(act_);
+    CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(x.rows), int(K), &one, W, t, int(K),
+                              x.data, t, int(x.stride), &zero, y.data, t, int(y.stride), CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+  }
+
+  void upload_weight(const io::TensorView& w, void* dst) {
+    const int64_t n = w.numel();
+    const DType src = w.dtype;
+    GPTQ_CHECK(src == DType::kF32 || src == DType::kF16 || src == DType::kBF16, "cuda: dense weight dtype");
+    if (src == act_) {
+      CUDA_CHECK(cudaMemcpyAsync(dst, w.data.data(), w.data.size(), cudaMemcpyHostToDevice, stream_));
+      synchronize();
+      return;
+    }
+    // Convert on the device, in slices of the source, through staging memory.
+    auto stage = mem_.alloc(w.data.size(), "weight conversion");
+    CUDA_CHECK(cudaMemcpyAsync(stage.get(), w.data.data(), w.data.size(), cudaMemcpyHostToDevice, stream_));
+    with_act_type(act_, [&]<class D>() {
+      with_act_type(src, [&]<class S>() {
+        if constexpr (!std::is_same_v<D, S>) {
+          convert<D, S>(static_cast<const S*>(stage.get()), n, static_cast<D*>(dst), n, 1, n, stream_);
+        }
+      });
+    });
+    synchronize();
+  }
+
+  std::shared_ptr<void> upload_floats(const std::vector<float>& v, const char* what) {
+    auto m = mem_.alloc(v.size() * 4, what);
+    CUDA_CHECK(cudaMemcpyAsync(m.get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice, stream_));
+    synchronize();
+    return m;
+  }
+
+  // Scratch that only grows; outgrown blocks stay alive, since a recorded graph may
+  // still point into them.
+  float* workspace(int64_t floats) {
+    reserve_workspace(floats);
+    return static_cast<float*>(workspace_.get());
+  }
+  void reserve_workspace(int64_t floats) {
+    if (floats <= workspace_floats_) return;
+    if (workspace_) retired_.push_back(workspace_);
+    workspace_floats_ = std::max(floats, 2 * workspace_floats_);
+    workspace_ = mem_.alloc(uint64_t(workspace_floats_) * 4, "kernel workspace");
+  }
+  float* staging(std::size_t floats) {
+    if (int64_t(floats) > staging_floats_) {
+      if (staging_) retired_.push_back(staging_);
+      staging_floats_ = std::max<int64_t>(int64_t(floats), 2 * staging_floats_);
+      staging_ = mem_.alloc(uint64_t(staging_floats_) * 4, "transfer staging");
+    }
+    return static_cast<float*>(staging_.get());
+  }
+
+  int index_;
+  DType act_;
+  std::string name_;
+  std::shared_ptr<AllocationMeter> meter_ = std::make_shared<AllocationMeter>();
+  DeviceMemory mem_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  std::shared_ptr<void> cublas_ws_;
+  std::shared_ptr<void> workspace_, staging_;
+  int64_t workspace_floats_ = 0, staging_floats_ = 0;
+  std::vector<std::shared_ptr<void>> retired_;
+  int32_t* bad_id_host_ = nullptr;
+  int32_t* bad_id_dev_ = nullptr;
+};
+
+}  // namespace
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // no driver / no device: not an error for the caller
+    return 0;
+  }
+  return n;
+}
+
+std::unique_ptr<Backend> make_cuda_backend(int index, DType activations) {
+  const int n = device_count();
+  if (index >= n) {
+    throw Error(ErrorKind::kDevice, n == 0 ? "no CUDA device is present (or no driver is loaded)"
+                                           : "cuda:" + std::to_string(index) + " does not exist (" +
+                                                 std::to_string(n) + " CUDA device(s))");
+  }
+  if (activations != DType::kF16 && activations != DType::kBF16 && activations != DType::kF32) {
+    throw Error(ErrorKind::kInvalidArgument, "cuda activations must be f16, bf16 or f32");
+  }
+  return std::make_unique<CudaBackend>(index, activations);
+}
+
+}  // namespace gptq::backend::cuda

@@ -1,0 +1,284 @@
+// Row-wise kernels use one block per row (norms, NLL, argmax) with a block reduction;
+// element-wise kernels one thread per element. All arithmetic is fp32.
+#include <cfloat>
+
+#include "backend/cuda/elementwise.cuh"
+
+namespace gptq::backend::cuda {
+namespace {
+
+constexpr int kRowThreads = 256;
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Sum over the block (kRowThreads threads); every thread gets the result.
+__device__ float block_sum(float v) {
+  __shared__ float part[kRowThreads / 32];
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = v;
+  __syncthreads();
+  float t = 0.0f;
+  for (int i = 0; i < kRowThreads / 32; ++i) t += part[i];
+  __syncthreads();
+  return t;
+}
+__device__ float block_max(float v) {
+  __shared__ float part[kRowThreads / 32];
+  v = warp_max(v);
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = v;
+  __syncthreads();
+  float t = -FLT_MAX;
+  for (int i = 0; i < kRowThreads / 32; ++i) t = fmaxf(t, part[i]);
+  __syncthreads();
+  return t;
+}
+
+template <class T>
+__global__ void rms_norm_kernel(const T* x, int64_t ldx, T* y, int64_t ldy, const float* w, int64_t cols, float eps) {
+  const T* xr = x + blockIdx.x * ldx;
+  T* yr = y + blockIdx.x * ldy;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    const float v = to_f32(xr[i]);
+    ss += v * v;
+  }
+  const float inv = rsqrtf(block_sum(ss) / float(cols) + eps);
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) yr[i] = from_f32<T>(w[i] * (to_f32(xr[i]) * inv));
+}
+
+// One warp per (row, head).
+template <class T>
+__global__ void head_rms_norm_kernel(T* x, int64_t ldx, const float* w, int64_t rows, int64_t heads, int64_t d,
+                                     float eps) {
+  const int64_t item = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (item >= rows * heads) return;
+  T* p = x + (item / heads) * ldx + (item % heads) * d;
+  const int lane = threadIdx.x % 32;
+  float ss = 0.0f;
+  for (int64_t i = lane; i < d; i += 32) {
+    const float v = to_f32(p[i]);
+    ss += v * v;
+  }
+  const float inv = rsqrtf(warp_sum(ss) / float(d) + eps);
+  for (int64_t i = lane; i < d; i += 32) p[i] = from_f32<T>(w[i] * (to_f32(p[i]) * inv));
+}
+
+// One thread per (row, head, pair i < half): (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin).
+template <class T>
+__global__ void rope_kernel(T* x, int64_t ldx, const int32_t* pos, const float* inv_freq, int64_t rows, int64_t heads,
+                            int64_t d) {
+  const int64_t half = d / 2;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * heads * half) return;
+  const int64_t i = idx % half, h = (idx / half) % heads, r = idx / (half * heads);
+  // The angle in fp32 as transformers forms it; sin/cos of that fp32 value, accurately.
+  const float angle = float(pos[r]) * inv_freq[i];
+  float sn, cs;
+  sincosf(angle, &sn, &cs);
+  T* p = x + r * ldx + h * d;
+  const float a = to_f32(p[i]), b = to_f32(p[i + half]);
+  p[i] = from_f32<T>(a * cs - b * sn);
+  p[i + half] = from_f32<T>(b * cs + a * sn);
+}
+
+template <class T>
+__global__ void swiglu_kernel(T* g, int64_t ldg, const T* u, int64_t ldu, int64_t rows, int64_t cols) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * cols) return;
+  const int64_t r = idx / cols, c = idx % cols;
+  const float v = to_f32(g[r * ldg + c]);
+  g[r * ldg + c] = from_f32<T>(v / (1.0f + __expf(-v)) * to_f32(u[r * ldu + c]));
+}
+
+template <class T>
+__global__ void add_kernel(T* a, int64_t lda, const T* x, int64_t ldx, int64_t rows, int64_t cols) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * cols) return;
+  const int64_t r = idx / cols, c = idx % cols;
+  a[r * lda + c] = from_f32<T>(to_f32(a[r * lda + c]) + to_f32(x[r * ldx + c]));
+}
+
+template <class T>
+__global__ void add_bias_kernel(T* y, int64_t ldy, const float* bias, int64_t rows, int64_t cols) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * cols) return;
+  const int64_t r = idx / cols, c = idx % cols;
+  y[r * ldy + c] = from_f32<T>(to_f32(y[r * ldy + c]) + bias[c]);
+}
+
+template <class T>
+__global__ void embed_kernel(const T* table, int64_t vocab, const int32_t* ids, T* out, int64_t ldo, int64_t cols,
+                             int32_t* bad) {
+  const int32_t id = ids[blockIdx.x];
+  const bool ok = id >= 0 && id < vocab;
+  if (!ok && threadIdx.x == 0) *bad = 1;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    out[blockIdx.x * ldo + i] = ok ? table[int64_t(id) * cols + i] : from_f32<T>(0.0f);
+  }
+}
+
+template <class T>
+__global__ void write_kv_kernel(const T* k, int64_t ldk, const T* v, int64_t ldv, T* kc, int64_t ldkc, T* vc,
+                                int64_t ldvc, const int32_t* pos, int64_t cols) {
+  const int64_t r = blockIdx.x, p = pos[r];
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    kc[p * ldkc + i] = k[r * ldk + i];
+    vc[p * ldvc + i] = v[r * ldv + i];
+  }
+}
+
+template <class T>
+__global__ void token_nll_kernel(const T* logits, int64_t ld, const int32_t* targets, float* nll, int64_t vocab) {
+  const T* row = logits + blockIdx.x * ld;
+  float mx = -FLT_MAX;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, to_f32(row[i]));
+  mx = block_max(mx);
+  float s = 0.0f;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) s += __expf(to_f32(row[i]) - mx);
+  s = block_sum(s);
+  if (threadIdx.x == 0) nll[blockIdx.x] = mx + logf(s) - to_f32(row[targets[blockIdx.x]]);
+}
+
+template <class T>
+__global__ void argmax_kernel(const T* logits, int64_t ld, int32_t* out, int64_t vocab) {
+  const T* row = logits + blockIdx.x * ld;
+  float best = -FLT_MAX;
+  int64_t at = vocab;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
+    const float v = to_f32(row[i]);
+    if (v > best) best = v, at = i;  // i increases: the first maximum of this thread wins
+  }
+  __shared__ float sv[kRowThreads];
+  __shared__ int64_t si[kRowThreads];
+  sv[threadIdx.x] = best;
+  si[threadIdx.x] = at;
+  __syncthreads();
+  for (int o = kRowThreads / 2; o > 0; o >>= 1) {
+    if (threadIdx.x < o) {
+      const float v = sv[threadIdx.x + o];
+      const int64_t j = si[threadIdx.x + o];
+      if (v > sv[threadIdx.x] || (v == sv[threadIdx.x] && j < si[threadIdx.x])) sv[threadIdx.x] = v, si[threadIdx.x] = j;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[blockIdx.x] = int32_t(si[0] < vocab ? si[0] : 0);
+}
+
+template <class D, class S>
+__global__ void convert_kernel(const S* src, int64_t lds, D* dst, int64_t ldd, int64_t rows, int64_t cols) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * cols) return;
+  const int64_t r = idx / cols, c = idx % cols;
+  dst[r * ldd + c] = from_f32<D>(to_f32(src[r * lds + c]));
+}
+
+unsigned grid_for(int64_t n) { return ceil_div(n, kRowThreads); }
+
+}  // namespace
+
+template <class T>
+void rms_norm(const T* x, int64_t ldx, T* y, int64_t ldy, const float* w, int64_t rows, int64_t cols, float eps,
+              cudaStream_t s) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(x, ldx, y, ldy, w, cols, eps);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void head_rms_norm(T* x, int64_t ldx, const float* w, int64_t rows, int64_t cols, int64_t head_dim, float eps,
+                   cudaStream_t s) {
+  const int64_t items = rows * (cols / head_dim);
+  if (items == 0) return;
+  head_rms_norm_kernel<<<ceil_div(items, kRowThreads / 32), kRowThreads, 0, s>>>(x, ldx, w, rows, cols / head_dim,
+                                                                                  head_dim, eps);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void rope(T* x, int64_t ldx, const int32_t* pos, const float* inv_freq, int64_t rows, int64_t cols, int64_t head_dim,
+          cudaStream_t s) {
+  const int64_t n = rows * (cols / head_dim) * (head_dim / 2);
+  if (n == 0) return;
+  rope_kernel<<<grid_for(n), kRowThreads, 0, s>>>(x, ldx, pos, inv_freq, rows, cols / head_dim, head_dim);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void swiglu(T* gate, int64_t ldg, const T* up, int64_t ldu, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  swiglu_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(gate, ldg, up, ldu, rows, cols);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void add(T* acc, int64_t lda, const T* x, int64_t ldx, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  add_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(acc, lda, x, ldx, rows, cols);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void add_bias(T* y, int64_t ldy, const float* bias, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  add_bias_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(y, ldy, bias, rows, cols);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void embed(const T* table, int64_t vocab, const int32_t* ids, T* out, int64_t ldo, int64_t rows, int64_t cols,
+           int32_t* bad, cudaStream_t s) {
+  if (rows == 0) return;
+  embed_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(table, vocab, ids, out, ldo, cols, bad);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void write_kv(const T* k, int64_t ldk, const T* v, int64_t ldv, T* kc, int64_t ldkc, T* vc, int64_t ldvc,
+              const int32_t* pos, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows == 0) return;
+  write_kv_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(k, ldk, v, ldv, kc, ldkc, vc, ldvc, pos, cols);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void token_nll(const T* logits, int64_t ld, const int32_t* targets, float* nll, int64_t rows, int64_t vocab,
+               cudaStream_t s) {
+  if (rows == 0) return;
+  token_nll_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(logits, ld, targets, nll, vocab);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
+void argmax(const T* logits, int64_t ld, int32_t* out, int64_t rows, int64_t vocab, cudaStream_t s) {
+  if (rows == 0) return;
+  argmax_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(logits, ld, out, vocab);
+  CUDA_LAUNCH_CHECK();
+}
+template <class D, class S>
+void convert(const S* src, int64_t lds, D* dst, int64_t ldd, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows * cols == 0) return;
+  convert_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(src, lds, dst, ldd, rows, cols);
+  CUDA_LAUNCH_CHECK();
+}
+
+#define GPTQ_INSTANTIATE(T)                                                                                     \
+  template void rms_norm<T>(const T*, int64_t, T*, int64_t, const float*, int64_t, int64_t, float, cudaStream_t); \
+  template void head_rms_norm<T>(T*, int64_t, const float*, int64_t, int64_t, int64_t, float, cudaStream_t);     \
+  template void rope<T>(T*, int64_t, const int32_t*, const float*, int64_t, int64_t, int64_t, cudaStream_t);     \
+  template void swiglu<T>(T*, int64_t, const T*, int64_t, int64_t, int64_t, cudaStream_t);                       \
+  template void add<T>(T*, int64_t, const T*, int64_t, int64_t, int64_t, cudaStream_t);                          \
+  template void add_bias<T>(T*, int64_t, const float*, int64_t, int64_t, cudaStream_t);                          \
+  template void embed<T>(const T*, int64_t, const int32_t*, T*, int64_t, int64_t, int64_t, int32_t*, cudaStream_t); \
+  template void write_kv<T>(const T*, int64_t, const T*, int64_t, T*, int64_t, T*, int64_t, const int32_t*,      \
+                            int64_t, int64_t, cudaStream_t);                                                     \
+  template void token_nll<T>(const T*, int64_t, const int32_t*, float*, int64_t, int64_t, cudaStream_t);         \
+  template void argmax<T>(const T*, int64_t, int32_t*, int64_t, int64_t, cudaStream_t);                          \
+  template void convert<T, float>(const float*, int64_t, T*, int64_t, int64_t, int64_t, cudaStream_t);
+GPTQ_INSTANTIATE(__half)
+GPTQ_INSTANTIATE(__nv_bfloat16)
+GPTQ_INSTANTIATE(float)
+#undef GPTQ_INSTANTIATE
+template void convert<float, __half>(const __half*, int64_t, float*, int64_t, int64_t, int64_t, cudaStream_t);
+template void convert<float, __nv_bfloat16>(const __nv_bfloat16*, int64_t, float*, int64_t, int64_t, int64_t,
+                                            cudaStream_t);
+template void convert<__half, __nv_bfloat16>(const __nv_bfloat16*, int64_t, __half*, int64_t, int64_t, int64_t, cudaStream_t);
+template void convert<__nv_bfloat16, __half>(const __half*, int64_t, __nv_bfloat16*, int64_t, int64_t, int64_t, cudaStream_t);
+
+}  // namespace gptq::backend::cuda

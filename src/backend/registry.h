@@ -1,0 +1,29 @@
+// Backends by name: "cpu", "cuda", "cuda:N", or "auto" (the first GPU when one is
+// present, else the CPU). The only place that knows which backends were compiled in.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace gptq::backend {
+
+struct BackendOptions {
+  // Activation (and KV cache) dtype. The CPU backend computes in fp32 only and refuses
+  // anything else; CUDA takes f16, bf16 or f32.
+  DType activations = DType::kF32;
+};
+
+// Throws kInvalidArgument for an unknown name, kDevice when the device is absent.
+std::unique_ptr<Backend> make_backend(std::string_view spec, const BackendOptions& options);
+
+// What "auto" resolves to on this machine ("cuda:0" or "cpu").
+std::string default_backend();
+
+// CUDA devices visible to this process (0 when CUDA was not compiled in).
+int cuda_device_count();
+
+}  // namespace gptq::backend
