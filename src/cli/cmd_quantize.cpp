@@ -143,7 +143,7 @@ Runner add_quantize(CLI::App& app) {
 
     quant::CalibSet calib;
     if (qc.method == quant::Method::kGptq) {
-      const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
+      const auto tk = tok::Tokenizer::load_for_model(a->model);
       quant::CalibOptions co{.jsonl_field = a->calib_field,
                              .n_samples = a->n_samples,
                              .seq_len = a->seq_len > 0 ? a->seq_len : std::min<int64_t>(2048, mc.max_positions),
