@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "io/gguf.h"
 #include "core/progress.h"
 #include "quant/calibration.h"
 #include "quant/pipeline.h"
@@ -128,6 +129,10 @@ Runner add_quantize(CLI::App& app) {
     qc.lm_head = a->lm_head;
     qc.format = quant::format_from_checkpoint(a->format);
     if (!a->dynamic.empty()) qc.dynamic = quant::parse_dynamic(a->dynamic);
+    if (io::is_gguf_path(a->model)) {
+      throw Error(ErrorKind::kInvalidArgument, "quantize reads a Hugging Face directory; convert the GGUF first: "
+                                               "gptq convert " + a->model + " --out DIR");
+    }
     quant::check_quantizable(a->model, qc);
 
     // Everything checkable is checked before the settings are echoed, so a mistake costs
