@@ -15,5 +15,10 @@ inline std::filesystem::path stories15m_reference() {
 }
 inline std::filesystem::path fixtures_dir() { return source_dir() / "tests" / "fixtures"; }
 inline std::filesystem::path cli_binary() { return GPTQ_BINARY; }
+// SmolLM2-135M-Instruct (Q4_1 GGUF), fetched by scripts/fetch_smollm2 (run by scripts/setup).
+inline std::filesystem::path smollm2_gguf() {
+  return source_dir() / ".cache" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+inline std::filesystem::path smollm2_reference() { return fixtures_dir() / "smollm2"; }
 
 }  // namespace gptq::test

@@ -51,7 +51,7 @@ class Streamer {
 
 Runner add_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
-  app.add_option("model", a->model, "Model directory")->required();
+  app.add_option("model", a->model, "Model directory or .gguf file")->required();
   app.add_option("--prompt", a->prompt, "Prompt text; '-' reads it from standard input")->required();
   app.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate at most")->capture_default_str();
   app.add_option("--temperature", a->sampling.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
@@ -63,7 +63,7 @@ Runner add_generate(CLI::App& app) {
       a->prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
     if (a->max_new_tokens < 0) throw Error(ErrorKind::kInvalidArgument, "--max-new-tokens must be >= 0");
-    const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
+    const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = backend::make_cpu_backend();
     auto m = model::Model::load(a->model, *be);
     const auto& c = m.config();

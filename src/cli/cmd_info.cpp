@@ -20,7 +20,7 @@ struct InfoArgs {
 
 Runner add_info(CLI::App& app) {
   auto a = std::make_shared<InfoArgs>();
-  app.add_option("model", a->model, "Checkpoint directory (config.json + safetensors)")->required();
+  app.add_option("model", a->model, "Checkpoint directory (config.json + safetensors) or .gguf file")->required();
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   app.add_flag("--tensors", a->tensors, "List every tensor (always included in --json)");
   return [a] {

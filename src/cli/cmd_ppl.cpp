@@ -25,7 +25,7 @@ struct PplArgs {
 
 Runner add_ppl(CLI::App& app) {
   auto a = std::make_shared<PplArgs>();
-  app.add_option("model", a->model, "Model directory")->required();
+  app.add_option("model", a->model, "Model directory or .gguf file")->required();
   app.add_option("--text", a->text, "UTF-8 text file to score")->required();
   app.add_option("--ctx", a->ctx, "Window length in tokens; 0 = min(2048, max_position_embeddings)")
       ->capture_default_str();
@@ -33,7 +33,7 @@ Runner add_ppl(CLI::App& app) {
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   return [a] {
     const std::string text = io::read_text_file(a->text);
-    const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
+    const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = backend::make_cpu_backend();
     auto m = model::Model::load(a->model, *be);
     const std::vector<int32_t> tokens = tk.encode(text);

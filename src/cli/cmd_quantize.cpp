@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "io/gguf.h"
 #include "core/progress.h"
 #include "quant/calibration.h"
 #include "quant/pipeline.h"
@@ -128,6 +129,10 @@ Runner add_quantize(CLI::App& app) {
     qc.lm_head = a->lm_head;
     qc.format = quant::format_from_checkpoint(a->format);
     if (!a->dynamic.empty()) qc.dynamic = quant::parse_dynamic(a->dynamic);
+    if (io::is_gguf_path(a->model)) {
+      throw Error(ErrorKind::kInvalidArgument, "quantize reads a Hugging Face directory; convert the GGUF first: "
+                                               "gptq convert " + a->model + " --out DIR");
+    }
     quant::check_quantizable(a->model, qc);
 
     // Everything checkable is checked before the settings are echoed, so a mistake costs
@@ -143,7 +148,7 @@ Runner add_quantize(CLI::App& app) {
 
     quant::CalibSet calib;
     if (qc.method == quant::Method::kGptq) {
-      const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
+      const auto tk = tok::Tokenizer::load_for_model(a->model);
       quant::CalibOptions co{.jsonl_field = a->calib_field,
                              .n_samples = a->n_samples,
                              .seq_len = a->seq_len > 0 ? a->seq_len : std::min<int64_t>(2048, mc.max_positions),

@@ -21,14 +21,14 @@ struct TokenizeArgs {
 
 Runner add_tokenize(CLI::App& app) {
   auto a = std::make_shared<TokenizeArgs>();
-  app.add_option("model", a->model, "Model directory holding tokenizer.json")->required();
+  app.add_option("model", a->model, "Model directory holding tokenizer.json, or a .gguf file")->required();
   auto* text = app.add_option("--text", a->text, "Text to encode");
   auto* decode = app.add_option("--decode", a->decode, "Token ids to decode, separated by spaces or commas");
   text->excludes(decode);
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   app.add_flag("--no-special", a->no_special, "Do not add the template's special tokens (e.g. BOS)");
   return [a, text, decode] {
-    const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
+    const auto tk = tok::Tokenizer::load_for_model(a->model);
     if (decode->count() > 0) {
       std::string s = a->decode;
       for (char& ch : s) if (ch == ',') ch = ' ';

@@ -14,5 +14,6 @@ Runner add_tokenize(CLI::App& app);
 Runner add_generate(CLI::App& app);
 Runner add_ppl(CLI::App& app);
 Runner add_quantize(CLI::App& app);
+Runner add_convert(CLI::App& app);
 
 }  // namespace gptq::cli

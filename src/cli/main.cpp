@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   add("tokenize", "Encode text to token ids (or decode ids with --decode)", gptq::cli::add_tokenize);
   add("generate", "Generate text from a prompt", gptq::cli::add_generate);
   add("ppl", "Measure perplexity on a text file", gptq::cli::add_ppl);
+  add("convert", "Convert a GGUF file into a Hugging Face checkpoint", gptq::cli::add_convert);
   add("quantize", "Quantize a model with GPTQ (or RTN) into a standard GPTQ checkpoint", gptq::cli::add_quantize);
   try {
     app.parse(argc, argv);

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "io/gguf_hf.h"
 #include "io/json_file.h"
 
 namespace gptq::io {
@@ -11,6 +12,19 @@ namespace gptq::io {
 namespace fs = std::filesystem;
 
 Checkpoint::Checkpoint(const fs::path& dir) : dir_(dir) {
+  if (is_gguf_path(dir)) {
+    const GgufFile gguf(dir);
+    gguf_hf_tensors(gguf, DType::kF16, [&](HfTensor t) {
+      const std::vector<std::byte>& data = owned_data_.emplace_back(std::move(t.data));
+      TensorView view{.name = t.name, .dtype = t.dtype, .shape = std::move(t.shape), .data = data};
+      const auto [it, inserted] = owned_views_.emplace(t.name, std::move(view));
+      if (!inserted) {
+        throw Error(ErrorKind::kFormat, dir.string() + ": two tensors map to \"" + t.name + "\"");
+      }
+      index_[t.name] = &it->second;
+    });
+    return;
+  }
   const fs::path single = dir / "model.safetensors";
   const fs::path index = dir / "model.safetensors.index.json";
   if (fs::exists(index)) {

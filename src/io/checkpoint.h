@@ -1,5 +1,7 @@
 // A Hugging Face checkpoint directory: config.json plus one model.safetensors or shards
-// listed in model.safetensors.index.json ({"weight_map": {tensor: shard file}}).
+// listed in model.safetensors.index.json ({"weight_map": {tensor: shard file}}) -- or a
+// GGUF file, whose tensors are dequantized to F16 in memory under their Hugging Face names
+// (io/gguf_hf.h), so that every reader sees the same TensorViews.
 #pragma once
 
 #include <filesystem>
@@ -16,7 +18,7 @@ class Checkpoint {
  public:
   // Throws gptq::Error: no weights found, bad index, a tensor in two shards, or a
   // tensor the index names missing from its shard.
-  explicit Checkpoint(const std::filesystem::path& dir);
+  explicit Checkpoint(const std::filesystem::path& dir);  // a directory or a .gguf file
 
   const std::filesystem::path& dir() const { return dir_; }
   const TensorView* find(const std::string& name) const;
@@ -29,6 +31,9 @@ class Checkpoint {
   std::filesystem::path dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::map<std::string, const TensorView*> index_;
+  // GGUF only: the dequantized tensors and their views.
+  std::vector<std::vector<std::byte>> owned_data_;
+  std::map<std::string, TensorView> owned_views_;
 };
 
 // t itself after checking its shape (kFormat naming the file and tensor otherwise).

@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include "core/error.h"
+#include "io/gguf_hf.h"
 #include "io/json_file.h"
 
 namespace gptq::model {
@@ -99,12 +100,8 @@ std::vector<int32_t> parse_ids(const Json& v, const std::string& what) {
   return ids;
 }
 
-}  // namespace
-
-ModelConfig load_config(const fs::path& dir) {
-  const fs::path file = dir / "config.json";
-  if (!fs::exists(file)) throw Error(ErrorKind::kIo, dir.string() + ": no config.json");
-  const Json j = io::read_json_file(file);
+// `file` names the source in messages; `gen` is generation_config.json (null if absent).
+ModelConfig config_from_json(const Json& j, const Json& gen, const fs::path& file, const std::string& gen_what) {
   if (!j.is_object()) throw Error(ErrorKind::kFormat, file.string() + ": expected a JSON object");
   const std::string what = file.string();
 
@@ -168,16 +165,31 @@ ModelConfig load_config(const fs::path& dir) {
 
   if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_id = j["bos_token_id"].get<int32_t>();
   if (j.contains("eos_token_id")) c.eos_ids = parse_ids(j["eos_token_id"], what);
-  const fs::path gen = dir / "generation_config.json";
-  if (fs::exists(gen)) {
-    const Json g = io::read_json_file(gen);
-    if (g.contains("eos_token_id")) {
-      auto ids = parse_ids(g["eos_token_id"], gen.string());
+  if (gen.is_object()) {
+    if (gen.contains("eos_token_id")) {
+      auto ids = parse_ids(gen["eos_token_id"], gen_what);
       if (!ids.empty()) c.eos_ids = std::move(ids);
     }
-    if (g.contains("bos_token_id") && g["bos_token_id"].is_number_integer()) c.bos_id = g["bos_token_id"].get<int32_t>();
+    if (gen.contains("bos_token_id") && gen["bos_token_id"].is_number_integer()) c.bos_id = gen["bos_token_id"].get<int32_t>();
   }
   return c;
+}
+
+}  // namespace
+
+ModelConfig load_config(const fs::path& dir) {
+  if (io::is_gguf_path(dir)) {
+    const io::GgufFile f(dir);
+    // The GGUF's metadata, mapped as transformers maps it, then read like a config.json.
+    const Json j = Json::parse(io::gguf_hf_config(f).dump());
+    const Json g = Json::parse(io::gguf_hf_generation_config(f).dump());
+    return config_from_json(j, g, dir, dir.string());
+  }
+  const fs::path file = dir / "config.json";
+  if (!fs::exists(file)) throw Error(ErrorKind::kIo, dir.string() + ": no config.json");
+  const fs::path gen = dir / "generation_config.json";
+  return config_from_json(io::read_json_file(file), fs::exists(gen) ? io::read_json_file(gen) : Json(), file,
+                          gen.string());
 }
 
 }  // namespace gptq::model

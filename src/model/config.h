@@ -47,7 +47,8 @@ struct ModelConfig {
   int32_t bos_id = -1;
 };
 
-// Reads dir/config.json and, if present, dir/generation_config.json. Anything not
+// Reads dir/config.json and, if present, dir/generation_config.json -- or, for a .gguf
+// file, the configuration its metadata describes (io/gguf_hf.h). Anything not
 // supported (architecture, activation, rope type, sliding window in use...) throws
 // gptq::Error(kUnsupported) naming it.
 ModelConfig load_config(const std::filesystem::path& dir);

@@ -3,10 +3,12 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "io/gguf.h"
 #include "io/json_file.h"
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/decoder.h"
+#include "tokenizer/gguf_tokenizer.h"
 #include "tokenizer/normalizer.h"
 #include "tokenizer/post_processor.h"
 #include "tokenizer/pre_tokenizer.h"
@@ -42,8 +44,18 @@ const Json& field_or_null(const Json& root, const char* key) {
 }  // namespace
 
 Tokenizer Tokenizer::load(const std::filesystem::path& tokenizer_json) {
-  const Json root = read_json(tokenizer_json);
-  const std::string file = tokenizer_json.string();
+  return from_json(read_json(tokenizer_json), tokenizer_json.string());
+}
+
+Tokenizer Tokenizer::load_for_model(const std::filesystem::path& model) {
+  if (io::is_gguf_path(model)) {
+    const io::GgufFile f(model);
+    return from_json(Json::parse(gguf_tokenizer_json(f).dump()), model.string() + " (tokenizer)");
+  }
+  return load(model / "tokenizer.json");
+}
+
+Tokenizer Tokenizer::from_json(const Json& root, const std::string& file) {
   if (!root.is_object()) fail_format(file, "expected a JSON object at the top level");
   if (!field_or_null(root, "truncation").is_null()) {
     fail_unsupported(file, "\"truncation\" is set; truncating encodings is not supported");

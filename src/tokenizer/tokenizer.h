@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,6 +24,10 @@ class Tokenizer {
  public:
   // Throws gptq::Error naming the file and what is wrong or unsupported.
   static Tokenizer load(const std::filesystem::path& tokenizer_json);
+  // The tokenizer of a model: MODEL/tokenizer.json, or the one a .gguf file describes.
+  static Tokenizer load_for_model(const std::filesystem::path& model);
+  // A parsed tokenizer.json; `file` names it in errors.
+  static Tokenizer from_json(const nlohmann::json& root, const std::string& file);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;
