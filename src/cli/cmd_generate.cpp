@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <iostream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_options.h"
 #include "core/error.h"
 #include "eval/sampler.h"
 #include "model/model.h"
@@ -19,6 +21,8 @@ struct GenerateArgs {
   std::string prompt;
   int64_t max_new_tokens = 256;
   eval::SamplingOptions sampling{.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 0};
+  DeviceArgs device;
+  bool json = false;
 };
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
@@ -58,13 +62,15 @@ Runner add_generate(CLI::App& app) {
   app.add_option("--top-k", a->sampling.top_k, "Sample from the k most likely tokens; 0 = all")->capture_default_str();
   app.add_option("--top-p", a->sampling.top_p, "Nucleus sampling mass; 1 = off")->capture_default_str();
   app.add_option("--seed", a->sampling.seed, "Random seed")->capture_default_str();
+  app.add_flag("--json", a->json, "After the text, print timings and memory as JSON on stdout");
+  add_device_flags(app, a->device);
   return [a] {
     if (a->prompt == "-") {
       a->prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
     if (a->max_new_tokens < 0) throw Error(ErrorKind::kInvalidArgument, "--max-new-tokens must be >= 0");
     const auto tk = tok::Tokenizer::load_for_model(a->model);
-    auto be = backend::make_cpu_backend();
+    auto be = open_backend(a->device, a->model);
     auto m = model::Model::load(a->model, *be);
     const auto& c = m.config();
     eval::Sampler sampler(a->sampling);
@@ -75,29 +81,36 @@ Runner add_generate(CLI::App& app) {
     }
     const int64_t budget = std::min<int64_t>(a->max_new_tokens, c.max_positions - int64_t(prompt.size()));
     auto cache = m.new_cache(int64_t(prompt.size()) + std::max<int64_t>(budget, 1));
-    std::vector<float> logits;
 
     std::fwrite(a->prompt.data(), 1, a->prompt.size(), stdout);
     std::fflush(stdout);
     const auto t0 = std::chrono::steady_clock::now();
-    m.forward(prompt, cache, model::Logits::kLast, logits);
+    backend::Tensor logits = m.forward_last(prompt, cache);
     const double prefill_s = seconds_since(t0);
 
     Streamer stream(tk, prompt);
     const auto t1 = std::chrono::steady_clock::now();
     int64_t produced = 0;
     for (int64_t i = 0; i < budget; ++i) {
-      const int32_t next = sampler.next(logits);
+      const int32_t next = sampler.next(*be, logits);
       ++produced;
       if (std::find(c.eos_ids.begin(), c.eos_ids.end(), next) != c.eos_ids.end()) break;
       stream.push(next);
-      if (i + 1 < budget) m.forward(std::span(&next, 1), cache, model::Logits::kLast, logits);
+      if (i + 1 < budget) logits = m.forward_last(std::span(&next, 1), cache);
     }
     const double decode_s = seconds_since(t1);
     std::printf("\n");
+    const double decode_tps = produced > 0 ? double(produced) / decode_s : 0.0;
     std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
-                 prompt.size(), prefill_s, double(prompt.size()) / prefill_s, (long long)produced, decode_s,
-                 produced > 0 ? double(produced) / decode_s : 0.0);
+                 prompt.size(), prefill_s, double(prompt.size()) / prefill_s, (long long)produced, decode_s, decode_tps);
+    nlohmann::json j = {{"device", be->name()},
+                        {"prompt_tokens", prompt.size()},
+                        {"prefill_seconds", prefill_s},
+                        {"generated_tokens", produced},
+                        {"decode_seconds", decode_s},
+                        {"decode_tokens_per_second", decode_tps}};
+    report_memory(*be, a->json ? &j : nullptr);
+    if (a->json) std::printf("%s\n", j.dump(1).c_str());
     return 0;
   };
 }

@@ -3,7 +3,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "backend/registry.h"
 #include "cli/commands.h"
+#include "cli/device_options.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
 #include "format/quant_config.h"
@@ -15,6 +17,7 @@ struct InfoArgs {
   std::string model;
   bool json = false;
   bool tensors = false;
+  DeviceArgs device;
 };
 }  // namespace
 
@@ -23,6 +26,7 @@ Runner add_info(CLI::App& app) {
   app.add_option("model", a->model, "Checkpoint directory (config.json + safetensors) or .gguf file")->required();
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   app.add_flag("--tensors", a->tensors, "List every tensor (always included in --json)");
+  add_device_flags(app, a->device);
   return [a] {
     const model::ModelConfig c = model::load_config(a->model);
     const io::Checkpoint ckpt(a->model);
@@ -77,6 +81,18 @@ Runner add_info(CLI::App& app) {
       j["quantized_weights"] = quant_weights;
       j["bits_per_quantized_weight"] = quant_weights > 0 ? double(quant_bytes) * 8.0 / double(quant_weights) : 0.0;
     }
+    // On a GPU: whether the weights fit in what the device has free.
+    std::string device_line;
+    if ((a->device.device == "auto" ? backend::default_backend() : a->device.device) != "cpu") {
+      const auto be = open_backend(a->device, a->model);
+      const backend::MemoryStats m = be->memory();
+      j["device"] = {{"name", be->name()}, {"used_bytes", m.device_used}, {"total_bytes", m.device_total}};
+      char line[256];
+      std::snprintf(line, sizeof line, "%s: %.0f MiB free of %.0f MiB; the weights take %.0f MiB\n", be->name().c_str(),
+                    double(m.device_total - m.device_used) / (1 << 20), double(m.device_total) / (1 << 20),
+                    double(ckpt.total_bytes()) / (1 << 20));
+      device_line = line;
+    }
     if (a->json) {
       j["tensors"] = tensors;
       std::printf("%s\n", j.dump(1).c_str());
@@ -101,6 +117,7 @@ Runner add_info(CLI::App& app) {
       std::printf("%.2f M quantized weights at %.3f bits each (codes + scales + zeros + g_idx)\n",
                   double(quant_weights) / 1e6, j["bits_per_quantized_weight"].get<double>());
     }
+    std::fputs(device_line.c_str(), stdout);
     if (a->tensors) {
       for (const auto& t : tensors) {
         std::printf("  %-60s %-5s %s\n", t["name"].get<std::string>().c_str(),

@@ -15,5 +15,6 @@ Runner add_generate(CLI::App& app);
 Runner add_ppl(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_convert(CLI::App& app);
+Runner add_synth(CLI::App& app);
 
 }  // namespace gptq::cli

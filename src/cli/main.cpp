@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   add("ppl", "Measure perplexity on a text file", gptq::cli::add_ppl);
   add("convert", "Convert a GGUF file into a Hugging Face checkpoint", gptq::cli::add_convert);
   add("quantize", "Quantize a model with GPTQ (or RTN) into a standard GPTQ checkpoint", gptq::cli::add_quantize);
+  add("synth", "Write a random-initialised checkpoint at a real model's shape (benchmarks)", gptq::cli::add_synth);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

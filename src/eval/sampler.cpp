@@ -49,4 +49,17 @@ int32_t Sampler::next(std::span<const float> logits) {
   return order[pick(rng_)];
 }
 
+int32_t Sampler::next(backend::Backend& b, backend::Tensor logits) {
+  if (opts_.temperature == 0.0f) {
+    if (id_.empty() || id_.view().device != logits.device) id_ = b.alloc(1, 1, DType::kI32);
+    b.argmax(logits.row_slice(0, 1), id_.view());
+    int32_t id = 0;
+    b.download(id_.view(), std::span(&id, 1));
+    return id;
+  }
+  host_.resize(std::size_t(logits.cols));
+  b.download(logits.row_slice(0, 1), host_);
+  return next(host_);
+}
+
 }  // namespace gptq::eval

@@ -5,6 +5,9 @@
 #include <cstdint>
 #include <random>
 #include <span>
+#include <vector>
+
+#include "backend/backend.h"
 
 namespace gptq::eval {
 
@@ -19,10 +22,16 @@ class Sampler {
  public:
   explicit Sampler(const SamplingOptions& o);  // throws kInvalidArgument on bad options
   int32_t next(std::span<const float> logits);
+  // The same from a logits row [1, vocab] on a backend. Greedy runs the argmax there
+  // and brings back one id; sampling brings the row to the host (vocab floats) and
+  // draws from it as above, so a seed gives the same text on every backend.
+  int32_t next(backend::Backend& b, backend::Tensor logits);
 
  private:
   SamplingOptions opts_;
   std::mt19937_64 rng_;
+  backend::Buffer id_;        // I32 [1, 1] on the backend of the last call
+  std::vector<float> host_;   // the row, when sampling
 };
 
 int32_t argmax(std::span<const float> logits);  // lowest index among equal maxima

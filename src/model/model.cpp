@@ -39,6 +39,16 @@ Model Model::load(const std::filesystem::path& dir, backend::Backend& b, LinearL
   const io::Checkpoint ckpt(dir);
   const auto& c = m.config_;
   const std::string file = dir.string();
+  if (b.device() != backend::Device::kCpu) {
+    // Refuse up front, with numbers, rather than fail part way through the upload.
+    const backend::MemoryStats mem = b.memory();
+    const uint64_t free = mem.device_total - mem.device_used;
+    const uint64_t need = ckpt.total_bytes() * (b.activation_dtype() == DType::kF32 ? 2 : 1);
+    if (need > free) {
+      throw Error(ErrorKind::kDevice, file + ": the weights need about " + std::to_string(need >> 20) + " MiB on " +
+                                          b.name() + ", which has " + std::to_string(free >> 20) + " MiB free");
+    }
+  }
   m.embedding_ = b.dense_linear(io::expect_shape(ckpt.get("model.embed_tokens.weight"), {c.vocab, c.hidden}, file),
                                 nullptr);
   if (!c.tie_embeddings) {

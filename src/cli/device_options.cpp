@@ -1,0 +1,59 @@
+#include "cli/device_options.h"
+
+#include <cstdio>
+
+#include "backend/registry.h"
+#include "core/error.h"
+#include "core/memory.h"
+#include "io/checkpoint.h"
+
+namespace gptq::cli {
+
+void add_device_flags(CLI::App& app, DeviceArgs& a) {
+  app.add_option("--device", a.device, "cpu, cuda, cuda:N, or auto (the first GPU when present, else cpu)")
+      ->capture_default_str();
+  app.add_option("--dtype", a.dtype,
+                 "Activation dtype: f16, bf16, f32, or auto (the checkpoint's on CUDA; the CPU computes in f32)")
+      ->check(CLI::IsMember({"auto", "f16", "bf16", "f32"}))
+      ->capture_default_str();
+}
+
+namespace {
+DType checkpoint_dtype(const std::string& model) {
+  const io::Checkpoint ckpt(model);
+  const io::TensorView* e = ckpt.find("model.embed_tokens.weight");
+  if (e != nullptr && (e->dtype == DType::kF16 || e->dtype == DType::kBF16)) return e->dtype;
+  return e != nullptr && e->dtype == DType::kF32 ? DType::kF32 : DType::kF16;
+}
+}  // namespace
+
+std::unique_ptr<backend::Backend> open_backend(const DeviceArgs& a, const std::string& model) {
+  const std::string spec = a.device == "auto" ? backend::default_backend() : a.device;
+  DType act = DType::kF32;
+  if (a.dtype == "f16") act = DType::kF16;
+  if (a.dtype == "bf16") act = DType::kBF16;
+  if (a.dtype == "auto" && spec != "cpu") act = checkpoint_dtype(model);
+  auto b = backend::make_backend(spec, {.activations = act});
+  std::fprintf(stderr, "device: %s, activations %s\n", b->name().c_str(), std::string(dtype_name(act)).c_str());
+  return b;
+}
+
+void report_memory(const backend::Backend& b, nlohmann::json* json) {
+  const backend::MemoryStats m = b.memory();
+  const uint64_t rss = peak_rss_bytes();
+  auto mib = [](uint64_t v) { return double(v) / double(1 << 20); };
+  if (b.device() == backend::Device::kCpu) {
+    std::fprintf(stderr, "memory: peak host RSS %.1f MiB\n", mib(rss));
+  } else {
+    std::fprintf(stderr, "memory: peak host RSS %.1f MiB; device: peak allocated by gptq.cpp %.1f MiB, in use %.0f / %.0f MiB\n",
+                 mib(rss), mib(m.peak_allocated), mib(m.device_used), mib(m.device_total));
+  }
+  if (json != nullptr) {
+    (*json)["memory"] = {{"peak_host_bytes", rss},
+                         {"peak_device_bytes", m.peak_allocated},
+                         {"device_used_bytes", m.device_used},
+                         {"device_total_bytes", m.device_total}};
+  }
+}
+
+}  // namespace gptq::cli

@@ -1,0 +1,28 @@
+// --device and --dtype, shared by every command that runs a model: declared once here.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace gptq::cli {
+
+struct DeviceArgs {
+  std::string device = "auto";  // cpu | cuda | cuda:N | auto
+  std::string dtype = "auto";   // f16 | bf16 | f32 | auto
+};
+
+void add_device_flags(CLI::App& app, DeviceArgs& a);
+
+// The backend the flags ask for, for the model at `model` (auto dtype: the checkpoint's
+// embedding dtype on CUDA, f32 on the CPU). Says on stderr which device and dtype run.
+std::unique_ptr<backend::Backend> open_backend(const DeviceArgs& a, const std::string& model);
+
+// Peak host RSS and, for a device backend, peak bytes gptq.cpp allocated and the
+// device's used / total: one line on stderr, and the same under "memory" in `json`.
+void report_memory(const backend::Backend& b, nlohmann::json* json);
+
+}  // namespace gptq::cli

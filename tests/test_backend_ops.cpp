@@ -1,0 +1,424 @@
+// Every op of the Backend interface, on every compiled backend and activation dtype,
+// against the CPU backend (the reference, itself anchored by the model-level oracles),
+// in the manner of ggml's test-backend-ops: random inputs drawn afresh per case, outputs
+// poisoned with NaN before each run (an element the op forgets to write fails), and
+// the normalised error ‖y − y_ref‖ / ‖y_ref‖ held under a bound derived from the
+// arithmetic.
+//
+// The bound. Let u be the unit roundoff of the activation dtype (f32 2⁻²⁴, f16 2⁻¹¹,
+// bf16 2⁻⁸) and u₃₂ = 2⁻²⁴. The backend under test sees its inputs rounded to that dtype
+// (one u each, relative), rounds its output once (one u), and accumulates in fp32 in
+// its own order, whose error on an n-term reduction is, with high probability, below
+// u₃₂·√n relative to Σ|terms| (Higham & Mary 2019); with random data of mixed sign,
+// Σ|terms| ≈ √n·‖terms‖, so the normalised effect is ≲ u₃₂·√n. Hence for an op whose
+// output depends on c rounded inputs in series (c counted per op below), normalised
+// error ≤ (c + 1)·u + 2·u₃₂·√n, doubled for margin. On the CPU backend itself every op
+// must agree exactly (the harness's own check).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/registry.h"
+#include "core/dtype.h"
+#include "format/packing.h"
+#ifdef GPTQ_HAVE_CUDA
+#include "backend/cuda/gptq_repack.h"
+#endif
+
+namespace gptq {
+namespace {
+
+using backend::Backend;
+using backend::Buffer;
+using backend::Tensor;
+
+struct Target {
+  std::string spec;
+  DType act;
+};
+
+std::string target_name(const testing::TestParamInfo<Target>& info) {
+  std::string s = info.param.spec + "_" + std::string(dtype_name(info.param.act));
+  for (char& ch : s) {
+    if (ch == ':') ch = '_';
+  }
+  return s;
+}
+
+std::vector<Target> targets() {
+  std::vector<Target> t = {{"cpu", DType::kF32}};
+#ifdef GPTQ_HAVE_CUDA
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16}) t.push_back({"cuda:0", d});
+#endif
+  return t;
+}
+
+double unit_roundoff(DType t) {
+  switch (t) {
+    case DType::kF16: return std::ldexp(1.0, -11);
+    case DType::kBF16: return std::ldexp(1.0, -8);
+    default: return std::ldexp(1.0, -24);
+  }
+}
+
+class BackendOps : public testing::TestWithParam<Target> {
+ protected:
+  void SetUp() override {
+    if (GetParam().spec != "cpu" && backend::cuda_device_count() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+    ref_ = backend::make_cpu_backend();
+    dut_ = backend::make_backend(GetParam().spec, {.activations = GetParam().act});
+  }
+
+  // See the header: c rounded inputs in series, an n-term fp32 reduction.
+  double bound(int c, int64_t n) const {
+    if (GetParam().spec == "cpu") return 0.0;
+    const double u = unit_roundoff(GetParam().act), u32 = std::ldexp(1.0, -24);
+    return 2.0 * (double(c + 1) * u + 2.0 * u32 * std::sqrt(double(n)));
+  }
+
+  std::vector<float> random(int64_t n, float lo = -1.0f, float hi = 1.0f) {
+    std::uniform_real_distribution<float> d(lo, hi);
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = d(rng_);
+    return v;
+  }
+
+  // The same host values in a fresh tensor of each backend (activation dtype).
+  struct Pair {
+    Buffer ref, dut;
+  };
+  Pair put(const std::vector<float>& host, int64_t rows, int64_t cols) {
+    Pair p{ref_->alloc(rows, cols), dut_->alloc(rows, cols)};
+    ref_->upload(host, p.ref.view());
+    dut_->upload(host, p.dut.view());
+    return p;
+  }
+  Pair put_i32(const std::vector<int32_t>& host) {
+    const int64_t n = int64_t(host.size());
+    Pair p{ref_->alloc(1, n, DType::kI32), dut_->alloc(1, n, DType::kI32)};
+    ref_->upload(host, p.ref.view());
+    dut_->upload(host, p.dut.view());
+    return p;
+  }
+  Pair poisoned(int64_t rows, int64_t cols) {
+    return put(std::vector<float>(std::size_t(rows * cols), std::nanf("")), rows, cols);
+  }
+  Pair vec(const std::vector<float>& host) { return {ref_->vector(host), dut_->vector(host)}; }
+
+  // ‖dut − ref‖ / ‖ref‖ of two tensors of the same shape; NaN anywhere fails.
+  void expect_close(const Pair& p, double tol, const std::string& what) {
+    expect_close(p.ref.view(), p.dut.view(), tol, what);
+  }
+  void expect_close(Tensor r, Tensor d, double tol, const std::string& what) {
+    std::vector<float> a(static_cast<std::size_t>(r.rows * r.cols)), b(a.size());
+    ref_->download(r, a);
+    dut_->download(d, b);
+    double num = 0.0, den = 0.0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      ASSERT_FALSE(std::isnan(a[i]) || std::isnan(b[i])) << what << ": element " << i << " not written";
+      num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+      den += double(a[i]) * a[i];
+    }
+    const double err = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+    EXPECT_LE(err, tol) << what << " (" << GetParam().spec << " " << dtype_name(GetParam().act) << ")";
+  }
+
+  std::unique_ptr<Backend> ref_, dut_;
+  std::mt19937 rng_{1234};
+};
+
+TEST_P(BackendOps, RmsNorm) {
+  for (int64_t rows : {1, 3, 17}) {
+    for (int64_t cols : {48, 288, 577, 4096}) {
+      auto x = put(random(rows * cols), rows, cols);
+      auto w = vec(random(cols, 0.5f, 1.5f));
+      auto y = poisoned(rows, cols);
+      ref_->rms_norm(x.ref.view(), w.ref, 1e-5f, y.ref.view());
+      dut_->rms_norm(x.dut.view(), w.dut, 1e-5f, y.dut.view());
+      // x rounded, mean of squares (n terms), rsqrt, two products: c = 3.
+      expect_close(y, bound(3, cols), "rms_norm rows=" + std::to_string(rows) + " cols=" + std::to_string(cols));
+    }
+  }
+}
+
+TEST_P(BackendOps, HeadRmsNorm) {
+  for (int64_t d : {64, 80, 128}) {
+    for (int64_t heads : {3, 8}) {
+      const int64_t rows = 5, cols = d * heads;
+      auto x = put(random(rows * cols), rows, cols);
+      auto w = vec(random(d, 0.5f, 1.5f));
+      ref_->head_rms_norm(x.ref.view(), d, w.ref, 1e-6f);
+      dut_->head_rms_norm(x.dut.view(), d, w.dut, 1e-6f);
+      expect_close(x, bound(3, d), "head_rms_norm d=" + std::to_string(d) + " heads=" + std::to_string(heads));
+    }
+  }
+}
+
+TEST_P(BackendOps, Rope) {
+  for (int64_t d : {48, 64, 128}) {
+    const int64_t rows = 7, heads = 3, cols = d * heads;
+    std::vector<float> inv(static_cast<std::size_t>(d / 2));
+    for (int64_t i = 0; i < d / 2; ++i) inv[std::size_t(i)] = std::pow(10000.0f, -float(2 * i) / float(d));
+    std::vector<int32_t> pos;
+    for (int64_t r = 0; r < rows; ++r) pos.push_back(int32_t(std::uniform_int_distribution<int>(0, 4095)(rng_)));
+    auto x = put(random(rows * cols), rows, cols);
+    auto p = put_i32(pos);
+    auto f = vec(inv);
+    ref_->rope(x.ref.view(), {.head_dim = d, .inv_freq = f.ref}, p.ref.view());
+    dut_->rope(x.dut.view(), {.head_dim = d, .inv_freq = f.dut}, p.dut.view());
+    // x rounded, sin/cos of an fp32 angle up to 4096 rad (both sides form the same fp32
+    // angle; sincosf vs libm differ by an ulp of the result), one rotation: c = 3.
+    expect_close(x, bound(3, 2), "rope d=" + std::to_string(d));
+  }
+}
+
+TEST_P(BackendOps, SwigluAndAdd) {
+  for (int64_t cols : {1, 288, 1537}) {
+    const int64_t rows = 3;
+    auto g = put(random(rows * cols, -4.0f, 4.0f), rows, cols);
+    auto u = put(random(rows * cols), rows, cols);
+    ref_->swiglu(g.ref.view(), u.ref.view());
+    dut_->swiglu(g.dut.view(), u.dut.view());
+    expect_close(g, bound(3, 1), "swiglu cols=" + std::to_string(cols));
+    ref_->add(g.ref.view(), u.ref.view());
+    dut_->add(g.dut.view(), u.dut.view());
+    expect_close(g, bound(5, 1), "add cols=" + std::to_string(cols));
+  }
+}
+
+// A dense [out, in] weight in `dtype`, as a checkpoint tensor would hold it.
+struct HostWeight {
+  std::vector<std::byte> bytes;
+  io::TensorView view;
+};
+HostWeight host_weight(const std::vector<float>& w, int64_t out, int64_t in, DType dtype) {
+  HostWeight h;
+  h.bytes.resize(w.size() * dtype_size(dtype));
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(&h.bytes[i * 4], &w[i], 4);
+    } else {
+      const uint16_t b = dtype == DType::kF16 ? f32_to_f16(w[i]) : f32_to_bf16(w[i]);
+      std::memcpy(&h.bytes[i * 2], &b, 2);
+    }
+  }
+  h.view = {.name = "w", .dtype = dtype, .shape = {out, in}, .data = h.bytes};
+  return h;
+}
+
+TEST_P(BackendOps, EmbedAndDenseLinear) {
+  for (DType wt : {DType::kF16, DType::kBF16, DType::kF32}) {
+    for (int64_t M : {1, 5, 33}) {
+      for (auto [N, K] : {std::pair<int64_t, int64_t>{48, 64}, {1000, 288}, {130, 577}}) {
+        const HostWeight w = host_weight(random(N * K, -0.1f, 0.1f), N, K, wt);
+        const std::vector<float> bias = random(N);
+        const HostWeight b = host_weight(bias, N, 1, DType::kF32);
+        io::TensorView bv = b.view;
+        bv.shape = {N};
+        auto lr = ref_->dense_linear(w.view, &bv);
+        auto ld = dut_->dense_linear(w.view, &bv);
+        auto x = put(random(M * K), M, K);
+        auto y = poisoned(M, N);
+        ref_->linear(*lr, x.ref.view(), y.ref.view());
+        dut_->linear(*ld, x.dut.view(), y.dut.view());
+        // x and W rounded, K-term product, bias add, output rounded: c = 4.
+        const std::string what = "dense linear " + std::string(dtype_name(wt)) + " M=" + std::to_string(M) +
+                                 " N=" + std::to_string(N) + " K=" + std::to_string(K);
+        expect_close(y, bound(4, K), what);
+        // The same weight as an embedding table: rows copied (rounded once to the dtype).
+        std::vector<int32_t> ids;
+        for (int64_t t = 0; t < M; ++t) ids.push_back(int32_t(std::uniform_int_distribution<int64_t>(0, N - 1)(rng_)));
+        auto id = put_i32(ids);
+        auto e = poisoned(M, K);
+        auto er = ref_->dense_linear(w.view, nullptr);
+        auto ed = dut_->dense_linear(w.view, nullptr);
+        ref_->embed(*er, id.ref.view(), e.ref.view());
+        dut_->embed(*ed, id.dut.view(), e.dut.view());
+        expect_close(e, bound(1, 1), "embed " + what);
+      }
+    }
+  }
+}
+
+struct GptqCase {
+  int bits;
+  int64_t K, N;
+  int group_size;
+  bool act_order, sym, bias;
+};
+
+quant::PackedLinear random_gptq(const GptqCase& c, std::mt19937& rng) {
+  quant::QuantizedLinear q;
+  q.bits = c.bits;
+  q.group_size = c.group_size;
+  q.in_features = c.K;
+  q.out_features = c.N;
+  const int64_t G = q.num_groups();
+  const int maxq = (1 << c.bits) - 1;
+  std::uniform_int_distribution<int> code(0, maxq);
+  std::uniform_real_distribution<float> scale(0.001f, 0.1f);
+  q.q.resize(std::size_t(c.N * c.K));
+  for (auto& v : q.q) v = uint8_t(code(rng));
+  q.scales.resize(std::size_t(G * c.N));
+  for (auto& s : q.scales) s = f16_to_f32(f32_to_f16(scale(rng)));
+  q.zeros.resize(std::size_t(G * c.N));
+  for (auto& z : q.zeros) z = c.sym ? (maxq + 1) / 2 : code(rng);
+  std::vector<int32_t> order(static_cast<std::size_t>(c.K));
+  std::iota(order.begin(), order.end(), 0);
+  if (c.act_order) std::shuffle(order.begin(), order.end(), rng);
+  const int64_t span = c.group_size <= 0 ? c.K : c.group_size;
+  q.g_idx.resize(std::size_t(c.K));
+  for (int64_t i = 0; i < c.K; ++i) q.g_idx[std::size_t(order[std::size_t(i)])] = int32_t(i / span);
+  if (c.bias) {
+    q.bias.resize(std::size_t(c.N));
+    for (auto& b : q.bias) b = scale(rng) - 0.05f;
+  }
+  return quant::pack(q, quant::Format::kV2);
+}
+
+std::vector<GptqCase> gptq_cases() {
+  std::vector<GptqCase> v;
+  for (int bits : {2, 3, 4, 8}) {
+    v.push_back({bits, 256, 256, 128, false, true, false});
+    v.push_back({bits, 256, 100, 32, true, false, true});   // act-order, asym, N % 8 != 0
+    v.push_back({bits, 288, 50, -1, false, false, false});  // one group, N % 4 != 0
+    v.push_back({bits, 512, 384, 64, true, true, false});
+  }
+  return v;
+}
+
+TEST_P(BackendOps, GptqLinear) {
+  for (const GptqCase& c : gptq_cases()) {
+    const quant::PackedLinear p = random_gptq(c, rng_);
+    auto lr = ref_->gptq_linear(p);
+    auto ld = dut_->gptq_linear(p);
+    for (int64_t M : {1, 3, 8, 17}) {
+      auto x = put(random(M * c.K), M, c.K);
+      auto y = poisoned(M, c.N);
+      ref_->linear(*lr, x.ref.view(), y.ref.view());
+      dut_->linear(*ld, x.dut.view(), y.dut.view());
+      const std::string what = "gptq bits=" + std::to_string(c.bits) + " K=" + std::to_string(c.K) +
+                               " N=" + std::to_string(c.N) + " g=" + std::to_string(c.group_size) +
+                               " act_order=" + std::to_string(c.act_order) + " M=" + std::to_string(M);
+      // x rounded, dequantized weight (exact products s·(q − z) in fp32, or rounded to
+      // the dtype on the dequantize-to-tile path), K-term product, output: c = 4.
+      expect_close(y, bound(4, c.K), what);
+    }
+  }
+}
+
+TEST_P(BackendOps, WriteKvAndAttention) {
+  struct Shape {
+    int64_t heads, kv_heads, d;
+  };
+  for (Shape s : {Shape{4, 4, 64}, Shape{8, 2, 80}, Shape{8, 1, 128}, Shape{6, 6, 48}}) {
+    for (int64_t window : {0, 7}) {
+      const int64_t cap = 4096, kvd = s.kv_heads * s.d, qd = s.heads * s.d;
+      const backend::AttentionShape shape{.heads = s.heads, .kv_heads = s.kv_heads, .head_dim = s.d,
+                                          .sliding_window = window};
+      // The cache holds random rows; prefill writes its own rows over them.
+      auto kc = put(random(cap * kvd), cap, kvd);
+      auto vc = put(random(cap * kvd), cap, kvd);
+      const backend::KvView rc{kc.ref.view(), vc.ref.view()}, dc{kc.dut.view(), vc.dut.view()};
+      struct Run {
+        int64_t start, rows;
+      };
+      // Prefill from 0, a prefill continuing a cache, and decode steps deep in the cache.
+      for (Run r : {Run{0, 1}, Run{0, 17}, Run{0, 300}, Run{100, 40}, Run{255, 1}, Run{1000, 1}, Run{4095, 1}}) {
+        std::vector<int32_t> pos;
+        for (int64_t t = 0; t < r.rows; ++t) pos.push_back(int32_t(r.start + t));
+        auto p = put_i32(pos);
+        auto k = put(random(r.rows * kvd), r.rows, kvd);
+        auto v = put(random(r.rows * kvd), r.rows, kvd);
+        ref_->write_kv(k.ref.view(), v.ref.view(), rc, p.ref.view());
+        dut_->write_kv(k.dut.view(), v.dut.view(), dc, p.dut.view());
+        auto q = put(random(r.rows * qd, -2.0f, 2.0f), r.rows, qd);
+        auto out = poisoned(r.rows, qd);
+        ref_->attention(q.ref.view(), rc, p.ref.view(), shape, out.ref.view());
+        dut_->attention(q.dut.view(), dc, p.dut.view(), shape, out.dut.view());
+        // q, k rounded; d-term score; exp; keys-term weighted sum with v rounded;
+        // output rounded: c = 6, n = d + keys.
+        const std::string what = "attention heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+                                 " d=" + std::to_string(s.d) + " window=" + std::to_string(window) +
+                                 " start=" + std::to_string(r.start) + " rows=" + std::to_string(r.rows);
+        expect_close(out, bound(6, s.d + r.start + r.rows), what);
+      }
+      expect_close(kc, bound(1, 1), "write_kv keys");
+      expect_close(vc, bound(1, 1), "write_kv values");
+    }
+  }
+}
+
+TEST_P(BackendOps, TokenNllAndArgmax) {
+  for (int64_t vocab : {1000, 32000}) {
+    const int64_t rows = 9;
+    auto l = put(random(rows * vocab, -8.0f, 8.0f), rows, vocab);
+    std::vector<int32_t> tg;
+    for (int64_t r = 0; r < rows; ++r) tg.push_back(int32_t(std::uniform_int_distribution<int64_t>(0, vocab - 1)(rng_)));
+    auto t = put_i32(tg);
+    Pair nll{ref_->alloc(1, rows, DType::kF32), dut_->alloc(1, rows, DType::kF32)};
+    ref_->token_nll(l.ref.view(), t.ref.view(), nll.ref.view());
+    dut_->token_nll(l.dut.view(), t.dut.view(), nll.dut.view());
+    // Logits rounded (an absolute error u·8 on each, the NLL ~ ln(vocab) + 8): c = 8.
+    expect_close(nll, bound(8, vocab), "token_nll vocab=" + std::to_string(vocab));
+    // argmax reads the backend's own logits: compare against the CPU's argmax of the
+    // logits downloaded from the backend (rounding can move the maximum).
+    std::vector<float> host(static_cast<std::size_t>(rows * vocab));
+    dut_->download(l.dut.view(), host);
+    Pair am{ref_->alloc(1, rows, DType::kI32), dut_->alloc(1, rows, DType::kI32)};
+    ref_->upload(host, l.ref.view());
+    ref_->argmax(l.ref.view(), am.ref.view());
+    dut_->argmax(l.dut.view(), am.dut.view());
+    std::vector<int32_t> a(static_cast<std::size_t>(rows)), b(a.size());
+    ref_->download(am.ref.view(), a);
+    dut_->download(am.dut.view(), b);
+    EXPECT_EQ(a, b) << "argmax vocab=" << vocab;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, BackendOps, testing::ValuesIn(targets()), target_name);
+
+TEST(BackendRegistry, RejectsUnknownAndAbsentDevices) {
+  EXPECT_THROW(backend::make_backend("tpu", {}), Error);
+  EXPECT_THROW(backend::make_backend("cuda:x", {}), Error);
+  EXPECT_THROW(backend::make_backend("cpu", {.activations = DType::kF16}), Error);
+  if (backend::cuda_device_count() == 0) {
+    try {
+      backend::make_backend("cuda", {});
+      ADD_FAILURE() << "cuda backend made without a device";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kDevice) << e.what();
+    }
+  }
+}
+
+#ifdef GPTQ_HAVE_CUDA
+// The CUDA load-time repack decodes to exactly the checkpoint's weights (CPU only).
+TEST(CudaRepack, RoundTripsExactly) {
+  std::mt19937 rng(7);
+  for (const GptqCase& c : gptq_cases()) {
+    const quant::PackedLinear p = random_gptq(c, rng);
+    const auto layout = backend::cuda::repack_for_cuda(p);
+    ASSERT_TRUE(layout.has_value());
+    EXPECT_EQ(layout->Np % 4, 0);
+    EXPECT_EQ(layout->perm.empty(), !c.act_order);
+    const quant::QuantizedLinear q = quant::unpack(p, quant::Format::kV2);
+    const std::vector<float> w = backend::cuda::dequantize_host_layout(*layout);
+    for (int64_t n = 0; n < c.N; ++n) {
+      for (int64_t k = 0; k < c.K; ++k) {
+        const int64_t g = q.g_idx[std::size_t(k)];
+        const float want = q.scales[std::size_t(g * c.N + n)] *
+                           float(int(q.q[std::size_t(n * c.K + k)]) - q.zeros[std::size_t(g * c.N + n)]);
+        ASSERT_EQ(w[std::size_t(n * c.K + k)], want) << "bits=" << c.bits << " n=" << n << " k=" << k;
+      }
+    }
+  }
+}
+#endif
+
+}  // namespace
+}  // namespace gptq
