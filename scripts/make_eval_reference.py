@@ -114,7 +114,7 @@ def multiple_choice(forward, tok, path, max_length):
 
 
 def text_ppl(forward, tok, path, max_length):
-    ppls, scored, nll_total = [], [], 0.0
+    ppls, scored, max_abs, nll_total = [], [], [], 0.0
     for doc in read_jsonl(path):
         ids = tok.encode(doc["text"])[:max_length]  # BOS + text, truncated (evaluate's max_length)
         if len(ids) < 2:
@@ -124,8 +124,10 @@ def text_ppl(forward, tok, path, max_length):
         nll = -logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
         ppls.append(math.exp(nll.mean().item()))
         scored.append(len(ids) - 1)
+        max_abs.append(float(logits.abs().max()))
         nll_total += nll.sum().item()
     return {"file": os.path.relpath(path, ROOT), "max_length": max_length, "per_text_ppl": ppls, "scored": scored,
+            "max_abs_logit": max_abs,
             "mean_ppl": sum(ppls) / len(ppls), "token_weighted_ppl": math.exp(nll_total / sum(scored))}
 
 
