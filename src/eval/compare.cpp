@@ -73,7 +73,6 @@ nlohmann::ordered_json model_json(const ModelReport& m) {
           {"disk_bytes", m.disk_bytes},
           {"bits_per_param", m.bits_per_param},
           {"weight_bytes", m.weight_bytes},
-          {"load_rss_bytes", m.load_rss_bytes},
           {"decode_tok_s", m.decode_tok_s},
           {"tasks", tasks}};
 }
@@ -121,10 +120,7 @@ CompareResult compare_models(const std::filesystem::path& base_dir, const std::f
 
   auto be = backend::make_cpu_backend();
   auto load = [&](const std::filesystem::path& dir, ModelReport& rep) {
-    const uint64_t before = current_rss_bytes();
     model::Model m = model::Model::load(dir, *be);
-    const uint64_t after = current_rss_bytes();
-    rep.load_rss_bytes = after > before ? after - before : 0;
     rep.weight_bytes = m.weight_bytes();
     return m;
   };
@@ -175,7 +171,6 @@ std::string compare_markdown(const CompareResult& r) {
   row("size on disk", mb(r.base.disk_bytes), mb(r.quant.disk_bytes));
   row("bits per parameter", num(r.base.bits_per_param, "%.3f"), num(r.quant.bits_per_param, "%.3f"));
   row("weights in memory", mb(r.base.weight_bytes), mb(r.quant.weight_bytes));
-  row("resident memory added by loading", mb(r.base.load_rss_bytes), mb(r.quant.load_rss_bytes));
   if (r.kld) {
     const KldResult& k = *r.kld;
     row("perplexity (" + std::to_string(k.windows) + " windows of " + std::to_string(k.ctx) + ")",

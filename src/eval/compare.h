@@ -20,7 +20,6 @@ struct ModelReport {
   uint64_t disk_bytes = 0;        // the checkpoint's safetensors shards
   double bits_per_param = 0.0;    // disk bytes · 8 / the base model's parameters
   uint64_t weight_bytes = 0;      // weights as held in memory for inference
-  uint64_t load_rss_bytes = 0;    // resident memory added by loading the model
   double decode_tok_s = 0.0;      // greedy decode from BOS, one token per step
   std::vector<McResult> tasks;
 };
