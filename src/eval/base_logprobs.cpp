@@ -15,7 +15,8 @@ constexpr float kRange = 16.0f;  // nats below the top that are resolved
 constexpr int64_t kMaxVocab = int64_t{1} << 24;
 constexpr int64_t kMaxCtx = int64_t{1} << 24;
 
-std::size_t row_bytes(int64_t vocab) { return 2 * sizeof(float) + std::size_t(vocab) * sizeof(uint16_t); }
+// scale, lo, the target's exact log-probability, the codes
+std::size_t row_bytes(int64_t vocab) { return 3 * sizeof(float) + std::size_t(vocab) * sizeof(uint16_t); }
 
 }  // namespace
 
@@ -40,7 +41,7 @@ void decode_logprob_row(float scale, float lo, std::span<const uint16_t> codes, 
 
 BaseLogprobsWriter::BaseLogprobsWriter(const std::filesystem::path& path, const BaseLogprobsHeader& h,
                                        std::span<const int32_t> tokens)
-    : h_(h), file_(path), codes_(std::size_t(h.vocab)) {
+    : h_(h), tokens_(tokens.begin(), tokens.end()), file_(path), codes_(std::size_t(h.vocab)) {
   if (int64_t(tokens.size()) != h.windows * h.ctx) {
     throw Error(ErrorKind::kInvalidArgument, "base log-probs: token count does not match windows × ctx");
   }
@@ -61,9 +62,12 @@ void BaseLogprobsWriter::add_window(std::span<const float> lp) {
   }
   for (int64_t r = 0; r + 1 < h_.ctx; ++r) {
     float scale = 0.0f, lo = 0.0f;
-    encode_logprob_row(lp.subspan(std::size_t(r) * V, V), scale, lo, codes_);
+    const auto row = lp.subspan(std::size_t(r) * V, V);
+    encode_logprob_row(row, scale, lo, codes_);
+    const float target = row[std::size_t(tokens_[std::size_t(written_ * h_.ctx + r + 1)])];
     file_.write(&scale, sizeof scale);
     file_.write(&lo, sizeof lo);
+    file_.write(&target, sizeof target);
     file_.write(codes_.data(), V * sizeof(uint16_t));
   }
   ++written_;
@@ -125,15 +129,18 @@ void BaseLogprobsReader::window(int64_t w, std::vector<float>& lp) const {
   std::vector<uint16_t> codes(V);
   for (std::size_t r = 0; r < rows; ++r) {
     const std::byte* row = base + r * row_bytes(h_.vocab);
-    float scale = 0.0f, lo = 0.0f;
+    float scale = 0.0f, lo = 0.0f, target = 0.0f;
     std::memcpy(&scale, row, sizeof scale);
     std::memcpy(&lo, row + sizeof(float), sizeof lo);
-    if (!std::isfinite(scale) || !std::isfinite(lo) || scale < 0.0f) {
+    std::memcpy(&target, row + 2 * sizeof(float), sizeof target);
+    if (!std::isfinite(scale) || !std::isfinite(lo) || scale < 0.0f || !(target <= 0.0f)) {
       throw Error(ErrorKind::kFormat, file_.path().string() + ": window " + std::to_string(w) + " row " +
-                                          std::to_string(r) + " has a non-finite or negative scale");
+                                          std::to_string(r) + " has a non-finite or negative scale, or a target "
+                                          "log-probability above 0");
     }
-    std::memcpy(codes.data(), row + 2 * sizeof(float), V * sizeof(uint16_t));
+    std::memcpy(codes.data(), row + 3 * sizeof(float), V * sizeof(uint16_t));
     decode_logprob_row(scale, lo, codes, std::span<float>(lp).subspan(r * V, V));
+    lp[r * V + std::size_t(tokens_[std::size_t(w * h_.ctx) + r + 1])] = target;
   }
 }
 

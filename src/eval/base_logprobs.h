@@ -8,14 +8,17 @@
 // and 0 when lp_i ≤ lo; decoded lp_i = lo + scale·code. The rounding error is at most
 // scale/2 ≤ 16/131070 ≈ 1.2e-4 nats per log-probability; entries more than 16 nats below
 // the top (p < 1.1e-7 relative to it) all decode to lo. KL divergence leaves out terms
-// with base log-probability ≤ −16 (llama.cpp's rule), live or saved alike.
+// with base log-probability ≤ −16 (llama.cpp's rule), live or saved alike. Unlike
+// llama.cpp, each row also keeps the exact fp32 log-probability of the token it predicts,
+// so the base perplexity from a file is the live one (llama.cpp's caps an improbable
+// token's NLL at 16 nats or so, which moved stories15M's base ppl on its own samples by 1.5%).
 //
 // File layout (little-endian):
 //   "GPTQKLD1"                          8 bytes
 //   uint64 n, then n bytes of JSON      {"vocab", "ctx", "windows", "model", "text"}
 //   int32  tokens[windows · ctx]        the windows, in order
-//   per window, per row r = 0..ctx−2    float scale, float lo, uint16 code[vocab]
-//                                       (row r predicts the window's token r + 1)
+//   per window, per row r = 0..ctx−2    float scale, float lo, float target log-prob,
+//                                       uint16 code[vocab] (row r predicts token r + 1)
 #pragma once
 
 #include <cstdint>
@@ -51,6 +54,7 @@ class BaseLogprobsWriter {
 
  private:
   BaseLogprobsHeader h_;
+  std::vector<int32_t> tokens_;
   io::AtomicFile file_;
   int64_t written_ = 0;
   std::vector<uint16_t> codes_;
@@ -63,7 +67,8 @@ class BaseLogprobsReader {
   explicit BaseLogprobsReader(const std::filesystem::path& path);
   const BaseLogprobsHeader& header() const { return h_; }
   std::span<const int32_t> tokens() const { return tokens_; }
-  // Decodes window w's rows into logprobs ([ctx − 1, vocab]).
+  // Decodes window w's rows into logprobs ([ctx − 1, vocab]); each row's target entry is
+  // the stored exact value.
   void window(int64_t w, std::vector<float>& logprobs) const;
 
  private:
