@@ -45,7 +45,7 @@ Runner add_eval(CLI::App& app) {
   return [a] {
     std::vector<eval::McTask> tasks;
     for (const auto& f : a->tasks) tasks.push_back(eval::load_mc_task(f, a->limit));
-    const auto tk = tok::Tokenizer::load(std::filesystem::path(a->model) / "tokenizer.json");
+    const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = backend::make_cpu_backend();
     auto m = model::Model::load(a->model, *be);
     nlohmann::ordered_json out = {{"model", a->model}, {"tasks", nlohmann::ordered_json::array()}};

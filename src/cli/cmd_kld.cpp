@@ -30,7 +30,7 @@ struct KldArgs {
 std::vector<int32_t> tokenize_file(const std::string& path, const std::string& model_dir) {
   const std::string text = io::read_text_file(path);
   if (!tok::utf8::is_valid(text)) throw Error(ErrorKind::kFormat, path + ": not valid UTF-8");
-  return tok::Tokenizer::load(std::filesystem::path(model_dir) / "tokenizer.json").encode(text);
+  return tok::Tokenizer::load_for_model(model_dir).encode(text);
 }
 
 void print(const eval::KldResult& r) {

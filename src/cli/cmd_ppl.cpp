@@ -29,7 +29,7 @@ struct PplArgs {
 
 int run_texts(const PplArgs& a) {
   const std::vector<std::string> texts = eval::load_texts(a.texts, a.field, a.limit);
-  const auto tk = tok::Tokenizer::load(std::filesystem::path(a.model) / "tokenizer.json");
+  const auto tk = tok::Tokenizer::load_for_model(a.model);
   auto be = backend::make_cpu_backend();
   auto m = model::Model::load(a.model, *be);
   Progress bar("ppl", int64_t(texts.size()));

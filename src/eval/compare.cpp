@@ -106,8 +106,8 @@ CompareResult compare_models(const std::filesystem::path& base_dir, const std::f
   CompareResult r;
   r.base.dir = base_dir;
   r.quant.dir = quant_dir;
-  const auto tk_base = tok::Tokenizer::load(base_dir / "tokenizer.json");
-  const auto tk_quant = tok::Tokenizer::load(quant_dir / "tokenizer.json");
+  const auto tk_base = tok::Tokenizer::load_for_model(base_dir);
+  const auto tk_quant = tok::Tokenizer::load_for_model(quant_dir);
   int64_t params = 0;
   {
     const io::Checkpoint b(base_dir), q(quant_dir);
