@@ -125,5 +125,38 @@ TEST(Cli, ErrorsAreOneLine) {
   expect_one_line_error("generate " + (test::source_dir() / "tests").string() + " --prompt hi", "tokenizer.json");
 }
 
+TEST(Cli, EvalJsonAndPerTextPpl) {
+  const std::string task = (test::source_dir() / "data" / "mc" / "bsdgames-quiz.jsonl").string();
+  auto r = run("eval " + model_dir() + " --tasks " + task + " --limit 8 --json 2>/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["tasks"].size(), 1u);
+  EXPECT_EQ(j["tasks"][0]["items"], 8);
+  EXPECT_EQ(j["tasks"][0]["requests"], 32);
+  const double acc = j["tasks"][0]["acc"]["value"];
+  EXPECT_GE(acc, 0.0);
+  EXPECT_LE(acc, 1.0);
+  const std::string docs = (test::fixtures_dir() / "eval" / "stories-docs.jsonl.gz").string();
+  r = run("ppl " + model_dir() + " --texts " + docs + " --limit 5 --max-length 64 --json 2>/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["scored_texts"], 5);
+  EXPECT_EQ(j["per_text_ppl"].size(), 5u);
+}
+
+TEST(Cli, EvalAndKldErrorsAreOneLine) {
+  const auto dir = std::filesystem::temp_directory_path() / "gptq-cli-eval";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "nochoices.jsonl") << "{\"query\": \"q\", \"choices\": [], \"gold\": 0}\n";
+  expect_one_line_error("eval " + model_dir() + " --tasks " + (dir / "nochoices.jsonl").string(), "0 choice(s)");
+  std::ofstream(dir / "bad.txt", std::ios::binary) << "ok \xff\xfe text";
+  expect_one_line_error("kld " + model_dir() + " " + model_dir() + " --text " + (dir / "bad.txt").string(),
+                        "not valid UTF-8");
+  expect_one_line_error("kld " + model_dir() + " --text " + (dir / "bad.txt").string(), "--save-base-logits");
+  std::ofstream(dir / "not.kld") << "hello";
+  expect_one_line_error("kld " + model_dir() + " --base-logits " + (dir / "not.kld").string(), "GPTQKLD1");
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace gptq

@@ -7,6 +7,8 @@
 #include "core/error.h"
 #include "io/gguf.h"
 #include "core/progress.h"
+#include "eval/model_card.h"
+#include "io/atomic_file.h"
 #include "quant/calibration.h"
 #include "quant/pipeline.h"
 #include "model/config.h"
@@ -43,6 +45,8 @@ struct QuantizeArgs {
   std::string max_shard_size = "4GB";
   bool overwrite = false;
   bool json = false;
+  std::string eval_text;
+  std::vector<std::string> eval_tasks;
 };
 
 // "4GB", "500MB", "2GiB", "1000000" -> bytes
@@ -114,6 +118,9 @@ Runner add_quantize(CLI::App& app) {
   app.add_option("--max-shard-size", a->max_shard_size, "Largest safetensors shard (e.g. 4GB, 500MB)")->capture_default_str();
   app.add_flag("--overwrite", a->overwrite, "Replace DIR if it exists");
   app.add_flag("--json", a->json, "Print a machine-readable summary on stdout");
+  app.add_option("--eval-text", a->eval_text, "After quantizing, compare with the base on this text (model card)");
+  app.add_option("--eval-tasks", a->eval_tasks, "After quantizing, score these task files on both (model card)")
+      ->delimiter(',');
 
   return [a] {
     quant::QuantizeConfig qc;
@@ -142,6 +149,11 @@ Runner add_quantize(CLI::App& app) {
     }
     for (const auto& f : a->calib) {
       if (!std::filesystem::is_regular_file(f)) throw Error(ErrorKind::kIo, "calibration file '" + f + "' does not exist");
+    }
+    std::vector<std::string> eval_files = a->eval_tasks;
+    if (!a->eval_text.empty()) eval_files.push_back(a->eval_text);
+    for (const auto& f : eval_files) {
+      if (!std::filesystem::is_regular_file(f)) throw Error(ErrorKind::kIo, "evaluation file '" + f + "' does not exist");
     }
     const model::ModelConfig mc = model::load_config(a->model);
     std::fprintf(stderr, "gptq quantize %s -> %s\n  %s\n", a->model.c_str(), a->out.c_str(), settings_line(qc).c_str());
@@ -181,6 +193,22 @@ Runner add_quantize(CLI::App& app) {
                  "overall, peak RSS %.1f MB -> %s\n",
                  r.seconds, r.checkpoint.shards.size(), double(r.checkpoint.tensor_bytes) / 1e6, r.bpw_quantized,
                  r.bpw_total, double(r.peak_rss) / 1e6, r.checkpoint.dir.c_str());
+    eval::ModelCardInfo card{.base_model = std::filesystem::path(a->model).filename().string(),
+                             .settings = settings_line(qc),
+                             .calibration = qc.method == quant::Method::kGptq ? calib.describe() : "none (RTN)",
+                             .bits = qc.defaults.bits,
+                             .group_size = qc.defaults.group_size,
+                             .bpw_quantized = r.bpw_quantized,
+                             .bpw_total = r.bpw_total,
+                             .tensor_bytes = r.checkpoint.tensor_bytes,
+                             .seconds = r.seconds,
+                             .version = GPTQ_VERSION};
+    if (!a->eval_text.empty() || !a->eval_tasks.empty()) {
+      eval::CompareOptions co{.text = a->eval_text, .on_progress = stage_progress()};
+      for (const auto& t : a->eval_tasks) co.tasks.emplace_back(t);
+      card.eval = eval::compare_models(a->model, r.checkpoint.dir, co);
+    }
+    io::write_file_atomic(r.checkpoint.dir / "README.md", eval::model_card(card));
     if (a->json) {
       const nlohmann::json j = {{"out", r.checkpoint.dir.string()},     {"seconds", r.seconds},
                                 {"peak_rss_bytes", r.peak_rss},         {"tensor_bytes", r.checkpoint.tensor_bytes},

@@ -16,5 +16,11 @@ Runner add_ppl(CLI::App& app);
 Runner add_quantize(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_synth(CLI::App& app);
+Runner add_eval(CLI::App& app);
+Runner add_kld(CLI::App& app);
+Runner add_compare(CLI::App& app);
+
+// A progress line per named stage, for eval::CompareOptions::on_progress (cmd_compare.cpp).
+std::function<void(const std::string&, int64_t, int64_t)> stage_progress();
 
 }  // namespace gptq::cli

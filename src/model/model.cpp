@@ -21,6 +21,14 @@ KvCache::KvCache(KvCache&&) noexcept = default;
 KvCache& KvCache::operator=(KvCache&&) noexcept = default;
 KvCache::~KvCache() = default;
 
+void KvCache::truncate(int64_t n) {
+  if (n < 0 || n > length_) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "kv cache: cannot truncate to " + std::to_string(n) + " positions (it holds " + std::to_string(length_) + ")");
+  }
+  length_ = n;
+}
+
 Model::Model(ModelConfig c, backend::Backend& b) : config_(std::move(c)), backend_(&b) {}
 Model::Model(Model&&) noexcept = default;
 Model::~Model() = default;

@@ -24,6 +24,10 @@ class KvCache {
   int64_t capacity() const { return capacity_; }
   int64_t length() const { return length_; }  // positions already filled
   void clear() { length_ = 0; }
+  // Keeps positions 0..n-1 and forgets the rest (0 <= n <= length()): the next forward
+  // writes from position n, so one prefix can be extended several ways (multiple-choice
+  // continuations share their context this way).
+  void truncate(int64_t n);
   backend::KvView layer(int64_t i) const { return layers_[std::size_t(i)].view(); }
   void advance(int64_t n) { length_ += n; }
 

@@ -1,7 +1,5 @@
 #include "quant/calibration.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <array>
 #include <fstream>
@@ -14,102 +12,20 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "io/text_input.h"
 
 namespace gptq::quant {
 namespace {
 
 using Json = nlohmann::json;
 
-std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
-
-[[noreturn]] void fail_too_large(const std::filesystem::path& p, uint64_t limit) {
-  throw Error(ErrorKind::kInvalidArgument,
-              "calibration file " + quoted(p) + " holds more than " + std::to_string(limit) +
-                  " bytes of text; calibration needs a few MB (pass a smaller file)");
-}
-
-struct GzCloser {
-  void operator()(gzFile f) const { gzclose(f); }
-};
-
-std::string read_gzip(const std::filesystem::path& p, uint64_t limit) {
-  std::unique_ptr<gzFile_s, GzCloser> f(gzopen(p.c_str(), "rb"));
-  if (!f) throw Error(ErrorKind::kIo, "cannot open calibration file " + quoted(p));
-  gzbuffer(f.get(), 1 << 18);
-  std::string text;
-  std::vector<char> chunk(1 << 20);
-  for (;;) {
-    const int n = gzread(f.get(), chunk.data(), static_cast<unsigned>(chunk.size()));
-    if (n <= 0) break;
-    if (text.size() + static_cast<uint64_t>(n) > limit) fail_too_large(p, limit);
-    text.append(chunk.data(), static_cast<size_t>(n));
-  }
-  // A truncated or corrupt stream surfaces here (zlib reports it after the last data).
-  int err = Z_OK;
-  const char* msg = gzerror(f.get(), &err);
-  if (err != Z_OK && err != Z_STREAM_END)
-    throw Error(ErrorKind::kFormat, "calibration file " + quoted(p) + ": corrupt gzip data (" +
-                                        std::string(msg) + ")");
-  return text;
-}
-
-// The file's text, decompressed if it is gzip, without a leading UTF-8 byte-order mark.
-std::string read_text(const std::filesystem::path& p, uint64_t limit) {
-  std::error_code ec;
-  const auto st = std::filesystem::status(p, ec);
-  if (!std::filesystem::exists(st))
-    throw Error(ErrorKind::kIo, "calibration file " + quoted(p) + " does not exist");
-  if (!std::filesystem::is_regular_file(st))
-    throw Error(ErrorKind::kIo, "calibration file " + quoted(p) + " is not a regular file");
-
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw Error(ErrorKind::kIo, "cannot open calibration file " + quoted(p));
-  std::array<unsigned char, 2> magic{};
-  in.read(reinterpret_cast<char*>(magic.data()), magic.size());
-  std::string text;
-  if (in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b) {
-    in.close();
-    text = read_gzip(p, limit);
-  } else {
-    const uint64_t size = std::filesystem::file_size(p, ec);
-    if (ec) throw Error(ErrorKind::kIo, "cannot read calibration file " + quoted(p) + ": " + ec.message());
-    if (size > limit) fail_too_large(p, limit);
-    text.resize(size);
-    in.clear();
-    in.seekg(0);
-    in.read(text.data(), static_cast<std::streamsize>(size));
-    if (static_cast<uint64_t>(in.gcount()) != size)
-      throw Error(ErrorKind::kIo, "cannot read calibration file " + quoted(p));
-  }
-  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
-  return text;
-}
-
-bool is_blank(std::string_view line) {
-  return line.find_first_not_of(" \t\r\f\v") == std::string_view::npos;
-}
-
-// Calls fn(line, line_number) for every line (1-based, '\n' and a trailing '\r' removed).
-template <class Fn>
-void for_each_line(std::string_view text, Fn&& fn) {
-  int64_t number = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    const size_t end = std::min(text.find('\n', pos), text.size());
-    std::string_view line = text.substr(pos, end - pos);
-    if (line.ends_with('\r')) line.remove_suffix(1);
-    fn(line, ++number);
-    pos = end + 1;
-  }
-}
-
 // One document per record: the string field `field`. Empty texts carry nothing to
 // calibrate on and are dropped.
 std::vector<std::string> jsonl_documents(std::string_view text, const std::filesystem::path& p,
                                          const std::string& field) {
   std::vector<std::string> docs;
-  for_each_line(text, [&](std::string_view line, int64_t number) {
-    if (is_blank(line)) return;
+  io::for_each_line(text, [&](std::string_view line, int64_t number) {
+    if (io::is_blank(line)) return;
     const std::string where = p.string() + ":" + std::to_string(number);
     Json record;
     try {
@@ -137,8 +53,8 @@ std::vector<std::string> jsonl_documents(std::string_view text, const std::files
 std::vector<std::string> plain_documents(std::string_view text) {
   std::vector<std::string> docs;
   std::string current;
-  for_each_line(text, [&](std::string_view line, int64_t) {
-    if (is_blank(line)) {
+  io::for_each_line(text, [&](std::string_view line, int64_t) {
+    if (io::is_blank(line)) {
       if (!current.empty()) docs.push_back(std::move(current));
       current.clear();
       return;
@@ -151,7 +67,7 @@ std::vector<std::string> plain_documents(std::string_view text) {
 }
 
 std::vector<std::string> read_documents(const std::filesystem::path& p, const CalibOptions& o) {
-  const std::string text = read_text(p, o.max_text_bytes);
+  const std::string text = io::read_text_input(p, o.max_text_bytes, "calibration file");
   const size_t first = text.find_first_not_of(" \t\r\n\f\v");
   if (first != std::string::npos && text[first] == '{') return jsonl_documents(text, p, o.jsonl_field);
   return plain_documents(text);
