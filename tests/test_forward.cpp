@@ -59,6 +59,7 @@ std::unique_ptr<backend::Backend> Stories::backend;
 std::unique_ptr<model::Model> Stories::model;
 
 TEST_F(Stories, LogitsMatchTransformers) {
+  GPTQ_REQUIRE_SHARED(test::stories15m_reference());
   const json ref = load_json(test::stories15m_reference() / "logits.json");
   const auto& c = model->config();
   ASSERT_EQ(ref.size(), 4u);
@@ -107,6 +108,7 @@ std::vector<int32_t> greedy(model::Model& m, const std::vector<int32_t>& prompt,
 }
 
 TEST_F(Stories, GreedyMatchesTransformers) {
+  GPTQ_REQUIRE_SHARED(test::stories15m_reference());
   const json ref = load_json(test::stories15m_reference() / "greedy.json");
   ASSERT_EQ(ref.size(), 4u);
   for (const auto& e : ref) {

@@ -20,6 +20,7 @@ namespace {
 using test::read_file;
 
 void check_ppl(const std::string& shared_relative) {
+  GPTQ_REQUIRE_SHARED(test::stories15m_reference());
   const auto ref = nlohmann::json::parse(read_file(test::stories15m_reference() / "ppl.json"))["files"][shared_relative];
   auto be = backend::make_cpu_backend();
   auto m = model::Model::load(test::stories15m_dir(), *be);

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "test_paths.h"
+#include "test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -47,6 +48,7 @@ Tokenizer stories() { return Tokenizer::load(gptq::test::stories15m_dir() / "tok
 
 TEST(Tokenizer, Stories15MReferenceIds) {
   const Tokenizer tok = stories();
+  GPTQ_REQUIRE_SHARED(gptq::test::stories15m_reference());
   const auto cases = read_jsonl(gptq::test::stories15m_reference() / "tokenizer_cases.jsonl");
   ASSERT_EQ(cases.size(), 262u);
   int passed = 0;
@@ -61,6 +63,7 @@ TEST(Tokenizer, Stories15MReferenceIds) {
 
 TEST(Tokenizer, Stories15MDecodeMatchesLibrary) {
   const Tokenizer tok = stories();
+  GPTQ_REQUIRE_SHARED(gptq::test::stories15m_reference());
   const auto cases = read_jsonl(gptq::test::stories15m_reference() / "tokenizer_cases.jsonl");
   const auto decoded = read_jsonl(tokenizer_fixture("stories15M") / "decoded.jsonl");
   ASSERT_EQ(cases.size(), decoded.size());

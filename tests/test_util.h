@@ -18,6 +18,13 @@
 
 namespace gptq::test {
 
+// Tests that compare with ../shared's reference outputs skip, saying why, where that
+// folder is absent (a checkout copied to another machine without it).
+#define GPTQ_REQUIRE_SHARED(dir)                                                                   \
+  do {                                                                                             \
+    if (!std::filesystem::exists(dir)) GTEST_SKIP() << "skipped: reference folder " << (dir) << " is absent"; \
+  } while (0)
+
 inline std::string read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
   EXPECT_TRUE(in.good()) << "cannot read " << p;

@@ -370,7 +370,7 @@ class CudaBackend final : public Backend {
     GPTQ_CHECK(out.cols == logits.rows, "cuda argmax shape");
     with_act_type(act_, [&]<class T>() {
       cuda::argmax(static_cast<const T*>(logits.data), logits.stride, out.as<int32_t>(), logits.rows, logits.cols,
-                   stream_);
+                   workspace(argmax_workspace_floats(logits.rows)), stream_);
     });
   }
 

@@ -41,9 +41,11 @@ void write_kv(const T* k, int64_t ldk, const T* v, int64_t ldv, T* kc, int64_t l
 template <class T>
 void token_nll(const T* logits, int64_t ld, const int32_t* targets, float* nll, int64_t rows, int64_t vocab,
                cudaStream_t s);
-// out[r] = argmax of row r (lowest index among equal maxima).
+// out[r] = argmax of row r (lowest index among equal maxima); workspace:
+// argmax_workspace_floats(rows) floats.
+int64_t argmax_workspace_floats(int64_t rows);
 template <class T>
-void argmax(const T* logits, int64_t ld, int32_t* out, int64_t rows, int64_t vocab, cudaStream_t s);
+void argmax(const T* logits, int64_t ld, int32_t* out, int64_t rows, int64_t vocab, float* workspace, cudaStream_t s);
 // dst = src converted between element types, [rows, cols] with row strides.
 template <class D, class S>
 void convert(const S* src, int64_t lds, D* dst, int64_t ldd, int64_t rows, int64_t cols, cudaStream_t s);
