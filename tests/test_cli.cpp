@@ -91,6 +91,81 @@ void expect_one_line_error(const std::string& args, const std::string& fragment)
   EXPECT_NE(r.out.find(fragment), std::string::npos) << r.out;
 }
 
+// A command-line mistake: exit status 2 (not CLI11's own 1xx codes), one line naming the
+// problem and the command whose --help lists the options.
+void expect_bad_argument(const std::string& args, const std::string& fragment) {
+  const auto r = run(args + " 2>&1 >/dev/null");
+  EXPECT_EQ(r.status, 2) << args << "\n" << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << "\n" << r.out;
+  EXPECT_EQ(r.out.rfind("gptq: invalid argument: ", 0), 0u) << args << "\n" << r.out;
+  EXPECT_NE(r.out.find(fragment), std::string::npos) << args << "\n" << r.out;
+}
+
+TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
+  // The parser fails before the model is opened, so a path that does not exist is enough.
+  const std::string m = "/nonexistent/model";
+  expect_bad_argument("", "A subcommand is required");
+  expect_bad_argument("quantise " + m, "unknown command 'quantise'; the commands are info, tokenize");
+  expect_bad_argument("--verbose info " + m, "not expected: --verbose");
+  expect_bad_argument("--verbose", "unknown option '--verbose'");
+  struct Case {
+    std::string args, fragment;
+  };
+  const std::vector<Case> cases = {
+      // info
+      {"info", "model is required"},
+      {"info " + m + " extra", "not expected: extra"},
+      {"info " + m + " --nope", "not expected: --nope"},
+      {"info " + m + " --json=maybe", "Could not convert: --json = maybe"},
+      // tokenize
+      {"tokenize --text hi", "model is required"},
+      {"tokenize " + m + " extra --text hi", "not expected: extra"},
+      {"tokenize " + m + " --nope", "not expected: --nope"},
+      {"tokenize " + m + " --text", "--text: 1 required TEXT missing"},
+      {"tokenize " + m + " --text a --decode 1", "--text excludes --decode"},
+      // generate
+      {"generate --prompt hi", "model is required"},
+      {"generate " + m, "--prompt is required"},
+      {"generate " + m + " extra --prompt hi", "not expected: extra"},
+      {"generate " + m + " --prompt hi --nope", "not expected: --nope"},
+      {"generate " + m + " --prompt hi --max-new-tokens many", "Could not convert: --max-new-tokens = many"},
+      {"generate " + m + " --prompt hi --temperature warm", "Could not convert: --temperature = warm"},
+      {"generate " + m + " --prompt hi --top-k 1.5", "Could not convert: --top-k = 1.5"},
+      // ppl
+      {"ppl --text x", "model is required"},
+      {"ppl " + m, "--text is required"},
+      {"ppl " + m + " extra --text x", "not expected: extra"},
+      {"ppl " + m + " --text x --nope", "not expected: --nope"},
+      {"ppl " + m + " --text x --ctx 1.5", "Could not convert: --ctx = 1.5"},
+      {"ppl " + m + " --text x --max-windows all", "Could not convert: --max-windows = all"},
+      // quantize
+      {"quantize --out o", "model is required"},
+      {"quantize " + m, "--out is required"},
+      {"quantize " + m + " extra --out o", "not expected: extra"},
+      {"quantize " + m + " --out o --nope", "not expected: --nope"},
+      {"quantize " + m + " --out o --bits 5", "--bits: 5 not in {2,3,4,8}"},
+      {"quantize " + m + " --out o --bits four", "--bits"},
+      {"quantize " + m + " --out o --group-size x", "Could not convert: --group-size = x"},
+      {"quantize " + m + " --out o --n-samples 1.5", "Could not convert: --n-samples = 1.5"},
+      {"quantize " + m + " --out o --damp high", "Could not convert: --damp = high"},
+      {"quantize " + m + " --out o --method awq", "--method: awq not in {gptq,rtn}"},
+      {"quantize " + m + " --out o --format gptq_v3", "--format: gptq_v3 not in"},
+      {"quantize " + m + " --out o --calib-mode lines", "--calib-mode: lines not in {windows,docs}"},
+      {"quantize " + m + " --out o --sym --asym", "--sym excludes --asym"},
+      {"quantize " + m + " --out o --calib", "--calib: 1 required TEXT missing"},
+  };
+  for (const auto& c : cases) expect_bad_argument(c.args, c.fragment);
+}
+
+TEST(Cli, HelpAndVersionExitWithStatusZero) {
+  for (const char* args : {"--help", "--version", "info --help", "tokenize --help", "generate --help", "ppl --help",
+                           "quantize --help"}) {
+    const auto r = run(std::string(args) + " 2>&1");
+    EXPECT_EQ(r.status, 0) << args << "\n" << r.out;
+    EXPECT_FALSE(r.out.empty()) << args;
+  }
+}
+
 TEST(Cli, QuantizeRtnWritesAStandardCheckpoint) {
   const std::string out = (std::filesystem::temp_directory_path() / "gptq-cli-rtn").string();
   const auto r = run("quantize " + model_dir() + " --out " + out +
