@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "temp_dir.h"
 #include "test_paths.h"
 
 namespace gptq {
@@ -193,11 +194,29 @@ TEST(Cli, ErrorsAreOneLine) {
                         "group size 100 does not divide in_features 288");
   expect_one_line_error("quantize " + model_dir() + " --out /tmp/never --group-size 32", "--calib");
   expect_one_line_error("quantize " + model_dir() + " --out /tmp/never --group-size 32 --calib /nonexistent.txt", "/nonexistent.txt");
-  expect_one_line_error("info /nonexistent/model", "no config.json");
   expect_one_line_error("ppl " + model_dir() + " --text /nonexistent.txt", "/nonexistent.txt: cannot open");
   expect_one_line_error("generate " + model_dir() + " --prompt hi --top-p 0", "top-p");
   expect_one_line_error("tokenize " + model_dir() + " --decode '1 x'", "not a list of integers");
-  expect_one_line_error("generate " + (test::source_dir() / "tests").string() + " --prompt hi", "tokenizer.json");
+}
+
+TEST(Cli, ModelPathThatIsNotAModelSaysSo) {
+  const std::string nope = "/nonexistent/model";
+  for (const std::string& cmd : {"info " + nope, "tokenize " + nope + " --text hi", "generate " + nope + " --prompt hi",
+                                "ppl " + nope + " --text x", "quantize " + nope + " --out /tmp/never --method rtn",
+                                "quantize " + nope + " --out /tmp/never --calib x"}) {
+    expect_one_line_error(cmd, "model directory '/nonexistent/model' does not exist");
+  }
+  const std::string file = (test::source_dir() / "README.md").string();
+  expect_one_line_error("info " + file, file + "' is not a directory");
+  const std::string tests = (test::source_dir() / "tests").string();
+  expect_one_line_error("generate " + tests + " --prompt hi", tests + "' is not a model directory: it has no config.json");
+  // A directory with config.json but no tokenizer: info works, the commands that encode text say what is missing.
+  test::TempDir d;
+  std::filesystem::copy_file(test::stories15m_dir() / "config.json", d.path() / "config.json");
+  const std::string dir = d.path().string();
+  for (const std::string& cmd : {"tokenize " + dir + " --text hi", "generate " + dir + " --prompt hi", "ppl " + dir + " --text x"}) {
+    expect_one_line_error(cmd, dir + "' has no tokenizer.json");
+  }
 }
 
 TEST(Cli, EvalJsonAndPerTextPpl) {

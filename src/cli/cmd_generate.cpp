@@ -10,6 +10,7 @@
 #include "cli/device_options.h"
 #include "core/error.h"
 #include "eval/sampler.h"
+#include "model/config.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -65,6 +66,7 @@ Runner add_generate(CLI::App& app) {
   app.add_flag("--json", a->json, "After the text, print timings and memory as JSON on stdout");
   add_device_flags(app, a->device);
   return [a] {
+    model::require_model_dir(a->model, model::ModelFiles::kConfigAndTokenizer);
     if (a->prompt == "-") {
       a->prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }

@@ -140,6 +140,8 @@ Runner add_quantize(CLI::App& app) {
       throw Error(ErrorKind::kInvalidArgument, "quantize reads a Hugging Face directory; convert the GGUF first: "
                                                "gptq convert " + a->model + " --out DIR");
     }
+    model::require_model_dir(a->model, qc.method == quant::Method::kGptq ? model::ModelFiles::kConfigAndTokenizer
+                                                                         : model::ModelFiles::kConfig);
     quant::check_quantizable(a->model, qc);
 
     // Everything checkable is checked before the settings are echoed, so a mistake costs
