@@ -199,6 +199,20 @@ TEST(Cli, ErrorsAreOneLine) {
   expect_one_line_error("tokenize " + model_dir() + " --decode '1 x'", "not a list of integers");
 }
 
+// The issue-6 case: 200 kB of random bytes as --calib used to give a "successful" checkpoint.
+TEST(Cli, QuantizeRefusesCalibrationThatIsNotText) {
+  test::TempDir d;
+  std::string bytes(200000, '\0');
+  uint32_t x = 12345;
+  for (char& c : bytes) c = static_cast<char>((x = x * 1664525u + 1013904223u) >> 24);
+  const auto bin = d.write("random.bin", bytes);
+  const auto parquet = d.write("data.parquet", "PAR1" + bytes.substr(0, 100) + "PAR1");
+  const std::string q = "quantize " + model_dir() + " --out " + (d.path() / "out").string() + " --group-size 32 --calib ";
+  expect_one_line_error(q + bin.string(), "random.bin' (its first 64 KiB) is not text");
+  expect_one_line_error(q + parquet.string(), "data.parquet' is a Parquet file");
+  EXPECT_FALSE(std::filesystem::exists(d.path() / "out"));
+}
+
 TEST(Cli, ModelPathThatIsNotAModelSaysSo) {
   const std::string nope = "/nonexistent/model";
   for (const std::string& cmd : {"info " + nope, "tokenize " + nope + " --text hi", "generate " + nope + " --prompt hi",

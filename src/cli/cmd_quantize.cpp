@@ -149,9 +149,7 @@ Runner add_quantize(CLI::App& app) {
     if (qc.method == quant::Method::kGptq && a->calib.empty()) {
       throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration text: --calib FILE");
     }
-    for (const auto& f : a->calib) {
-      if (!std::filesystem::is_regular_file(f)) throw Error(ErrorKind::kIo, "calibration file '" + f + "' does not exist");
-    }
+    quant::precheck_calibration_files({a->calib.begin(), a->calib.end()});
     std::vector<std::string> eval_files = a->eval_tasks;
     if (!a->eval_text.empty()) eval_files.push_back(a->eval_text);
     for (const auto& f : eval_files) {
