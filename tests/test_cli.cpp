@@ -7,9 +7,11 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "temp_dir.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 namespace gptq {
 namespace {
@@ -187,6 +189,81 @@ TEST(Cli, QuantizeRtnWritesAStandardCheckpoint) {
   EXPECT_EQ(info["quantization_config"]["checkpoint_format"], "gptq_v2");
   EXPECT_EQ(info["parameters"], 15191712);
   std::filesystem::remove_all(out);
+}
+
+// The lines quantize prints on stderr that start with "gptq: warning: ".
+std::vector<std::string> warnings(const std::string& stderr_text) {
+  std::vector<std::string> w;
+  std::istringstream in(stderr_text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("gptq: warning: ", 0) == 0) w.push_back(line);
+  }
+  return w;
+}
+
+// --asym without --format writes gptq_v2, the format GPTQModel, transformers and gptq.cpp
+// all take for asymmetric weights; symmetric stays v1. Both files carry the same config.
+TEST(Cli, AsymmetricCheckpointsDefaultToV2) {
+  test::TempDir d;
+  for (const auto& [flags, format] : {std::pair<std::string, std::string>{"--asym", "gptq_v2"}, {"", "gptq"}}) {
+    const std::string out = (d.path() / ("out" + format)).string();
+    const auto r = run("quantize " + model_dir() + " --out " + out + " --method rtn --bits 4 --group-size 32 " + flags +
+                       " 2>&1 >/dev/null");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto qc = test::load_json(std::filesystem::path(out) / "config.json")["quantization_config"];
+    EXPECT_EQ(qc, test::load_json(std::filesystem::path(out) / "quantize_config.json"));
+    EXPECT_EQ(qc["checkpoint_format"], format);  // read by vLLM and optimum
+    EXPECT_EQ(qc["format"], format);             // read by GPTQModel
+    EXPECT_EQ(qc["sym"], flags.empty());
+    EXPECT_EQ(qc["meta"]["quantizer"], "gptq.cpp:" GPTQ_VERSION);
+    const auto info = nlohmann::json::parse(run("info " + out + " --json").out);
+    EXPECT_EQ(info["loaders"]["GPTQModel"]["loads"], true) << info["loaders"].dump();
+    EXPECT_EQ(info["loaders"]["transformers"]["loads"], true) << info["loaders"].dump();
+    EXPECT_EQ(info["loaders"]["vLLM"]["loads"], flags.empty()) << info["loaders"].dump();  // Marlin: sym only
+    EXPECT_EQ(warnings(r.out).size(), flags.empty() ? 0u : 1u) << r.out;
+  }
+  // Chosen explicitly, asymmetric v1 is written, with GPTQModel's refusal said up front.
+  const auto r = run("quantize " + model_dir() + " --out " + (d.path() / "v1").string() +
+                     " --method rtn --bits 4 --group-size 32 --asym --format gptq 2>&1 >/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("gptq: warning: GPTQModel refuses asymmetric (sym=false) checkpoints in format gptq (v1)"),
+            std::string::npos) << r.out;
+}
+
+TEST(Cli, QuantizedLmHeadWarnsThatTransformersCannotLoadIt) {
+  test::TempDir d;
+  const auto r = run("quantize " + model_dir() + " --out " + (d.path() / "head").string() +
+                     " --method rtn --bits 4 --group-size 32 --lm-head 2>&1 >/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto w = warnings(r.out);
+  ASSERT_EQ(w.size(), 1u) << r.out;
+  EXPECT_EQ(w[0], "gptq: warning: transformers cannot load a quantized lm_head (lm_head: true): it silently keeps a "
+                  "randomly initialised head (measured perplexity ~5e5); GPTQModel and gptq.cpp load it");
+  const auto info = run("info " + (d.path() / "head").string());
+  EXPECT_NE(info.out.find("  transformers  no: cannot load a quantized lm_head"), std::string::npos) << info.out;
+}
+
+// GPTQModel's own layout (tests/fixtures/gptqmodel) on the matching 2-bit asym v1 tensors.
+TEST(Cli, InfoReadsGptqModelMeta) {
+  test::TempDir d;
+  const auto src = test::fixtures_dir() / "gptq" / "mistral-2bit";
+  std::filesystem::copy_file(src / "model.safetensors", d.path() / "model.safetensors");
+  const auto gm = test::load_json(test::fixtures_dir() / "gptqmodel" / "quantize_config.json");
+  auto config = test::load_json(src / "config.json");
+  config["quantization_config"] = gm;
+  d.write("config.json", config.dump(2));
+  d.write("quantize_config.json", gm.dump(2));
+  const auto r = run("info " + d.path().string() + " --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["quantization_config"]["act_group_aware"], true);
+  EXPECT_EQ(j["quantization_config"]["damp_percent"], 0.025);
+  EXPECT_EQ(j["quantization_config"]["damp_auto_increment"], 0.0025);
+  EXPECT_EQ(j["quantization_config"]["meta"]["quantizer"], nlohmann::json::array({"gptqmodel:7.6.0"}));
+  EXPECT_EQ(j["loaders"]["GPTQModel"]["loads"], true);  // its own asymmetric v1 passes its guard
+  const auto text = run("info " + d.path().string());
+  EXPECT_NE(text.out.find("by gptqmodel:7.6.0"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("made with act_group_aware on"), std::string::npos) << text.out;
 }
 
 TEST(Cli, ErrorsAreOneLine) {
