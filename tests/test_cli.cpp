@@ -156,13 +156,19 @@ TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
       {"quantize " + m + " --out o --calib-mode lines", "--calib-mode: lines not in {windows,docs}"},
       {"quantize " + m + " --out o --sym --asym", "--sym excludes --asym"},
       {"quantize " + m + " --out o --calib", "--calib: 1 required TEXT missing"},
+      // convert
+      {"convert --out o", "model is required"},
+      {"convert " + m + ".gguf", "--out is required"},
+      {"convert " + m + ".gguf extra --out o", "not expected: extra"},
+      {"convert " + m + ".gguf --out o --nope", "not expected: --nope"},
+      {"convert " + m + ".gguf --out o --dtype f8", "--dtype"},
   };
   for (const auto& c : cases) expect_bad_argument(c.args, c.fragment);
 }
 
 TEST(Cli, HelpAndVersionExitWithStatusZero) {
   for (const char* args : {"--help", "--version", "info --help", "tokenize --help", "generate --help", "ppl --help",
-                           "quantize --help"}) {
+                           "convert --help", "quantize --help"}) {
     const auto r = run(std::string(args) + " 2>&1");
     EXPECT_EQ(r.status, 0) << args << "\n" << r.out;
     EXPECT_FALSE(r.out.empty()) << args;
@@ -297,8 +303,12 @@ TEST(Cli, ModelPathThatIsNotAModelSaysSo) {
                                 "quantize " + nope + " --out /tmp/never --calib x"}) {
     expect_one_line_error(cmd, "model directory '/nonexistent/model' does not exist");
   }
+  for (const std::string& cmd : {"info " + nope + ".gguf", "generate " + nope + ".gguf --prompt hi",
+                                 "convert " + nope + ".gguf --out /tmp/never"}) {
+    expect_one_line_error(cmd, "model file '/nonexistent/model.gguf' does not exist");
+  }
   const std::string file = (test::source_dir() / "README.md").string();
-  expect_one_line_error("info " + file, file + "' is not a directory");
+  expect_one_line_error("info " + file, file + "' is not a directory; a model is a Hugging Face checkpoint directory");
   const std::string tests = (test::source_dir() / "tests").string();
   expect_one_line_error("generate " + tests + " --prompt hi", tests + "' is not a model directory: it has no config.json");
   // A directory with config.json but no tokenizer: info works, the commands that encode text say what is missing.
