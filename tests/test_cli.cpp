@@ -136,7 +136,8 @@ TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
       {"generate " + m + " --prompt hi --top-k 1.5", "Could not convert: --top-k = 1.5"},
       // ppl
       {"ppl --text x", "model is required"},
-      {"ppl " + m, "--text is required"},
+      {"ppl " + m + " --text a --texts b", "--text excludes --texts"},
+      {"ppl " + m + " --texts b --limit some", "Could not convert: --limit = some"},
       {"ppl " + m + " extra --text x", "not expected: extra"},
       {"ppl " + m + " --text x --nope", "not expected: --nope"},
       {"ppl " + m + " --text x --ctx 1.5", "Could not convert: --ctx = 1.5"},
@@ -156,6 +157,16 @@ TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
       {"quantize " + m + " --out o --calib-mode lines", "--calib-mode: lines not in {windows,docs}"},
       {"quantize " + m + " --out o --sym --asym", "--sym excludes --asym"},
       {"quantize " + m + " --out o --calib", "--calib: 1 required TEXT missing"},
+      // eval, kld
+      {"eval --tasks t", "model is required"},
+      {"eval " + m, "--tasks is required"},
+      {"eval " + m + " --tasks t --nope", "not expected: --nope"},
+      {"eval " + m + " --tasks t --limit x", "Could not convert: --limit = x"},
+      {"kld --text t", "models is required"},
+      {"kld " + m + " b c --text t", "models: At Most 2 required but received 3"},
+      {"kld " + m + " b --text t --ctx x", "Could not convert: --ctx = x"},
+      {"kld " + m + " b --text t --nope", "not expected: --nope"},
+      {"kld " + m + " --save-base-logits x --base-logits y", "--save-base-logits excludes --base-logits"},
       // convert
       {"convert --out o", "model is required"},
       {"convert " + m + ".gguf", "--out is required"},
@@ -168,7 +179,7 @@ TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
 
 TEST(Cli, HelpAndVersionExitWithStatusZero) {
   for (const char* args : {"--help", "--version", "info --help", "tokenize --help", "generate --help", "ppl --help",
-                           "convert --help", "quantize --help"}) {
+                           "convert --help", "eval --help", "kld --help", "quantize --help"}) {
     const auto r = run(std::string(args) + " 2>&1");
     EXPECT_EQ(r.status, 0) << args << "\n" << r.out;
     EXPECT_FALSE(r.out.empty()) << args;
@@ -300,7 +311,8 @@ TEST(Cli, ModelPathThatIsNotAModelSaysSo) {
   const std::string nope = "/nonexistent/model";
   for (const std::string& cmd : {"info " + nope, "tokenize " + nope + " --text hi", "generate " + nope + " --prompt hi",
                                 "ppl " + nope + " --text x", "quantize " + nope + " --out /tmp/never --method rtn",
-                                "quantize " + nope + " --out /tmp/never --calib x"}) {
+                                "quantize " + nope + " --out /tmp/never --calib x", "eval " + nope + " --tasks t",
+                                "kld " + nope + " " + model_dir() + " --text t", "kld " + model_dir() + " " + nope + " --text t"}) {
     expect_one_line_error(cmd, "model directory '/nonexistent/model' does not exist");
   }
   for (const std::string& cmd : {"info " + nope + ".gguf", "generate " + nope + ".gguf --prompt hi",

@@ -71,11 +71,11 @@ Runner add_generate(CLI::App& app) {
       a->prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
     if (a->max_new_tokens < 0) throw Error(ErrorKind::kInvalidArgument, "--max-new-tokens must be >= 0");
+    eval::Sampler sampler(a->sampling);  // checks the sampling options before the device line is printed
     const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = open_backend(a->device, a->model);
     auto m = model::Model::load(a->model, *be);
     const auto& c = m.config();
-    eval::Sampler sampler(a->sampling);
     const std::vector<int32_t> prompt = tk.encode(a->prompt);
     if (int64_t(prompt.size()) >= c.max_positions) {
       throw Error(ErrorKind::kInvalidArgument, "the prompt has " + std::to_string(prompt.size()) +
