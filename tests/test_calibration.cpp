@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -320,6 +321,78 @@ TEST(Calibration, BadOptionsAreRejected) {
                ErrorKind::kInvalidArgument, {"n_samples"});
   expect_error([&] { load_calibration(tokenizer(), {.files = {path}, .seq_len = 0}); },
                ErrorKind::kInvalidArgument, {"seq_len"});
+}
+
+// Input that is not text: refused with the file and what was found, never calibrated on.
+TEST(Calibration, BinaryInputIsRefused) {
+  test::TempDir dir;
+  std::mt19937 rng(7);
+  std::string random(200000, '\0');
+  for (char& c : random) c = static_cast<char>(rng() & 0xFF);
+  std::string no_nul = random;
+  std::replace(no_nul.begin(), no_nul.end(), '\0', 'x');
+  const auto bin = dir.write("random.bin", random);
+  const auto bin_no_nul = dir.write("random-no-nul.bin", no_nul);
+  const auto gz = dir.path() / "random.bin.gz";
+  write_gzip(gz, random);
+  std::u16string u16 = u"Once upon a time there was a cat.\n";
+  const auto utf16 = dir.write("utf16.txt", std::string(reinterpret_cast<const char*>(u16.data()), u16.size() * 2));
+  const auto parquet = dir.write("train-00000-of-00001.parquet", std::string("PAR1\x15\x04\x15", 7) + no_nul + "PAR1");
+  const CalibOptions base{.n_samples = 1, .seq_len = 8};
+  auto load = [&](const std::filesystem::path& p) {
+    CalibOptions o = base;
+    o.files = {p};
+    load_calibration(tokenizer(), o);
+  };
+  for (const auto& p : {bin, utf16}) {
+    expect_error([&] { load(p); }, ErrorKind::kFormat, {p.string(), "is not text", "NUL bytes"});
+    expect_error([&] { quant::precheck_calibration_files({p}); }, ErrorKind::kFormat, {p.string(), "NUL bytes"});
+  }
+  // Random bytes without NULs: about 43% of them are not valid UTF-8.
+  expect_error([&] { load(bin_no_nul); }, ErrorKind::kFormat, {"random-no-nul.bin", "not UTF-8 text", "%) are not valid UTF-8"});
+  expect_error([&] { quant::precheck_calibration_files({bin_no_nul}); }, ErrorKind::kFormat,
+               {"random-no-nul.bin' (its first 64 KiB)", "not UTF-8 text"});
+  expect_error([&] { load(gz); }, ErrorKind::kFormat, {"random.bin.gz' is not text", "NUL bytes"});
+  expect_error([&] { quant::precheck_calibration_files({gz}); }, ErrorKind::kFormat,
+               {"random.bin.gz' (its first 64 KiB, decompressed) is not text"});
+  expect_error([&] { load(parquet); }, ErrorKind::kFormat, {"train-00000-of-00001.parquet", "is a Parquet file"});
+  expect_error([&] { quant::precheck_calibration_files({parquet}); }, ErrorKind::kFormat, {"is a Parquet file"});
+  expect_error([&] { quant::precheck_calibration_files({dir.path() / "absent.txt"}); }, ErrorKind::kIo,
+               {"absent.txt' does not exist"});
+}
+
+// The threshold: up to 1% of the bytes may be invalid UTF-8 (stray bytes in real text).
+TEST(Calibration, InvalidUtf8ThresholdIsOnePercent) {
+  test::TempDir dir;
+  const std::string text = join(stories(20), "\n\n");
+  // Text with a stray 0xFF byte after every `every` bytes: 1/(every+1) of the bytes invalid.
+  auto with_stray_bytes = [&](size_t every) {
+    std::string out;
+    for (size_t i = 0; i < text.size(); ++i) {
+      out += text[i];
+      if (i % every == every - 1) out += '\xFF';
+    }
+    return out;
+  };
+  const auto below = dir.write("below.txt", with_stray_bytes(110));  // 0.90%
+  const auto above = dir.write("above.txt", with_stray_bytes(90));   // 1.10%
+  EXPECT_NO_THROW(load_calibration(tokenizer(), {.files = {below}, .n_samples = 2, .seq_len = 64}));
+  EXPECT_NO_THROW(quant::precheck_calibration_files({below}));
+  expect_error([&] { load_calibration(tokenizer(), {.files = {above}, .n_samples = 2, .seq_len = 64}); },
+               ErrorKind::kFormat, {"above.txt", "(1.1%) are not valid UTF-8", "at most 1%"});
+}
+
+// The precheck reads only the start; load_calibration judges the whole file.
+TEST(Calibration, NulBytesLateInTheFileAreFoundByTheFullRead) {
+  test::TempDir dir;
+  std::string text = join(stories(200), "\n\n");
+  ASSERT_GT(text.size(), 70000u);
+  text += std::string(3, '\0');
+  const auto p = dir.write("late.txt", text);
+  EXPECT_NO_THROW(quant::precheck_calibration_files({p}));
+  expect_error([&] { load_calibration(tokenizer(), {.files = {p}, .n_samples = 1, .seq_len = 8}); },
+               ErrorKind::kFormat, {"late.txt' is not text: it holds 3 NUL bytes, the first at byte " +
+                                    std::to_string(text.size() - 3)});
 }
 
 // The realistic case: the bundled calibration text, 128 windows of 256 tokens.

@@ -7,8 +7,11 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
+#include "temp_dir.h"
 #include "test_paths.h"
+#include "test_util.h"
 
 namespace gptq {
 namespace {
@@ -91,6 +94,98 @@ void expect_one_line_error(const std::string& args, const std::string& fragment)
   EXPECT_NE(r.out.find(fragment), std::string::npos) << r.out;
 }
 
+// A command-line mistake: exit status 2 (not CLI11's own 1xx codes), one line naming the
+// problem and the command whose --help lists the options.
+void expect_bad_argument(const std::string& args, const std::string& fragment) {
+  const auto r = run(args + " 2>&1 >/dev/null");
+  EXPECT_EQ(r.status, 2) << args << "\n" << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << args << "\n" << r.out;
+  EXPECT_EQ(r.out.rfind("gptq: invalid argument: ", 0), 0u) << args << "\n" << r.out;
+  EXPECT_NE(r.out.find(fragment), std::string::npos) << args << "\n" << r.out;
+}
+
+TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
+  // The parser fails before the model is opened, so a path that does not exist is enough.
+  const std::string m = "/nonexistent/model";
+  expect_bad_argument("", "A subcommand is required");
+  expect_bad_argument("quantise " + m, "unknown command 'quantise'; the commands are info, tokenize");
+  expect_bad_argument("--verbose info " + m, "not expected: --verbose");
+  expect_bad_argument("--verbose", "unknown option '--verbose'");
+  struct Case {
+    std::string args, fragment;
+  };
+  const std::vector<Case> cases = {
+      // info
+      {"info", "model is required"},
+      {"info " + m + " extra", "not expected: extra"},
+      {"info " + m + " --nope", "not expected: --nope"},
+      {"info " + m + " --json=maybe", "Could not convert: --json = maybe"},
+      // tokenize
+      {"tokenize --text hi", "model is required"},
+      {"tokenize " + m + " extra --text hi", "not expected: extra"},
+      {"tokenize " + m + " --nope", "not expected: --nope"},
+      {"tokenize " + m + " --text", "--text: 1 required TEXT missing"},
+      {"tokenize " + m + " --text a --decode 1", "--text excludes --decode"},
+      // generate
+      {"generate --prompt hi", "model is required"},
+      {"generate " + m, "--prompt is required"},
+      {"generate " + m + " extra --prompt hi", "not expected: extra"},
+      {"generate " + m + " --prompt hi --nope", "not expected: --nope"},
+      {"generate " + m + " --prompt hi --max-new-tokens many", "Could not convert: --max-new-tokens = many"},
+      {"generate " + m + " --prompt hi --temperature warm", "Could not convert: --temperature = warm"},
+      {"generate " + m + " --prompt hi --top-k 1.5", "Could not convert: --top-k = 1.5"},
+      // ppl
+      {"ppl --text x", "model is required"},
+      {"ppl " + m + " --text a --texts b", "--text excludes --texts"},
+      {"ppl " + m + " --texts b --limit some", "Could not convert: --limit = some"},
+      {"ppl " + m + " extra --text x", "not expected: extra"},
+      {"ppl " + m + " --text x --nope", "not expected: --nope"},
+      {"ppl " + m + " --text x --ctx 1.5", "Could not convert: --ctx = 1.5"},
+      {"ppl " + m + " --text x --max-windows all", "Could not convert: --max-windows = all"},
+      // quantize
+      {"quantize --out o", "model is required"},
+      {"quantize " + m, "--out is required"},
+      {"quantize " + m + " extra --out o", "not expected: extra"},
+      {"quantize " + m + " --out o --nope", "not expected: --nope"},
+      {"quantize " + m + " --out o --bits 5", "--bits: 5 not in {2,3,4,8}"},
+      {"quantize " + m + " --out o --bits four", "--bits"},
+      {"quantize " + m + " --out o --group-size x", "Could not convert: --group-size = x"},
+      {"quantize " + m + " --out o --n-samples 1.5", "Could not convert: --n-samples = 1.5"},
+      {"quantize " + m + " --out o --damp high", "Could not convert: --damp = high"},
+      {"quantize " + m + " --out o --method awq", "--method: awq not in {gptq,rtn}"},
+      {"quantize " + m + " --out o --format gptq_v3", "--format: gptq_v3 not in"},
+      {"quantize " + m + " --out o --calib-mode lines", "--calib-mode: lines not in {windows,docs}"},
+      {"quantize " + m + " --out o --sym --asym", "--sym excludes --asym"},
+      {"quantize " + m + " --out o --calib", "--calib: 1 required TEXT missing"},
+      // eval, kld
+      {"eval --tasks t", "model is required"},
+      {"eval " + m, "--tasks is required"},
+      {"eval " + m + " --tasks t --nope", "not expected: --nope"},
+      {"eval " + m + " --tasks t --limit x", "Could not convert: --limit = x"},
+      {"kld --text t", "models is required"},
+      {"kld " + m + " b c --text t", "models: At Most 2 required but received 3"},
+      {"kld " + m + " b --text t --ctx x", "Could not convert: --ctx = x"},
+      {"kld " + m + " b --text t --nope", "not expected: --nope"},
+      {"kld " + m + " --save-base-logits x --base-logits y", "--save-base-logits excludes --base-logits"},
+      // convert
+      {"convert --out o", "model is required"},
+      {"convert " + m + ".gguf", "--out is required"},
+      {"convert " + m + ".gguf extra --out o", "not expected: extra"},
+      {"convert " + m + ".gguf --out o --nope", "not expected: --nope"},
+      {"convert " + m + ".gguf --out o --dtype f8", "--dtype"},
+  };
+  for (const auto& c : cases) expect_bad_argument(c.args, c.fragment);
+}
+
+TEST(Cli, HelpAndVersionExitWithStatusZero) {
+  for (const char* args : {"--help", "--version", "info --help", "tokenize --help", "generate --help", "ppl --help",
+                           "convert --help", "eval --help", "kld --help", "quantize --help"}) {
+    const auto r = run(std::string(args) + " 2>&1");
+    EXPECT_EQ(r.status, 0) << args << "\n" << r.out;
+    EXPECT_FALSE(r.out.empty()) << args;
+  }
+}
+
 TEST(Cli, QuantizeRtnWritesAStandardCheckpoint) {
   const std::string out = (std::filesystem::temp_directory_path() / "gptq-cli-rtn").string();
   const auto r = run("quantize " + model_dir() + " --out " + out +
@@ -113,16 +208,128 @@ TEST(Cli, QuantizeRtnWritesAStandardCheckpoint) {
   std::filesystem::remove_all(out);
 }
 
+// The lines quantize prints on stderr that start with "gptq: warning: ".
+std::vector<std::string> warnings(const std::string& stderr_text) {
+  std::vector<std::string> w;
+  std::istringstream in(stderr_text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("gptq: warning: ", 0) == 0) w.push_back(line);
+  }
+  return w;
+}
+
+// --asym without --format writes gptq_v2, the format GPTQModel, transformers and gptq.cpp
+// all take for asymmetric weights; symmetric stays v1. Both files carry the same config.
+TEST(Cli, AsymmetricCheckpointsDefaultToV2) {
+  test::TempDir d;
+  for (const auto& [flags, format] : {std::pair<std::string, std::string>{"--asym", "gptq_v2"}, {"", "gptq"}}) {
+    const std::string out = (d.path() / ("out" + format)).string();
+    const auto r = run("quantize " + model_dir() + " --out " + out + " --method rtn --bits 4 --group-size 32 " + flags +
+                       " 2>&1 >/dev/null");
+    ASSERT_EQ(r.status, 0) << r.out;
+    const auto qc = test::load_json(std::filesystem::path(out) / "config.json")["quantization_config"];
+    EXPECT_EQ(qc, test::load_json(std::filesystem::path(out) / "quantize_config.json"));
+    EXPECT_EQ(qc["checkpoint_format"], format);  // read by vLLM and optimum
+    EXPECT_EQ(qc["format"], format);             // read by GPTQModel
+    EXPECT_EQ(qc["sym"], flags.empty());
+    EXPECT_EQ(qc["meta"]["quantizer"], "gptq.cpp:" GPTQ_VERSION);
+    const auto info = nlohmann::json::parse(run("info " + out + " --json").out);
+    EXPECT_EQ(info["loaders"]["GPTQModel"]["loads"], true) << info["loaders"].dump();
+    EXPECT_EQ(info["loaders"]["transformers"]["loads"], true) << info["loaders"].dump();
+    EXPECT_EQ(info["loaders"]["vLLM"]["loads"], flags.empty()) << info["loaders"].dump();  // Marlin: sym only
+    EXPECT_EQ(warnings(r.out).size(), flags.empty() ? 0u : 1u) << r.out;
+  }
+  // Chosen explicitly, asymmetric v1 is written, with GPTQModel's refusal said up front.
+  const auto r = run("quantize " + model_dir() + " --out " + (d.path() / "v1").string() +
+                     " --method rtn --bits 4 --group-size 32 --asym --format gptq 2>&1 >/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("gptq: warning: GPTQModel refuses asymmetric (sym=false) checkpoints in format gptq (v1)"),
+            std::string::npos) << r.out;
+}
+
+TEST(Cli, QuantizedLmHeadWarnsThatTransformersCannotLoadIt) {
+  test::TempDir d;
+  const auto r = run("quantize " + model_dir() + " --out " + (d.path() / "head").string() +
+                     " --method rtn --bits 4 --group-size 32 --lm-head 2>&1 >/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto w = warnings(r.out);
+  ASSERT_EQ(w.size(), 1u) << r.out;
+  EXPECT_EQ(w[0], "gptq: warning: transformers cannot load a quantized lm_head (lm_head: true): it silently keeps a "
+                  "randomly initialised head (measured perplexity ~5e5); GPTQModel and gptq.cpp load it");
+  const auto info = run("info " + (d.path() / "head").string());
+  EXPECT_NE(info.out.find("  transformers  no: cannot load a quantized lm_head"), std::string::npos) << info.out;
+}
+
+// GPTQModel's own layout (tests/fixtures/gptqmodel) on the matching 2-bit asym v1 tensors.
+TEST(Cli, InfoReadsGptqModelMeta) {
+  test::TempDir d;
+  const auto src = test::fixtures_dir() / "gptq" / "mistral-2bit";
+  std::filesystem::copy_file(src / "model.safetensors", d.path() / "model.safetensors");
+  const auto gm = test::load_json(test::fixtures_dir() / "gptqmodel" / "quantize_config.json");
+  auto config = test::load_json(src / "config.json");
+  config["quantization_config"] = gm;
+  d.write("config.json", config.dump(2));
+  d.write("quantize_config.json", gm.dump(2));
+  const auto r = run("info " + d.path().string() + " --json");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["quantization_config"]["act_group_aware"], true);
+  EXPECT_EQ(j["quantization_config"]["damp_percent"], 0.025);
+  EXPECT_EQ(j["quantization_config"]["damp_auto_increment"], 0.0025);
+  EXPECT_EQ(j["quantization_config"]["meta"]["quantizer"], nlohmann::json::array({"gptqmodel:7.6.0"}));
+  EXPECT_EQ(j["loaders"]["GPTQModel"]["loads"], true);  // its own asymmetric v1 passes its guard
+  const auto text = run("info " + d.path().string());
+  EXPECT_NE(text.out.find("by gptqmodel:7.6.0"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("made with act_group_aware on"), std::string::npos) << text.out;
+}
+
 TEST(Cli, ErrorsAreOneLine) {
   expect_one_line_error("quantize " + model_dir() + " --out /tmp/never --calib x --group-size 100",
                         "group size 100 does not divide in_features 288");
   expect_one_line_error("quantize " + model_dir() + " --out /tmp/never --group-size 32", "--calib");
   expect_one_line_error("quantize " + model_dir() + " --out /tmp/never --group-size 32 --calib /nonexistent.txt", "/nonexistent.txt");
-  expect_one_line_error("info /nonexistent/model", "no config.json");
   expect_one_line_error("ppl " + model_dir() + " --text /nonexistent.txt", "/nonexistent.txt: cannot open");
   expect_one_line_error("generate " + model_dir() + " --prompt hi --top-p 0", "top-p");
   expect_one_line_error("tokenize " + model_dir() + " --decode '1 x'", "not a list of integers");
-  expect_one_line_error("generate " + (test::source_dir() / "tests").string() + " --prompt hi", "tokenizer.json");
+}
+
+// The issue-6 case: 200 kB of random bytes as --calib used to give a "successful" checkpoint.
+TEST(Cli, QuantizeRefusesCalibrationThatIsNotText) {
+  test::TempDir d;
+  std::string bytes(200000, '\0');
+  uint32_t x = 12345;
+  for (char& c : bytes) c = static_cast<char>((x = x * 1664525u + 1013904223u) >> 24);
+  const auto bin = d.write("random.bin", bytes);
+  const auto parquet = d.write("data.parquet", "PAR1" + bytes.substr(0, 100) + "PAR1");
+  const std::string q = "quantize " + model_dir() + " --out " + (d.path() / "out").string() + " --group-size 32 --calib ";
+  expect_one_line_error(q + bin.string(), "random.bin' (its first 64 KiB) is not text");
+  expect_one_line_error(q + parquet.string(), "data.parquet' is a Parquet file");
+  EXPECT_FALSE(std::filesystem::exists(d.path() / "out"));
+}
+
+TEST(Cli, ModelPathThatIsNotAModelSaysSo) {
+  const std::string nope = "/nonexistent/model";
+  for (const std::string& cmd : {"info " + nope, "tokenize " + nope + " --text hi", "generate " + nope + " --prompt hi",
+                                "ppl " + nope + " --text x", "quantize " + nope + " --out /tmp/never --method rtn",
+                                "quantize " + nope + " --out /tmp/never --calib x", "eval " + nope + " --tasks t",
+                                "kld " + nope + " " + model_dir() + " --text t", "kld " + model_dir() + " " + nope + " --text t"}) {
+    expect_one_line_error(cmd, "model directory '/nonexistent/model' does not exist");
+  }
+  for (const std::string& cmd : {"info " + nope + ".gguf", "generate " + nope + ".gguf --prompt hi",
+                                 "convert " + nope + ".gguf --out /tmp/never"}) {
+    expect_one_line_error(cmd, "model file '/nonexistent/model.gguf' does not exist");
+  }
+  const std::string file = (test::source_dir() / "README.md").string();
+  expect_one_line_error("info " + file, file + "' is not a directory; a model is a Hugging Face checkpoint directory");
+  const std::string tests = (test::source_dir() / "tests").string();
+  expect_one_line_error("generate " + tests + " --prompt hi", tests + "' is not a model directory: it has no config.json");
+  // A directory with config.json but no tokenizer: info works, the commands that encode text say what is missing.
+  test::TempDir d;
+  std::filesystem::copy_file(test::stories15m_dir() / "config.json", d.path() / "config.json");
+  const std::string dir = d.path().string();
+  for (const std::string& cmd : {"tokenize " + dir + " --text hi", "generate " + dir + " --prompt hi", "ppl " + dir + " --text x"}) {
+    expect_one_line_error(cmd, dir + "' has no tokenizer.json");
+  }
 }
 
 TEST(Cli, EvalJsonAndPerTextPpl) {

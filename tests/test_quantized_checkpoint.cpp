@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "io/json_file.h"
 #include "io/safetensors_writer.h"
 #include "model/gptq_loader.h"
 #include "model/model.h"
@@ -52,7 +53,37 @@ TEST(QuantizeConfig, JsonRoundTripKeepsEveryField) {
   EXPECT_EQ(j["checkpoint_format"], "gptq_v2");
   const auto back = quant::QuantizeConfig::from_json(j, "test");
   EXPECT_EQ(back.to_json("9.9"), j);
-  EXPECT_EQ(back.quantizer, "gptq.cpp:9.9");
+  EXPECT_EQ(back.quantizers, std::vector<std::string>{"gptq.cpp:9.9"});
+}
+
+// GPTQModel keeps the settings that do not take part in inference under "meta" only
+// (tests/fixtures/gptqmodel: GPTQModel 7.6.0's layout, GAR on, non-default damping).
+TEST(QuantizeConfig, ReadsGptqModelMetaFields) {
+  const auto qc = quant::QuantizeConfig::from_json(
+      io::read_ordered_json_file(test::fixtures_dir() / "gptqmodel" / "quantize_config.json"), "gptqmodel");
+  EXPECT_EQ(qc.defaults.bits, 2);
+  EXPECT_EQ(qc.defaults.group_size, 16);
+  EXPECT_FALSE(qc.defaults.sym);
+  EXPECT_EQ(qc.format, quant::Format::kV1);
+  EXPECT_TRUE(qc.act_group_aware);  // only meta.act_group_aware says so
+  EXPECT_EQ(qc.damp_percent, 0.025);
+  EXPECT_EQ(qc.damp_auto_increment, 0.0025);
+  EXPECT_FALSE(qc.static_groups);
+  EXPECT_TRUE(qc.true_sequential);
+  EXPECT_FALSE(qc.mse);
+  EXPECT_EQ(qc.quantizers, std::vector<std::string>{"gptqmodel:7.6.0"});
+  // The top level, where AutoGPTQ and gptq.cpp write them, wins over meta.
+  const auto both = quant::QuantizeConfig::from_json(
+      ordered_json::parse(R"({"bits": 4, "act_group_aware": false, "damp_percent": 0.1,
+                              "meta": {"act_group_aware": true, "damp_percent": 0.2, "mse": 2.4,
+                                       "quantizer": ["optimum:2.3.0", "gptqmodel:7.6.0"]}})"),
+      "both");
+  EXPECT_FALSE(both.act_group_aware);
+  EXPECT_EQ(both.damp_percent, 0.1);
+  EXPECT_TRUE(both.mse);
+  EXPECT_EQ(both.quantizers, (std::vector<std::string>{"optimum:2.3.0", "gptqmodel:7.6.0"}));
+  expect_error([] { quant::QuantizeConfig::from_json(ordered_json::parse(R"({"bits": 4, "meta": {"damp_percent": "x"}})"), "m"); },
+               "m meta");
 }
 
 TEST(QuantizeConfig, MalformedConfigsAreNamed) {

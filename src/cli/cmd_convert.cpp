@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "io/gguf.h"
+#include "model/config.h"
 #include "model/gguf_convert.h"
 
 namespace gptq::cli {
@@ -34,6 +35,7 @@ Runner add_convert(CLI::App& app) {
     if (!io::is_gguf_path(a->model)) {
       throw Error(ErrorKind::kInvalidArgument, "convert reads a .gguf file; '" + a->model + "' is not one");
     }
+    model::require_model_dir(a->model, model::ModelFiles::kConfig);  // before the settings are echoed
     std::fprintf(stderr, "gptq convert %s -> %s (%s)\n", a->model.c_str(), a->out.c_str(),
                  std::string(dtype_name(a->dtype)).c_str());
     const io::CheckpointSummary s =

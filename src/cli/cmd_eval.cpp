@@ -7,6 +7,7 @@
 #include "cli/device_options.h"
 #include "core/progress.h"
 #include "eval/multiple_choice.h"
+#include "model/config.h"
 
 namespace gptq::cli {
 
@@ -46,6 +47,7 @@ Runner add_eval(CLI::App& app) {
   app.add_flag("--per-item", a->per_item, "With --json: each item's choice log-likelihoods and predictions");
   add_device_flags(app, a->device);
   return [a] {
+    model::require_model_dir(a->model, model::ModelFiles::kConfigAndTokenizer);
     std::vector<eval::McTask> tasks;
     for (const auto& f : a->tasks) tasks.push_back(eval::load_mc_task(f, a->limit));
     const auto tk = tok::Tokenizer::load_for_model(a->model);

@@ -10,6 +10,7 @@
 #include "cli/device_options.h"
 #include "core/error.h"
 #include "eval/sampler.h"
+#include "model/config.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -65,15 +66,16 @@ Runner add_generate(CLI::App& app) {
   app.add_flag("--json", a->json, "After the text, print timings and memory as JSON on stdout");
   add_device_flags(app, a->device);
   return [a] {
+    model::require_model_dir(a->model, model::ModelFiles::kConfigAndTokenizer);
     if (a->prompt == "-") {
       a->prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
     if (a->max_new_tokens < 0) throw Error(ErrorKind::kInvalidArgument, "--max-new-tokens must be >= 0");
+    eval::Sampler sampler(a->sampling);  // checks the sampling options before the device line is printed
     const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = open_backend(a->device, a->model);
     auto m = model::Model::load(a->model, *be);
     const auto& c = m.config();
-    eval::Sampler sampler(a->sampling);
     const std::vector<int32_t> prompt = tk.encode(a->prompt);
     if (int64_t(prompt.size()) >= c.max_positions) {
       throw Error(ErrorKind::kInvalidArgument, "the prompt has " + std::to_string(prompt.size()) +

@@ -8,6 +8,7 @@
 #include "cli/device_options.h"
 #include "io/checkpoint.h"
 #include "model/config.h"
+#include "format/loader_support.h"
 #include "format/quant_config.h"
 
 namespace gptq::cli {
@@ -75,9 +76,13 @@ Runner add_info(CLI::App& app) {
         {"dtypes", by_dtype},
         {"bits_per_parameter", double(ckpt.total_bytes()) * 8.0 / double(params)},
     };
+    std::vector<quant::LoaderVerdict> loaders;
     if (qc) {
+      // The settings as read (GPTQModel's meta fields included), in our layout.
       j["quantization_config"] = nlohmann::json::parse(qc->to_json("").dump());  // ordered -> plain json
-      j["quantization_config"]["meta"]["quantizer"] = qc->quantizer;
+      j["quantization_config"]["meta"]["quantizer"] = qc->quantizers;
+      loaders = quant::loader_support(*qc);
+      for (const auto& l : loaders) j["loaders"][quant::to_string(l.loader)] = {{"loads", l.loads}, {"why", l.why}};
       j["quantized_weights"] = quant_weights;
       j["bits_per_quantized_weight"] = quant_weights > 0 ? double(quant_bytes) * 8.0 / double(quant_weights) : 0.0;
     }
@@ -110,12 +115,26 @@ Runner add_info(CLI::App& app) {
     for (const auto& [dt, n] : by_dtype) std::printf("  %-5s %lld elements\n", dt.c_str(), (long long)n);
     std::printf("%.3f bits per parameter overall\n", j["bits_per_parameter"].get<double>());
     if (qc) {
+      std::string by;
+      for (const auto& q : qc->quantizers) {
+        if (!by.empty()) by += ", ";
+        by += q;
+      }
       std::printf("GPTQ %d-bit, group %d, %s, desc_act %s, format %s, lm_head %s, %zu dynamic rule(s), by %s\n",
                   qc->defaults.bits, qc->defaults.group_size, qc->defaults.sym ? "sym" : "asym",
                   qc->defaults.desc_act ? "on" : "off", qc->format == quant::Format::kV1 ? "gptq (v1)" : "gptq_v2",
-                  qc->lm_head ? "on" : "off", qc->dynamic.size(), qc->quantizer.empty() ? "unknown" : qc->quantizer.c_str());
+                  qc->lm_head ? "on" : "off", qc->dynamic.size(), by.empty() ? "unknown" : by.c_str());
+      std::printf("made with act_group_aware %s, static_groups %s, true_sequential %s, damp %.3g (+%.3g), mse %s\n",
+                  qc->act_group_aware ? "on" : "off", qc->static_groups ? "on" : "off",
+                  qc->true_sequential ? "on" : "off", qc->damp_percent, qc->damp_auto_increment,
+                  qc->mse ? "on" : "off");
       std::printf("%.2f M quantized weights at %.3f bits each (codes + scales + zeros + g_idx)\n",
                   double(quant_weights) / 1e6, j["bits_per_quantized_weight"].get<double>());
+      std::printf("loaders (from their source; see README \"Which loaders take what\"):\n");
+      for (const auto& l : loaders) {
+        std::printf("  %-13s %s%s%s\n", quant::to_string(l.loader), l.loads ? "yes" : "no", l.why.empty() ? "" : ": ",
+                    l.why.c_str());
+      }
     }
     std::fputs(device_line.c_str(), stdout);
     if (a->tensors) {

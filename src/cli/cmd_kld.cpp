@@ -13,6 +13,7 @@
 #include "eval/compare.h"
 #include "eval/kld.h"
 #include "io/json_file.h"
+#include "model/config.h"
 #include "tokenizer/utf8.h"
 
 namespace gptq::cli {
@@ -71,6 +72,7 @@ Runner add_kld(CLI::App& app) {
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   add_device_flags(app, a->device);
   return [a] {
+    for (const auto& m : a->models) model::require_model_dir(m, model::ModelFiles::kConfigAndTokenizer);
     const bool saved = !a->base_logits.empty();
     const bool save_only = !saved && a->models.size() == 1;
     if (save_only && a->save_base.empty()) {
@@ -81,7 +83,6 @@ Runner add_kld(CLI::App& app) {
       throw Error(ErrorKind::kInvalidArgument, "kld: with --base-logits give only QUANT (the base is in the file)");
     }
     if (!saved && a->text.empty()) throw Error(ErrorKind::kInvalidArgument, "kld: --text FILE is required");
-    auto be = open_backend(a->device, a->models.front());
     std::unique_ptr<Progress> bar;
     auto on_window = [&bar](int64_t done, int64_t total) {
       if (!bar) bar = std::make_unique<Progress>("kld", total);
@@ -92,6 +93,8 @@ Runner add_kld(CLI::App& app) {
       const eval::BaseLogprobsReader reader(a->base_logits);
       const auto& h = reader.header();
       const std::string& quant_dir = a->models[0];
+      // Opened once the inputs are known to be good, so that their errors stay one line.
+      auto be = open_backend(a->device, quant_dir);
       auto quant = model::Model::load(quant_dir, *be);
       if (!a->text.empty()) {
         // The text must tokenize (by QUANT's tokenizer) to the stored windows.
@@ -111,6 +114,7 @@ Runner add_kld(CLI::App& app) {
 
     const std::string& base_dir = a->models[0];
     const auto ids = tokenize_file(a->text, base_dir);
+    auto be = open_backend(a->device, base_dir);
     auto base = model::Model::load(base_dir, *be);
     const int64_t ctx = a->ctx > 0 ? a->ctx : eval::default_ctx(base.config());
     const int64_t windows = eval::count_windows(int64_t(ids.size()), ctx, base.config().max_positions, a->max_windows);

@@ -11,6 +11,7 @@
 #include "eval/perplexity.h"
 #include "eval/text_perplexity.h"
 #include "io/json_file.h"
+#include "model/config.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gptq::cli {
@@ -81,6 +82,7 @@ Runner add_ppl(CLI::App& app) {
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   add_device_flags(app, a->device);
   return [a] {
+    model::require_model_dir(a->model, model::ModelFiles::kConfigAndTokenizer);
     if (!a->texts.empty()) return run_texts(*a);
     if (a->text.empty()) throw Error(ErrorKind::kInvalidArgument, "ppl: give --text FILE or --texts FILE.jsonl");
     const std::string text = io::read_text_file(a->text);

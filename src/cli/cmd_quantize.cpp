@@ -10,6 +10,7 @@
 #include "eval/model_card.h"
 #include "io/atomic_file.h"
 #include "quant/calibration.h"
+#include "format/loader_support.h"
 #include "quant/pipeline.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
@@ -41,7 +42,7 @@ struct QuantizeArgs {
   bool no_true_sequential = false;
   std::string dynamic;
   std::string method = "gptq";
-  std::string format = "gptq";
+  std::string format = "auto";
   std::string max_shard_size = "4GB";
   bool overwrite = false;
   bool json = false;
@@ -113,8 +114,10 @@ Runner add_quantize(CLI::App& app) {
   app.add_option("--dynamic", a->dynamic, "Per-module rules (GPTQModel dynamic): JSON object or a JSON file path");
   app.add_option("--method", a->method, "gptq, or rtn (round to nearest, no calibration)")
       ->check(CLI::IsMember({"gptq", "rtn"}))->capture_default_str();
-  app.add_option("--format", a->format, "gptq (v1: zero-1 stored) or gptq_v2")
-      ->check(CLI::IsMember({"gptq", "gptq_v2"}))->capture_default_str();
+  app.add_option("--format", a->format,
+                 "auto: gptq_v2 when any module is asymmetric (GPTQModel refuses asymmetric v1), else gptq; "
+                 "gptq (v1: zero-1 stored); gptq_v2 (zero stored)")
+      ->check(CLI::IsMember({"auto", "gptq", "gptq_v2"}))->capture_default_str();
   app.add_option("--max-shard-size", a->max_shard_size, "Largest safetensors shard (e.g. 4GB, 500MB)")->capture_default_str();
   app.add_flag("--overwrite", a->overwrite, "Replace DIR if it exists");
   app.add_flag("--json", a->json, "Print a machine-readable summary on stdout");
@@ -134,12 +137,14 @@ Runner add_quantize(CLI::App& app) {
     // As GPTQModel: GAR is an alternative to desc_act, and meaningless with one group.
     qc.act_group_aware = a->act_group_aware && !a->desc_act && a->group_size != -1 && qc.method == quant::Method::kGptq;
     qc.lm_head = a->lm_head;
-    qc.format = quant::format_from_checkpoint(a->format);
     if (!a->dynamic.empty()) qc.dynamic = quant::parse_dynamic(a->dynamic);
+    qc.format = a->format == "auto" ? quant::default_format(qc) : quant::format_from_checkpoint(a->format);
     if (io::is_gguf_path(a->model)) {
       throw Error(ErrorKind::kInvalidArgument, "quantize reads a Hugging Face directory; convert the GGUF first: "
                                                "gptq convert " + a->model + " --out DIR");
     }
+    model::require_model_dir(a->model, qc.method == quant::Method::kGptq ? model::ModelFiles::kConfigAndTokenizer
+                                                                         : model::ModelFiles::kConfig);
     quant::check_quantizable(a->model, qc);
 
     // Everything checkable is checked before the settings are echoed, so a mistake costs
@@ -147,9 +152,7 @@ Runner add_quantize(CLI::App& app) {
     if (qc.method == quant::Method::kGptq && a->calib.empty()) {
       throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration text: --calib FILE");
     }
-    for (const auto& f : a->calib) {
-      if (!std::filesystem::is_regular_file(f)) throw Error(ErrorKind::kIo, "calibration file '" + f + "' does not exist");
-    }
+    quant::precheck_calibration_files({a->calib.begin(), a->calib.end()});
     std::vector<std::string> eval_files = a->eval_tasks;
     if (!a->eval_text.empty()) eval_files.push_back(a->eval_text);
     for (const auto& f : eval_files) {
@@ -157,6 +160,11 @@ Runner add_quantize(CLI::App& app) {
     }
     const model::ModelConfig mc = model::load_config(a->model);
     std::fprintf(stderr, "gptq quantize %s -> %s\n  %s\n", a->model.c_str(), a->out.c_str(), settings_line(qc).c_str());
+    // Settings some loader will not take (a quantized lm_head in transformers, above all:
+    // it fails silently there), one line each.
+    for (const auto& l : quant::loader_support(qc)) {
+      if (!l.loads) std::fprintf(stderr, "gptq: warning: %s %s\n", quant::to_string(l.loader), l.why.c_str());
+    }
 
     quant::CalibSet calib;
     if (qc.method == quant::Method::kGptq) {

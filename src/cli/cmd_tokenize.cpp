@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "model/config.h"
 #include "tokenizer/tokenizer.h"
 
 namespace gptq::cli {
@@ -28,6 +29,7 @@ Runner add_tokenize(CLI::App& app) {
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   app.add_flag("--no-special", a->no_special, "Do not add the template's special tokens (e.g. BOS)");
   return [a, text, decode] {
+    model::require_model_dir(a->model, model::ModelFiles::kTokenizer);
     const auto tk = tok::Tokenizer::load_for_model(a->model);
     if (decode->count() > 0) {
       std::string s = a->decode;

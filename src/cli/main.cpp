@@ -5,6 +5,36 @@
 #include "cli/commands.h"
 #include "core/error.h"
 
+namespace {
+
+// Every command-line mistake is one line on stderr and exit status 2, whatever CLI11's own
+// code for it (105 for a value outside a set, 106 for a missing argument, 109 for an
+// extra one...). The line names the command whose --help lists the flags.
+int parse_failure(const CLI::App& app, const std::map<CLI::App*, gptq::cli::Runner>& runners, int argc,
+                  char** argv, const CLI::ParseError& e) {
+  std::string command;
+  for (const auto& [sub, run] : runners) {
+    if (sub->parsed()) command = sub->get_name();
+  }
+  std::string what = e.what();
+  // CLI11 reports an unknown command (or a flag before any command) as a missing command;
+  // name what was typed instead.
+  if (command.empty() && argc > 1) {
+    std::string names;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    what = std::string(argv[1][0] == '-' ? "unknown option '" : "unknown command '") + argv[1] +
+           "'; the commands are " + names;
+  }
+  const std::string help = command.empty() ? "gptq --help" : "gptq " + command + " --help";
+  std::fprintf(stderr, "gptq: %s: %s (%s lists the options)\n", gptq::to_string(gptq::ErrorKind::kInvalidArgument),
+               what.c_str(), help.c_str());
+  return 2;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"gptq.cpp " GPTQ_VERSION ": quantize Hugging Face models with GPTQ and run them"};
   app.require_subcommand(1);
@@ -27,7 +57,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version arrive here as "errors" with exit code 0; CLI11 prints them.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    return parse_failure(app, runners, argc, argv, e);
   }
   try {
     for (auto& [sub, run] : runners) {

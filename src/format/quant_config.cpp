@@ -152,24 +152,45 @@ QuantizeConfig QuantizeConfig::from_json(const json& j, const std::string& what)
   c.defaults.desc_act = io::json_get_or<bool>(j, "desc_act", false, what);
   c.defaults.sym = io::json_get_or<bool>(j, "sym", true, what);
   c.lm_head = io::json_get_or<bool>(j, "lm_head", false, what);
-  c.static_groups = io::json_get_or<bool>(j, "static_groups", false, what);
-  c.true_sequential = io::json_get_or<bool>(j, "true_sequential", true, what);
-  c.damp_percent = io::json_get_or<double>(j, "damp_percent", 0.05, what);
-  c.damp_auto_increment = io::json_get_or<double>(j, "damp_auto_increment", 0.01, what);
-  if (j.contains("mse") && !j["mse"].is_null()) {
-    if (!j["mse"].is_number() && !j["mse"].is_boolean()) bad(what, "mse must be a number or boolean");
-    c.mse = j["mse"].is_boolean() ? j["mse"].get<bool>() : j["mse"].get<double>() > 0.0;
+  // Settings that only describe how the weights were made: top level (AutoGPTQ, ours),
+  // else meta (GPTQModel), as GPTQModel's own reader looks them up.
+  const json no_meta = json::object();
+  const json& meta = j.contains("meta") && j["meta"].is_object() ? j["meta"] : no_meta;
+  const std::string meta_what = what + " meta";
+  auto made_with = [&](const char* key) -> std::pair<const json&, const std::string&> {
+    if (j.contains(key) && !j[key].is_null()) return {j, what};
+    return {meta, meta_what};
+  };
+  auto flag = [&](const char* key, bool fallback) {
+    const auto [obj, where] = made_with(key);
+    return io::json_get_or<bool>(obj, key, fallback, where);
+  };
+  auto number = [&](const char* key, double fallback) {
+    const auto [obj, where] = made_with(key);
+    return io::json_get_or<double>(obj, key, fallback, where);
+  };
+  c.static_groups = flag("static_groups", false);
+  c.true_sequential = flag("true_sequential", true);
+  c.damp_percent = number("damp_percent", 0.05);
+  c.damp_auto_increment = number("damp_auto_increment", 0.01);
+  if (const auto [obj, where] = made_with("mse"); obj.contains("mse") && !obj["mse"].is_null()) {
+    // GPTQModel: a norm (0.0 = off, e.g. 2.4); older files: a boolean.
+    const json& m = obj["mse"];
+    if (!m.is_number() && !m.is_boolean()) bad(where, "mse must be a number or boolean");
+    c.mse = m.is_boolean() ? m.get<bool>() : m.get<double>() > 0.0;
   }
-  c.act_group_aware = io::json_get_or<bool>(j, "act_group_aware", false, what);
+  c.act_group_aware = flag("act_group_aware", false);
+  // gptq.cpp records RTN runs as meta.method "rtn" (quant_method names the format: "gptq").
+  if (meta.contains("method") && meta["method"] == "rtn") c.method = Method::kRtn;
   // checkpoint_format (optimum, GPTQModel) or format (GPTQModel); v1 when absent.
   std::string fmt = io::json_get_or<std::string>(j, "checkpoint_format", "", what);
   if (fmt.empty()) fmt = io::json_get_or<std::string>(j, "format", "gptq", what);
   c.format = format_from_checkpoint(fmt);
   if (j.contains("dynamic")) c.dynamic = parse_dynamic(j["dynamic"], what);
-  if (j.contains("meta") && j["meta"].is_object()) {
-    const auto& q = j["meta"].value("quantizer", json());
-    if (q.is_string()) c.quantizer = q.get<std::string>();
-    if (q.is_array() && !q.empty() && q[0].is_string()) c.quantizer = q[0].get<std::string>();
+  // A string (ours, older GPTQModel) or a list of them (GPTQModel, optimum).
+  const json& q = meta.contains("quantizer") ? meta["quantizer"] : json();
+  for (const json& v : q.is_array() ? q : json::array({q})) {
+    if (v.is_string()) c.quantizers.push_back(v.get<std::string>());
   }
   try {
     c.validate();
@@ -177,6 +198,24 @@ QuantizeConfig QuantizeConfig::from_json(const json& j, const std::string& what)
     bad(what, e.what());
   }
   return c;
+}
+
+std::vector<ModuleSettings> QuantizeConfig::all_settings() const {
+  std::vector<ModuleSettings> all = {defaults};
+  for (const auto& r : dynamic) {
+    if (r.action == DynamicRule::Action::kSkip) continue;
+    ModuleSettings s = defaults;
+    apply_overrides(s, r.overrides, "dynamic rule \"" + r.key + "\"");
+    all.push_back(s);
+  }
+  return all;
+}
+
+Format default_format(const QuantizeConfig& c) {
+  for (const ModuleSettings& s : c.all_settings()) {
+    if (!s.sym) return Format::kV2;
+  }
+  return Format::kV1;
 }
 
 std::optional<QuantizeConfig> read_quantize_config(const std::filesystem::path& dir) {

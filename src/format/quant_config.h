@@ -49,9 +49,11 @@ struct QuantizeConfig {
   bool mse = false;              // MSE clipping search (GPTQModel's mse; grid 100, maxshrink 0.8, norm 2.4)
   bool act_group_aware = false;  // GAR
   bool lm_head = false;
-  Format format = Format::kV1;   // checkpoint_format "gptq" (v1) or "gptq_v2"
+  Format format = Format::kV1;   // checkpoint_format "gptq" (v1) or "gptq_v2"; see default_format
   std::vector<DynamicRule> dynamic;
-  std::string quantizer = "";    // meta.quantizer as read ("gptq.cpp:0.1.0", "gptqmodel:2.0.0"...)
+  // meta.quantizer as read, "tool:version" each: {"gptq.cpp:0.1.0"}, {"gptqmodel:7.6.0"},
+  // {"optimum:2.3.0", "gptqmodel:7.6.0"}. Written as "gptq.cpp:" + to_json's version.
+  std::vector<std::string> quantizers;
 
   // The settings for a module ("model.layers.0.self_attn.q_proj"), or nullopt when a
   // "-:" rule excludes it. Throws kFormat for a bad pattern or override.
@@ -63,8 +65,22 @@ struct QuantizeConfig {
   // quantization_config as transformers / optimum / vLLM / GPTQModel read it.
   nlohmann::ordered_json to_json(const std::string& quantizer_version) const;
   // From a quantization_config object; `what` names the file for errors (kFormat).
+  // Settings that do not take part in inference (damp_percent, damp_auto_increment,
+  // static_groups, true_sequential, mse, act_group_aware) are read at the top level, or
+  // else under "meta", where GPTQModel keeps them.
   static QuantizeConfig from_json(const nlohmann::ordered_json& j, const std::string& what);
+
+  // The settings of every kind of module: the defaults and each override rule applied
+  // to them (which modules a rule matches depends on the model).
+  std::vector<ModuleSettings> all_settings() const;
 };
+
+// The checkpoint format written unless the user chooses one: v1 ("gptq") while every
+// module is symmetric, since every GPTQ reader takes it; v2 ("gptq_v2") as soon as one
+// is asymmetric, because GPTQModel refuses asymmetric v1 checkpoints not written by
+// itself (its loader checks meta.quantizer) and v1 cannot store a zero point of 0 (see
+// QuantizerConfig::min_zero). The loaders' verdicts are in format/loader_support.h.
+Format default_format(const QuantizeConfig& c);
 
 // Parses --dynamic: a JSON object given inline or a path to a JSON file holding one.
 std::vector<DynamicRule> parse_dynamic(const std::string& inline_json_or_path);

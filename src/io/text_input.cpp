@@ -46,13 +46,33 @@ std::string read_gzip(const std::filesystem::path& p, uint64_t limit, std::strin
   return text;
 }
 
-}  // namespace
-
-std::string read_text_input(const std::filesystem::path& p, uint64_t limit, std::string_view what) {
+void require_regular_file(const std::filesystem::path& p, std::string_view what) {
   std::error_code ec;
   const auto st = std::filesystem::status(p, ec);
   if (!std::filesystem::exists(st)) throw Error(ErrorKind::kIo, named(what, p) + " does not exist");
   if (!std::filesystem::is_regular_file(st)) throw Error(ErrorKind::kIo, named(what, p) + " is not a regular file");
+}
+
+}  // namespace
+
+TextHead read_text_input_head(const std::filesystem::path& p, std::size_t max_bytes, std::string_view what) {
+  require_regular_file(p, what);
+  // zlib reads a file that is not gzip as it is (gzdirect), so one reader serves both.
+  std::unique_ptr<gzFile_s, GzCloser> f(gzopen(p.c_str(), "rb"));
+  if (!f) throw Error(ErrorKind::kIo, "cannot open " + named(what, p));
+  TextHead head;
+  head.bytes.resize(max_bytes);
+  const int n = gzread(f.get(), head.bytes.data(), static_cast<unsigned>(max_bytes));
+  if (n < 0) throw Error(ErrorKind::kFormat, named(what, p) + ": corrupt gzip data");
+  head.bytes.resize(static_cast<std::size_t>(n));
+  head.gzip = gzdirect(f.get()) == 0;
+  head.whole = head.bytes.size() < max_bytes;
+  return head;
+}
+
+std::string read_text_input(const std::filesystem::path& p, uint64_t limit, std::string_view what) {
+  require_regular_file(p, what);
+  std::error_code ec;
 
   std::ifstream in(p, std::ios::binary);
   if (!in) throw Error(ErrorKind::kIo, "cannot open " + named(what, p));

@@ -15,6 +15,15 @@ namespace gptq::io {
 // kInvalidArgument (more than `limit` bytes of text).
 std::string read_text_input(const std::filesystem::path& p, uint64_t limit, std::string_view what);
 
+// The first `max_bytes` bytes of the same text (decompressed if gzip; the byte-order mark
+// kept), for judging an input before reading it whole. Throws as read_text_input does.
+struct TextHead {
+  std::string bytes;
+  bool gzip = false;  // the file is gzip and `bytes` are decompressed
+  bool whole = true;  // `bytes` hold all of the text (fewer than max_bytes)
+};
+TextHead read_text_input_head(const std::filesystem::path& p, std::size_t max_bytes, std::string_view what);
+
 inline bool is_blank(std::string_view line) {
   return line.find_first_not_of(" \t\r\f\v") == std::string_view::npos;
 }

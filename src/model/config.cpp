@@ -177,7 +177,36 @@ ModelConfig config_from_json(const Json& j, const Json& gen, const fs::path& fil
 
 }  // namespace
 
+void require_model_dir(const fs::path& model, ModelFiles need) {
+  // Appended, not "'" + model.string(): GCC 12 reports a false -Wrestrict inside
+  // operator+(const char*, std::string&&) at -O3.
+  std::string quoted = "'";
+  quoted += model.string();
+  quoted += '\'';
+  const bool gguf = io::is_gguf_path(model);
+  std::error_code ec;
+  const fs::file_status st = fs::status(model, ec);
+  if (!fs::exists(st)) {
+    throw Error(ErrorKind::kIo, (gguf ? "model file " : "model directory ") + quoted + " does not exist");
+  }
+  if (gguf && fs::is_regular_file(st)) return;  // its metadata holds the config and the tokenizer
+  if (!fs::is_directory(st)) {
+    throw Error(ErrorKind::kIo, quoted + " is not a directory; a model is a Hugging Face checkpoint directory "
+                                         "(config.json, tokenizer.json, *.safetensors) or a .gguf file");
+  }
+  const bool config = need != ModelFiles::kTokenizer;
+  const bool tokenizer = need != ModelFiles::kConfig;
+  if (config && !fs::exists(model / "config.json")) {
+    throw Error(ErrorKind::kIo, quoted + " is not a model directory: it has no config.json");
+  }
+  if (tokenizer && !fs::exists(model / "tokenizer.json")) {
+    throw Error(ErrorKind::kIo, quoted + " has no tokenizer.json (the Hugging Face fast-tokenizer file this "
+                                         "command needs)");
+  }
+}
+
 ModelConfig load_config(const fs::path& dir) {
+  require_model_dir(dir, ModelFiles::kConfig);
   if (io::is_gguf_path(dir)) {
     const io::GgufFile f(dir);
     // The GGUF's metadata, mapped as transformers maps it, then read like a config.json.
@@ -186,7 +215,6 @@ ModelConfig load_config(const fs::path& dir) {
     return config_from_json(j, g, dir, dir.string());
   }
   const fs::path file = dir / "config.json";
-  if (!fs::exists(file)) throw Error(ErrorKind::kIo, dir.string() + ": no config.json");
   const fs::path gen = dir / "generation_config.json";
   return config_from_json(io::read_json_file(file), fs::exists(gen) ? io::read_json_file(gen) : Json(), file,
                           gen.string());

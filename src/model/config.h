@@ -47,8 +47,23 @@ struct ModelConfig {
   int32_t bos_id = -1;
 };
 
-// Reads dir/config.json and, if present, dir/generation_config.json -- or, for a .gguf
-// file, the configuration its metadata describes (io/gguf_hf.h). Anything not
+// Which files a command needs from a model: a Hugging Face checkpoint directory, or a
+// .gguf file (which holds its configuration and tokenizer itself).
+enum class ModelFiles {
+  kConfig,              // config.json (info, RTN quantization)
+  kTokenizer,           // tokenizer.json (tokenize)
+  kConfigAndTokenizer,  // both (generate, ppl, GPTQ quantization)
+};
+
+// Checks, before anything in it is read, that `model` exists and is a .gguf file or a
+// directory holding the files `need` names; throws kIo saying which of these fails
+// ("model directory '/nope' does not exist", "'/x' is not a model directory: it has no
+// config.json").
+void require_model_dir(const std::filesystem::path& model, ModelFiles need);
+
+// Reads dir/config.json (after require_model_dir(dir, kConfig)) and, if present,
+// dir/generation_config.json -- or, for a .gguf file, the configuration its metadata
+// describes (io/gguf_hf.h). Anything not
 // supported (architecture, activation, rope type, sliding window in use...) throws
 // gptq::Error(kUnsupported) naming it.
 ModelConfig load_config(const std::filesystem::path& dir);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdio>
 #include <fstream>
 #include <limits>
 #include <memory>
@@ -13,11 +14,65 @@
 
 #include "core/error.h"
 #include "io/text_input.h"
+#include "tokenizer/utf8.h"
 
 namespace gptq::quant {
 namespace {
 
 using Json = nlohmann::json;
+
+// More invalid UTF-8 than this fraction of the bytes and the input is not taken for text.
+// English in a legacy 8-bit encoding stays below it (the World English Bible written as
+// Windows-1252, its curly quotes and dashes invalid: 0.65%), and such stray bytes still
+// tokenize losslessly through byte fallback. Binary data lies far above (random bytes:
+// 43%), as does most non-English text in a legacy encoding, which is better converted
+// than calibrated on as byte tokens.
+constexpr double kMaxInvalidUtf8 = 0.01;
+
+// How much of a file precheck_calibration_files reads: enough for the fraction above to
+// mean something (1% of it is 655 bytes), little enough to cost nothing. A character cut
+// by the end of the window counts as up to 3 invalid bytes, nothing against those 655.
+constexpr size_t kPrecheckBytes = 64 * 1024;
+
+// Appended, not "'" + p.string() + "'": GCC 12 reports a false -Wrestrict inside
+// operator+(const char*, std::string&&) at -O3 (as in model/config.cpp).
+std::string quoted(const std::filesystem::path& p) {
+  std::string q = "'";
+  q += p.string();
+  q += '\'';
+  return q;
+}
+
+// Refuses bytes that are not text, naming what was found. `what` names the file (and says
+// when the bytes are a decompressed or partial view of it).
+void check_is_text(std::string_view bytes, const std::string& what) {
+  if (bytes.starts_with("PAR1")) {
+    throw Error(ErrorKind::kFormat, what + " is a Parquet file (it starts with PAR1), which gptq.cpp does not read; "
+                                           "export its text column as JSONL (one {\"text\": ...} object per line) "
+                                           "or as plain text");
+  }
+  if (const size_t nul = bytes.find('\0'); nul != std::string_view::npos) {
+    const auto count = std::count(bytes.begin(), bytes.end(), '\0');
+    throw Error(ErrorKind::kFormat, what + " is not text: it holds " + std::to_string(count) +
+                                        " NUL bytes, the first at byte " + std::to_string(nul) +
+                                        " (binary data, or UTF-16 text: convert that to UTF-8)");
+  }
+  size_t invalid = 0, first = 0;
+  for (size_t pos = 0; pos < bytes.size();) {
+    const tok::utf8::Char c = tok::utf8::decode(bytes, pos);
+    if (c.cp == tok::utf8::kInvalid && invalid++ == 0) first = pos;
+    pos += c.len;
+  }
+  if (double(invalid) > kMaxInvalidUtf8 * double(bytes.size())) {
+    char pct[32];
+    std::snprintf(pct, sizeof pct, "%.1f%%", 100.0 * double(invalid) / double(bytes.size()));
+    throw Error(ErrorKind::kFormat, what + " is not UTF-8 text: " + std::to_string(invalid) + " of its " +
+                                        std::to_string(bytes.size()) + " bytes (" + pct +
+                                        ") are not valid UTF-8, the first at byte " + std::to_string(first) +
+                                        "; at most 1% is taken for stray bytes in text (binary data? another "
+                                        "encoding? convert it with iconv -t UTF-8)");
+  }
+}
 
 // One document per record: the string field `field`. Empty texts carry nothing to
 // calibrate on and are dropped.
@@ -68,6 +123,7 @@ std::vector<std::string> plain_documents(std::string_view text) {
 
 std::vector<std::string> read_documents(const std::filesystem::path& p, const CalibOptions& o) {
   const std::string text = io::read_text_input(p, o.max_text_bytes, "calibration file");
+  check_is_text(text, "calibration file " + quoted(p));
   const size_t first = text.find_first_not_of(" \t\r\n\f\v");
   if (first != std::string::npos && text[first] == '{') return jsonl_documents(text, p, o.jsonl_field);
   return plain_documents(text);
@@ -172,6 +228,15 @@ void load_documents(const tok::Tokenizer& tk, const CalibOptions& o, CalibSet& s
 }
 
 }  // namespace
+
+void precheck_calibration_files(const std::vector<std::filesystem::path>& files) {
+  for (const auto& p : files) {
+    const io::TextHead head = io::read_text_input_head(p, kPrecheckBytes, "calibration file");
+    const char* view = head.gzip ? (head.whole ? " (decompressed)" : " (its first 64 KiB, decompressed)")
+                                 : (head.whole ? "" : " (its first 64 KiB)");
+    check_is_text(head.bytes, "calibration file " + quoted(p) + view);
+  }
+}
 
 std::string CalibSet::describe() const {
   const std::string source = plural(files, "file") + ", " + plural(documents, "document");

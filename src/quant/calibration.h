@@ -8,6 +8,9 @@
 //                       shard layout c4-train.00001-of-01024.json.gz: "text",
 //                       "timestamp", "url"); blank lines are skipped;
 //   plain text          documents are separated by one or more blank lines.
+// Input that is not text is refused with what was found: a Parquet file (magic PAR1), any
+// NUL byte (binary data, UTF-16), or more than 1% of the bytes not valid UTF-8 (the
+// threshold's reasoning is beside kMaxInvalidUtf8 in calibration.cpp).
 //
 // Two ways to cut samples, both deterministic for a given seed on every platform
 // (std::mt19937_64 is fully specified; the draws from it are our own):
@@ -72,5 +75,10 @@ struct CalibSet {
 // kInvalidArgument (bad options, a file over max_text_bytes, or too little text for the
 // requested samples, with the counts).
 CalibSet load_calibration(const tok::Tokenizer& tk, const CalibOptions& o);
+
+// The same refusals for missing files and non-text input, judged on each file's first 64 KiB
+// (decompressed, for gzip): lets a caller fail before starting work. load_calibration
+// still judges every file whole.
+void precheck_calibration_files(const std::vector<std::filesystem::path>& files);
 
 }  // namespace gptq::quant

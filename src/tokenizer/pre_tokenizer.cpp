@@ -157,8 +157,11 @@ class ByteLevel final : public PreTokenizer {
   }
   void pre_tokenize(std::vector<Piece>& pieces) const override {
     if (add_prefix_space_) {
+      // One char through insert(iterator, char): GCC 12 at -O3 reports a false -Wrestrict
+      // overlap inside std::string::insert(0, " ") (memcpy of the inserted C string, GCC
+      // bug 105329); the single-character overload takes a path without that memcpy.
       for (Piece& piece : pieces) {
-        if (piece.text.empty() || piece.text.front() != ' ') piece.text.insert(0, " ");
+        if (piece.text.empty() || piece.text.front() != ' ') piece.text.insert(piece.text.begin(), ' ');
       }
     }
     if (regex_) split_pieces(pieces, *regex_, Behavior::kIsolated, false);
