@@ -201,6 +201,7 @@ TEST(Tokenizer, HostileFilesFailCleanly) {
 
 TEST(Tokenizer, EmmaSpeed) {
   const Tokenizer tok = stories();
+  GPTQ_REQUIRE_SHARED(gptq::test::shared_dir() / "data" / "austen");
   const std::string text = read_file(gptq::test::shared_dir() / "data" / "austen" / "emma.txt");
   ASSERT_GT(text.size(), 800'000u);
   const auto start = std::chrono::steady_clock::now();
