@@ -41,6 +41,9 @@ struct Target {
   DType act;
 };
 
+// So that gtest prints "cuda:0 F16", not the struct's bytes.
+void PrintTo(const Target& t, std::ostream* os) { *os << t.spec << " " << dtype_name(t.act); }
+
 std::string target_name(const testing::TestParamInfo<Target>& info) {
   std::string s = info.param.spec + "_" + std::string(dtype_name(info.param.act));
   for (char& ch : s) {
