@@ -21,6 +21,10 @@ namespace {
 using cpu::CpuLinear;
 using cpu::DenseLinear;
 
+// Work (multiply-adds, exps) below which an op stays on one thread: a parallel region
+// costs microseconds, and on a loaded machine a fork waits for a descheduled thread.
+constexpr int64_t kParallelWork = int64_t(1) << 18;
+
 // Shapes are the caller's contract: a mismatch is a bug in gptq.cpp, not bad input.
 void check(bool ok, const char* what) { GPTQ_CHECK(ok, std::string("cpu backend: ") + what); }
 
@@ -155,7 +159,8 @@ class CpuBackend final : public Backend {
     const float *qd = f32(q), *kcd = f32(kc), *vcd = f32(vc);
     float* od = f32(out);
     const float scale = float(1.0 / std::sqrt(double(d)));
-#pragma omp parallel
+    // A decode step over a short cache is a few thousand multiply-adds: one thread.
+#pragma omp parallel if (T * a.heads * (last + 1) * d >= kParallelWork)
     {
       std::vector<float> scores(std::size_t(last + 1));
 #pragma omp for collapse(2) schedule(dynamic, 4)
@@ -235,7 +240,7 @@ class CpuBackend final : public Backend {
     const int32_t* tg = i32(targets);
     float* out = f32(nll);
     // exp in fp32 (arguments are <= 0, each term accurate to an ulp), sums in fp64.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * vocab >= kParallelWork)
     for (int64_t t = 0; t < T; ++t) {
       const float* row = ld + t * logits.stride;
       check(tg[t] >= 0 && tg[t] < vocab, "token_nll target outside the vocabulary");

@@ -14,6 +14,11 @@ namespace {
 // Rows of W widened per tile: 64 rows x K floats (e.g. 64 x 4096 x 4 B = 1 MiB) stays in
 // L2 while sgemm reads it M times.
 constexpr int64_t kTileRows = 64;
+// Below this many multiply-adds a product runs on one thread: forking the team costs
+// more than it saves, and on a loaded machine every fork waits for a descheduled thread
+// (stories15M's 768 x 288 decode products, 0.2 M MACs each, ran 10-20x slower in eval
+// with two threads and a competing process).
+constexpr int64_t kParallelMacs = int64_t(1) << 22;
 }  // namespace
 
 DenseLinear::DenseLinear(const io::TensorView& w, const io::TensorView* bias)
@@ -63,7 +68,7 @@ void DenseLinear::forward(const float* x, int64_t M, int64_t ldx, float* y, int6
     // One parallel region: each thread widens its tiles of W and multiplies them with
     // single-threaded BLAS (OpenBLAS runs serially inside an OpenMP region).
     const int64_t tiles = (out_ + kTileRows - 1) / kTileRows;
-#pragma omp parallel
+#pragma omp parallel if (M * out_ * in_ >= kParallelMacs)
     {
       std::vector<float> tile(std::size_t(kTileRows * in_));
 #pragma omp for schedule(static)
