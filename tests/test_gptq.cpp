@@ -331,7 +331,9 @@ TEST_P(GptqBeatsRtn, LowerOutputLoss) {
 INSTANTIATE_TEST_SUITE_P(BitsAndGroups, GptqBeatsRtn,
                          ::testing::Values(BitsGroup{2, 32}, BitsGroup{2, -1}, BitsGroup{3, 32},
                                            BitsGroup{3, -1}, BitsGroup{4, 32}, BitsGroup{4, -1},
-                                           BitsGroup{8, 32}, BitsGroup{8, -1}),
+                                           BitsGroup{8, 32}, BitsGroup{8, -1},
+                                           // 256 = 2·96 + 64: a partial last group
+                                           BitsGroup{4, 96}),
                          [](const auto& info) {
                            return "b" + std::to_string(info.param.bits) + "_g" +
                                   (info.param.group < 0 ? std::string("all")
@@ -345,7 +347,7 @@ TEST(Gptq, IdentityHessianEqualsRtn) {
   const std::vector<float> W = gaussian(size_t(N * K), 21, 0.1f);
   std::vector<double> I(size_t(K * K), 0.0);
   for (int64_t k = 0; k < K; ++k) I[k * K + k] = 1.0;
-  for (int group : {32, -1}) {
+  for (int group : {32, 48, -1}) {  // 128 = 2·48 + 32: a partial last group
     for (bool sym : {false, true}) {
       for (ActOrder order : {ActOrder::kNone, ActOrder::kDescAct, ActOrder::kGroupAware}) {
         for (double damp : {0.0, 0.05}) {
@@ -437,6 +439,99 @@ TEST(Gptq, GroupAwareReorderingKeepsMonotoneGroups) {
   EXPECT_LT(output_loss(L, g), 1.2 * output_loss(L, n));
 }
 
+// ---------------------------------------------------------------- partial last group
+// K = 576 at group size 128, SmolLM2's hidden size: G = 5, the last group 64 wide.
+
+constexpr int64_t kPartialK = 576, kPartialGroup = 128;
+
+// GPTQModel's visiting order, written here from its description (gptq.py, gar.py):
+// desc_act sorts every column by diag(H) descending; GAR sorts each whole group's columns
+// so, orders the whole groups by their largest diag(H), and appends the columns of the
+// partial group in natural order (extend_perm_with_tail). Sorts stable, as ours.
+std::vector<int64_t> gptqmodel_order(const Layer& L, ActOrder order, int64_t gs) {
+  if (order == ActOrder::kDescAct) return diag_order(L);
+  const auto diag = [&](int64_t k) { return L.H[k * L.K + k]; };
+  const int64_t whole = L.K / gs;
+  std::vector<std::vector<int64_t>> groups(static_cast<size_t>(whole));
+  for (int64_t g = 0; g < whole; ++g) {
+    for (int64_t k = g * gs; k < (g + 1) * gs; ++k) groups[g].push_back(k);
+    std::stable_sort(groups[g].begin(), groups[g].end(), [&](int64_t a, int64_t b) { return diag(a) > diag(b); });
+  }
+  std::stable_sort(groups.begin(), groups.end(),
+                   [&](const auto& a, const auto& b) { return diag(a.front()) > diag(b.front()); });
+  std::vector<int64_t> perm;
+  for (const auto& g : groups) perm.insert(perm.end(), g.begin(), g.end());
+  for (int64_t k = whole * gs; k < L.K; ++k) perm.push_back(k);
+  return perm;
+}
+
+// An act order is plain GPTQ on the permuted problem (W[:, perm], H[perm][:, perm]), its
+// codes and groups mapped back. Bit for bit: with damp_percent 0, λ = 0 whatever order
+// diag(H) is summed in, and both runs then factorise the same matrix. A wrong order, a
+// partial group reordered or given the wrong width, or a misplaced group fails it.
+TEST(Gptq, PartialLastGroupFollowsGPTQModelOrder) {
+  const Layer L = make_layer(24, kPartialK, 768, 31);
+  const int64_t K = L.K, N = L.N, gs = kPartialGroup;
+  for (ActOrder order : {ActOrder::kDescAct, ActOrder::kGroupAware}) {
+    SCOPED_TRACE(order == ActOrder::kDescAct ? "desc_act" : "group-aware");
+    GptqOptions o = options(4, int(gs));
+    o.damp_percent = 0.0;
+    o.act_order = order;
+    GptqStats s;
+    const QuantizedLinear a = gptq_quantize(L.W.data(), N, K, L.H.data(), o, &s);
+    ASSERT_EQ(s.retries, 0);
+    ASSERT_EQ(a.num_groups(), 5);
+    expect_valid(a);
+    expect_loss_invariant(L, a, s);
+
+    const std::vector<int64_t> perm = gptqmodel_order(L, order, gs);
+    std::vector<float> Wp(L.W.size());
+    std::vector<double> Hp(L.H.size());
+    for (int64_t j = 0; j < K; ++j) {
+      for (int64_t n = 0; n < N; ++n) Wp[n * K + j] = L.W[n * K + perm[j]];
+      for (int64_t i = 0; i < K; ++i) Hp[j * K + i] = L.H[perm[j] * K + perm[i]];
+    }
+    o.act_order = ActOrder::kNone;
+    const QuantizedLinear b = gptq_quantize(Wp.data(), N, K, Hp.data(), o, nullptr);
+    for (int64_t j = 0; j < K; ++j) {
+      // desc_act groups columns by visiting position; GAR keeps each in its own group.
+      const int64_t ga = order == ActOrder::kDescAct ? j / gs : perm[j] / gs;
+      ASSERT_EQ(a.g_idx[perm[j]], ga) << "j=" << j;
+      for (int64_t n = 0; n < N; ++n) {
+        ASSERT_EQ(a.q[n * K + perm[j]], b.q[n * K + j]) << "n=" << n << " j=" << j;
+        ASSERT_EQ(a.scales[ga * N + n], b.scales[j / gs * N + n]) << "n=" << n << " j=" << j;
+        ASSERT_EQ(a.zeros[ga * N + n], b.zeros[j / gs * N + n]) << "n=" << n << " j=" << j;
+      }
+    }
+  }
+}
+
+// The partial group's (scale, zero) come from its 64 columns alone: RTN's, and GPTQ's
+// with static groups (computed before any error feedback) under every order.
+TEST(Gptq, PartialLastGroupParamsCoverOnlyItsColumns) {
+  const Layer L = make_layer(16, kPartialK, 768, 32);
+  const int64_t K = L.K, N = L.N, last = K / kPartialGroup * kPartialGroup;
+  const auto expect_last_group = [&](const QuantizedLinear& q, const QuantizerConfig& qc) {
+    ASSERT_EQ(q.num_groups(), 5);
+    for (int64_t k = 0; k < K; ++k) ASSERT_EQ(q.g_idx[k], k / kPartialGroup);
+    for (int64_t n = 0; n < N; ++n) {
+      const RowParams p = find_row_params(L.W.data() + n * K + last, K - last, qc);
+      EXPECT_EQ(q.scales[4 * N + n], p.scale) << "n=" << n;
+      EXPECT_EQ(q.zeros[4 * N + n], p.zero) << "n=" << n;
+    }
+  };
+  GptqOptions o = options(3, int(kPartialGroup));
+  expect_last_group(rtn_quantize(L.W.data(), N, K, rtn_options(o)), o.quant);
+  o.static_groups = true;
+  for (ActOrder order : {ActOrder::kNone, ActOrder::kDescAct, ActOrder::kGroupAware}) {
+    o.act_order = order;
+    GptqStats s;
+    const QuantizedLinear g = gptq_quantize(L.W.data(), N, K, L.H.data(), o, &s);
+    expect_last_group(g, o.quant);
+    expect_loss_invariant(L, g, s);
+  }
+}
+
 TEST(Gptq, BlockSizeDoesNotChangeTheSolution) {
   const Layer L = make_layer(16, 192, 512, 12);
   GptqOptions o = options(4, 64);
@@ -524,20 +619,19 @@ TEST(Gptq, InvalidArguments) {
   std::vector<double> H(size_t(K * K), 0.0);
   for (int64_t k = 0; k < K; ++k) H[k * K + k] = 1.0;
   try {
-    gptq_quantize(W.data(), N, K, H.data(), options(4, 48), nullptr);
+    gptq_quantize(W.data(), N, K, H.data(), options(4, -2), nullptr);
     FAIL() << "no exception";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
     const std::string m = e.what();
-    EXPECT_NE(m.find("48"), std::string::npos) << m;
-    EXPECT_NE(m.find("128"), std::string::npos) << m;
+    EXPECT_NE(m.find("group_size must be -1 or positive, got -2"), std::string::npos) << m;
   }
   EXPECT_THROW(gptq_quantize(W.data(), N, K, H.data(), options(4, 0), nullptr), Error);
   EXPECT_THROW(gptq_quantize(W.data(), N, K, H.data(), options(5, 32), nullptr), Error);
   GptqOptions bad_damp = options(4, 32);
   bad_damp.damp_percent = 1.0;
   EXPECT_THROW(gptq_quantize(W.data(), N, K, H.data(), bad_damp, nullptr), Error);
-  EXPECT_THROW(rtn_quantize(W.data(), N, K, {.quant = {.bits = 4}, .group_size = 48}), Error);
+  EXPECT_THROW(rtn_quantize(W.data(), N, K, {.quant = {.bits = 4}, .group_size = 0}), Error);
 }
 
 // ---------------------------------------------------------------- dead columns

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <numeric>
 #include <random>
@@ -101,6 +102,47 @@ TEST(Packing, RoundTripAllBitsSymmetryFormatsAndEdgeSizes) {
       }
     }
   }
+}
+
+// K = 576 (SmolLM2's hidden size) with group size 128: four whole groups and a partial
+// fifth of 64 columns. GPTQModel (gptqmodel/nn_modules/qlinear/__init__.py,
+// PackedGroupedQuantLinear's buffers) stores such a layer as
+//   qweight [ceil(K*bits/32), N], qzeros [ceil(K/g), ceil(N*bits/32)],
+//   scales [ceil(K/g), N] fp16, g_idx [K] = k // g,
+// and its packer needs K % 32 == 0 (576 = 18·32). The shapes below are those numbers
+// worked out by hand, not our helpers.
+TEST(Packing, PartialLastGroupHasGPTQModelShapes) {
+  struct Shapes {
+    int bits;
+    int64_t qweight_rows, qzeros_cols;  // 576*bits/32, 96*bits/32
+  };
+  uint32_t seed = 40;
+  for (const Shapes& want : {Shapes{2, 36, 6}, Shapes{3, 54, 9}, Shapes{4, 72, 12}, Shapes{8, 144, 24}}) {
+    for (bool act_order : {false, true}) {
+      SCOPED_TRACE("bits=" + std::to_string(want.bits) + " act_order=" + std::to_string(act_order));
+      const auto q = random_layer(want.bits, 576, 96, 128, false, act_order, true, seed++);
+      ASSERT_EQ(q.num_groups(), 5);
+      const PackedLinear p = pack(q, Format::kV1);
+      EXPECT_EQ(p.qweight_shape, (std::array<int64_t, 2>{want.qweight_rows, 96}));
+      EXPECT_EQ(p.qzeros_shape, (std::array<int64_t, 2>{5, want.qzeros_cols}));
+      EXPECT_EQ(p.scales_shape, (std::array<int64_t, 2>{5, 96}));
+      ASSERT_EQ(p.g_idx.size(), 576u);
+      std::vector<int> members(5, 0);
+      for (int64_t k = 0; k < 576; ++k) {
+        if (!act_order) {
+          EXPECT_EQ(p.g_idx[k], k / 128) << "k=" << k;
+        }
+        ++members[std::size_t(p.g_idx[k])];
+      }
+      EXPECT_EQ(members, (std::vector<int>{128, 128, 128, 128, 64}));
+      expect_same(unpack(p, Format::kV1), q);
+    }
+  }
+  // floor(K/g) = 4 rows, what a packer that ignored the partial group would write, is refused.
+  PackedLinear p = pack(random_layer(4, 576, 96, 128, false, false, false, 50), Format::kV2);
+  p.scales_shape = {4, 96};
+  p.scales.resize(4 * 96);
+  expect_error([&] { validate(p); }, ErrorKind::kFormat, "scales has shape [4, 96], expected [5, 96]");
 }
 
 TEST(Packing, V1StoresZeroMinusOneWrappingInBits) {

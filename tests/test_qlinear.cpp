@@ -169,6 +169,8 @@ TEST(QLinear, AllPathsMatchReference) {
           {bits, 288, 77, 32, act_order, false, true},
           {bits, 256, 300, 64, act_order, true, true},
           {bits, 96, 19, 48, act_order, false, false},
+          // SmolLM2's K = 576 at group 128: four whole groups and a partial one of 64.
+          {bits, 576, 41, 128, act_order, false, true},
       };
       for (const Case& c : cases) {
         for (int64_t M : {1, 2, 3, 4, 5, 64}) check_case(c, M, seed++);

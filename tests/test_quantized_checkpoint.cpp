@@ -207,11 +207,11 @@ TEST_F(Hostile, MalformedQuantizationConfig) {
                     "missing field \"bits\"");
 }
 
-TEST(QuantizeCheck, GroupSizeMustDivideInFeatures) {
+TEST(QuantizeCheck, InFeaturesMustFitThePacking) {
   quant::QuantizeConfig c;
-  c.defaults.group_size = 100;
-  expect_error([&] { quant::check_quantizable(test::stories15m_dir(), c); },
-               "model.layers.0.self_attn.q_proj: group size 100 does not divide in_features 288");
+  // A group size that does not divide K (288 = 2·128 + 32) is a partial last group.
+  c.defaults.group_size = 128;
+  EXPECT_NO_THROW(quant::check_quantizable(test::stories15m_dir(), c));
   c.defaults = {.bits = 3, .group_size = -1};
   // llama-bias-untied has in_features 48: not a multiple of the 32 values 3-bit words hold.
   expect_error([&] { quant::check_quantizable(test::fixtures_dir() / "arch" / "llama-bias-untied", c); },

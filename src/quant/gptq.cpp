@@ -25,10 +25,9 @@ void validate(const float* W, int64_t N, int64_t K, const double* H, const GptqO
     throw Error(ErrorKind::kInvalidArgument, at + "bad shape N=" + std::to_string(N) +
                                                  " K=" + std::to_string(K));
   }
-  if (!(o.group_size == -1 || (o.group_size > 0 && K % o.group_size == 0))) {
+  if (!(o.group_size == -1 || o.group_size > 0)) {
     throw Error(ErrorKind::kInvalidArgument,
-                at + "group_size must be -1 or a divisor of in_features; group_size=" +
-                    std::to_string(o.group_size) + ", in_features=" + std::to_string(K));
+                at + "group_size must be -1 or positive, got " + std::to_string(o.group_size));
   }
   if (o.block_size <= 0) {
     throw Error(ErrorKind::kInvalidArgument,
@@ -48,9 +47,10 @@ void validate(const float* W, int64_t N, int64_t K, const double* H, const GptqO
   }
 }
 
-// perm[j] = the original column visited j-th. gs: the group width (K when ungrouped).
-// Sorts are stable so ties (e.g. H ∝ I) keep the natural order and results are
-// reproducible; torch's argsort leaves ties unspecified.
+// perm[j] = the original column visited j-th. gs: the group width (K when ungrouped);
+// the last group is partial when gs does not divide K. Sorts are stable so ties
+// (e.g. H ∝ I) keep the natural order and results are reproducible; torch's argsort
+// leaves ties unspecified.
 std::vector<int64_t> column_order(const std::vector<double>& diag, ActOrder order, int64_t gs) {
   const int64_t K = int64_t(diag.size());
   std::vector<int64_t> perm(static_cast<size_t>(K));
@@ -66,7 +66,9 @@ std::vector<int64_t> column_order(const std::vector<double>& diag, ActOrder orde
       // GPTQModel gar.py: compute_local_perms (each group's columns by diag(H)
       // descending), compute_global_perm with its default metric "max" (groups by their
       // largest diag(H), descending, stable), compose_final_perm (concatenate the
-      // groups' local orders in the global order).
+      // groups' local orders in the global order). Only the K / gs whole groups are
+      // reordered; a partial last group stays last, in natural order
+      // (extend_perm_with_tail).
       const int64_t G = K / gs;
       std::vector<double> score(static_cast<size_t>(G));
       for (int64_t g = 0; g < G; ++g) {
@@ -221,11 +223,12 @@ QuantizedLinear gptq_quantize(const float* W, int64_t N, int64_t K, const double
 #pragma omp for schedule(static)
       for (int64_t n = 0; n < N; ++n) {
         for (int64_t g = 0; g < G; ++g) {
-          for (int64_t t = 0; t < gs; ++t) {
+          const int64_t width = std::min(gs, K - g * gs);  // the last group may be partial
+          for (int64_t t = 0; t < width; ++t) {
             const int64_t k = g * gs + t;
             slice[t] = dead[k] ? 0.0f : W[n * K + k];
           }
-          const RowParams p = find_row_params(slice.data(), gs, qc);
+          const RowParams p = find_row_params(slice.data(), width, qc);
           out.scales[g * N + n] = p.scale;
           out.zeros[g * N + n] = p.zero;
         }
@@ -283,8 +286,9 @@ QuantizedLinear gptq_quantize(const float* W, int64_t N, int64_t K, const double
         if (dynamic && j % gs == 0) {
           // As the reference, a group's range is taken from Wp, i.e. the weights as of
           // the start of this block (in-block feedback lives in W1 only). With
-          // group_size a multiple of block_size the two coincide.
-          const RowParams p = find_row_params(wrow + j, gs, qc);
+          // group_size a multiple of block_size the two coincide. The last group
+          // visited is partial when gs does not divide K.
+          const RowParams p = find_row_params(wrow + j, std::min(gs, K - j), qc);
           out.scales[g * N + n] = p.scale;
           out.zeros[g * N + n] = p.zero;
         }

@@ -38,7 +38,7 @@ enum class ActOrder {
 
 struct GptqOptions {
   QuantizerConfig quant = {};  // bits, sym, scale search (min/max or MSE clipping)
-  int group_size = 128;        // -1: one group over all of K; else must divide K
+  int group_size = 128;        // -1: one group over all of K; else G = ceil(K / group_size)
   ActOrder act_order = ActOrder::kNone;
   // Compute every group's (scale, zero) up front from the un-permuted W, before any
   // error feedback; groups are then the natural ones even under kDescAct, and g_idx is

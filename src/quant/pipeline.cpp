@@ -388,11 +388,6 @@ void check_quantizable(const fs::path& dir, const QuantizeConfig& config) {
   auto check = [&](const std::string& name, int64_t in) {
     const auto s = config.resolve(name);
     if (!s) return;
-    if (s->group_size != -1 && in % s->group_size != 0) {
-      throw Error(ErrorKind::kInvalidArgument, name + ": group size " + std::to_string(s->group_size) +
-                                                   " does not divide in_features " + std::to_string(in) +
-                                                   " (use -1 or a divisor)");
-    }
     if (in % block_values(s->bits) != 0) {
       throw Error(ErrorKind::kInvalidArgument, name + ": in_features " + std::to_string(in) + " is not a multiple of " +
                                                    std::to_string(block_values(s->bits)) + ", which " +

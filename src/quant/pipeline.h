@@ -76,8 +76,9 @@ struct PipelineOptions {
 QuantizeResult quantize_model(const std::filesystem::path& model_dir, const CalibSet& calib, backend::Backend& b,
                               const PipelineOptions& o);
 
-// Checks every module's settings against its shape (group size divides K, K fits the
-// packing) before any work starts; throws kInvalidArgument naming the module.
+// Checks every module's settings against its shape (K fits the packing) before any work
+// starts; throws kInvalidArgument naming the module. A group size that does not divide K
+// is fine: G = ceil(K / group_size), the last group partial, as GPTQModel stores it.
 void check_quantizable(const std::filesystem::path& model_dir, const QuantizeConfig& config);
 
 }  // namespace gptq::quant

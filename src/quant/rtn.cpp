@@ -1,5 +1,6 @@
 #include "quant/rtn.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -13,10 +14,9 @@ QuantizedLinear rtn_quantize(const float* W, int64_t N, int64_t K, const RtnOpti
     throw Error(ErrorKind::kInvalidArgument, "RTN: bad input, N=" + std::to_string(N) +
                                                  " K=" + std::to_string(K));
   }
-  if (!(o.group_size == -1 || (o.group_size > 0 && K % o.group_size == 0))) {
+  if (!(o.group_size == -1 || o.group_size > 0)) {
     throw Error(ErrorKind::kInvalidArgument,
-                "RTN: group_size must be -1 or a divisor of in_features; group_size=" +
-                    std::to_string(o.group_size) + ", in_features=" + std::to_string(K));
+                "RTN: group_size must be -1 or positive, got " + std::to_string(o.group_size));
   }
   for (int64_t i = 0; i < N * K; ++i) {
     if (!std::isfinite(W[i])) throw Error(ErrorKind::kInvalidArgument, "RTN: W has NaN or Inf");
@@ -40,10 +40,11 @@ QuantizedLinear rtn_quantize(const float* W, int64_t N, int64_t K, const RtnOpti
   for (int64_t n = 0; n < N; ++n) {
     for (int64_t g = 0; g < G; ++g) {
       const float* w = W + n * K + g * gs;
-      const RowParams p = find_row_params(w, gs, o.quant);
+      const int64_t width = std::min(gs, K - g * gs);  // the last group may be partial
+      const RowParams p = find_row_params(w, width, o.quant);
       out.scales[g * N + n] = p.scale;
       out.zeros[g * N + n] = p.zero;
-      for (int64_t t = 0; t < gs; ++t) out.q[n * K + g * gs + t] = uint8_t(quantize_code(w[t], p, maxq));
+      for (int64_t t = 0; t < width; ++t) out.q[n * K + g * gs + t] = uint8_t(quantize_code(w[t], p, maxq));
     }
   }
   return out;

@@ -12,10 +12,11 @@ namespace gptq::quant {
 
 struct RtnOptions {
   QuantizerConfig quant = {};  // bits, sym, scale search (min/max or MSE clipping)
-  int group_size = 128;        // -1: one group over all of K; else must divide K
+  int group_size = 128;        // -1: one group over all of K
 };
 
-// W: [N, K] fp32 row-major. Groups are the natural ones: g_idx[k] = k / group_size.
+// W: [N, K] fp32 row-major. Groups are the natural ones: g_idx[k] = k / group_size,
+// G = ceil(K / group_size), the last group partial when group_size does not divide K.
 // Throws kInvalidArgument for a bad shape, option or a non-finite weight.
 QuantizedLinear rtn_quantize(const float* W, int64_t N, int64_t K, const RtnOptions& opts);
 
