@@ -5,7 +5,6 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#include "io/gguf.h"
 #include "core/progress.h"
 #include "eval/model_card.h"
 #include "io/atomic_file.h"
@@ -86,7 +85,7 @@ std::string settings_line(const quant::QuantizeConfig& c) {
 
 Runner add_quantize(CLI::App& app) {
   auto a = std::make_shared<QuantizeArgs>();
-  app.add_option("model", a->model, "Hugging Face model directory to quantize")->required();
+  app.add_option("model", a->model, "Hugging Face model directory or .gguf file to quantize")->required();
   app.add_option("--out", a->out, "Output directory for the GPTQ checkpoint")->required();
   app.add_option("--calib", a->calib, "Calibration text: plain text, JSONL, or gzipped JSONL (C4 shards); repeatable");
   app.add_option("--calib-mode", a->calib_mode, "windows: random windows of the joined text (GPTQ paper); docs: whole documents")
@@ -139,10 +138,6 @@ Runner add_quantize(CLI::App& app) {
     qc.lm_head = a->lm_head;
     if (!a->dynamic.empty()) qc.dynamic = quant::parse_dynamic(a->dynamic);
     qc.format = a->format == "auto" ? quant::default_format(qc) : quant::format_from_checkpoint(a->format);
-    if (io::is_gguf_path(a->model)) {
-      throw Error(ErrorKind::kInvalidArgument, "quantize reads a Hugging Face directory; convert the GGUF first: "
-                                               "gptq convert " + a->model + " --out DIR");
-    }
     model::require_model_dir(a->model, qc.method == quant::Method::kGptq ? model::ModelFiles::kConfigAndTokenizer
                                                                          : model::ModelFiles::kConfig);
     quant::check_quantizable(a->model, qc);

@@ -71,6 +71,8 @@ struct PipelineOptions {
   std::function<void(int64_t, int64_t, double)> on_layer;
 };
 
+// `model_dir`: a Hugging Face checkpoint directory or a .gguf file (its config and
+// tokenizer files are then written from the GGUF metadata, as `gptq convert` writes them).
 // `calib` may be empty for Method::kRtn. Throws gptq::Error; on any error the output
 // directory is left untouched (nothing half-written).
 QuantizeResult quantize_model(const std::filesystem::path& model_dir, const CalibSet& calib, backend::Backend& b,
