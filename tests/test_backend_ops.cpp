@@ -290,6 +290,9 @@ std::vector<GptqCase> gptq_cases() {
     v.push_back({bits, 256, 100, 32, true, false, true});   // act-order, asym, N % 8 != 0
     v.push_back({bits, 288, 50, -1, false, false, false});  // one group, N % 4 != 0
     v.push_back({bits, 512, 384, 64, true, true, false});
+    // SmolLM2's K = 576 at g128: groups 128, 128, 128, 128 and a partial 64.
+    v.push_back({bits, 576, 41, 128, false, false, true});
+    v.push_back({bits, 576, 41, 128, true, true, false});
   }
   return v;
 }
@@ -419,7 +422,22 @@ TEST(CudaRepack, RoundTripsExactly) {
         ASSERT_EQ(w[std::size_t(n * c.K + k)], want) << "bits=" << c.bits << " n=" << n << " k=" << k;
       }
     }
+    // Sorted by group, each block of V codes lies in one group: whole groups take
+    // span/V blocks each, a partial last group the rest.
+    const int64_t V = quant::block_values(c.bits), span = c.group_size <= 0 ? c.K : c.group_size;
+    ASSERT_EQ(layout->block_group.size(), std::size_t(c.K / V));
+    for (int64_t b = 0; b < c.K / V; ++b) {
+      ASSERT_EQ(layout->block_group[std::size_t(b)], b * V / span) << "bits=" << c.bits << " block " << b;
+    }
   }
+}
+
+// A partial group that ends inside a block: 3-bit blocks hold 32 codes, and group size
+// 48 at K = 128 (groups 48, 48, 32) puts groups 0 and 1 in block 1. The repack declines,
+// and the CUDA backend refuses the layer.
+TEST(CudaRepack, GroupsSplittingABlockAreDeclined) {
+  std::mt19937 rng(8);
+  EXPECT_FALSE(backend::cuda::repack_for_cuda(random_gptq({3, 128, 8, 48, false, false, false}, rng)).has_value());
 }
 #endif
 
