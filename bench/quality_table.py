@@ -17,12 +17,16 @@ Prints a Markdown table with quantization wall time and peak RSS (as `gptq quant
 measures them), checkpoint size and bits per weight.
 
     python3 bench/quality_table.py [--model stories15M|smollm2] [--windows N] [--gptq build/gptq] [--out DIR]
+                                   [--only REGEX] [--no-fp16]
+
+--only keeps the rows whose "LABEL BITS gGROUP" (e.g. "GPTQ act-order 4 g32") matches REGEX.
 
 Standard library only; drives the `gptq` command line.
 """
 import argparse
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -90,6 +94,8 @@ def main():
     ap.add_argument("--gptq", default=str(ROOT / "build" / "gptq"))
     ap.add_argument("--out", help="where the checkpoints go (default: out/quality-MODEL)")
     ap.add_argument("--bits", default="8,4,3,2")
+    ap.add_argument("--only", help="regex: run only the rows whose \"LABEL BITS gGROUP\" matches")
+    ap.add_argument("--no-fp16", action="store_true", help="skip the unquantized row")
     args = ap.parse_args()
 
     p = PRESETS[args.model]
@@ -109,9 +115,11 @@ def main():
 
     # fp16 size: every parameter in 2 bytes (the GGUF itself is smaller: it is Q4_1).
     fp_size = run_json([args.gptq, "info", str(model), "--json"])["parameters"] * 2
-    rows = [["fp16", "16", "-", *evaluate(model), "-", "-", fp_size / 1e6, "16.00", "16.00"]]
+    rows = [] if args.no_fp16 else [["fp16", "16", "-", *evaluate(model), "-", "-", fp_size / 1e6, "16.00", "16.00"]]
     print_table(rows, names, p["ctx"], windows)
     for label, method, bits, group, flags in p["variants"]([int(b) for b in args.bits.split(",")]):
+        if args.only and not re.search(args.only, f"{label} {bits} g{group}"):
+            continue
         dest = out / f"{method}-{bits}b-g{group}-{label.replace(' ', '_')}"
         cmd = [args.gptq, "quantize", str(model), "--out", str(dest), "--method", method, "--bits", str(bits),
                "--group-size", str(group), "--overwrite", "--json"] + flags
