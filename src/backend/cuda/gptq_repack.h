@@ -25,7 +25,7 @@ struct GptqHostLayout {
 };
 
 // nullopt when some block of V = 32/gcd(bits, 32) sorted codes spans two groups (a
-// g_idx no GPTQ tool writes); the caller then falls back to a dense copy.
+// g_idx no GPTQ tool writes); the CUDA backend then refuses the layer (kUnsupported).
 std::optional<GptqHostLayout> repack_for_cuda(const quant::PackedLinear& p);
 
 // The reference reading of the repacked layout: W [N, K] fp32 in the original column
