@@ -22,6 +22,7 @@
 #include "backend/cpu/qlinear.h"
 #include "core/dtype.h"
 #include "format/packing.h"
+#include "format/random_layer.h"
 
 namespace {
 
@@ -41,25 +42,10 @@ double median_seconds(int reps, const std::function<void()>& run) {
 }
 
 QuantizedLinear random_layer(int bits, int64_t K, int64_t N, int group_size, bool act_order) {
-  std::mt19937 rng(1);
-  QuantizedLinear q;
-  q.bits = bits;
-  q.group_size = group_size;
-  q.in_features = K;
-  q.out_features = N;
-  const int64_t G = q.num_groups();
-  std::uniform_int_distribution<int> code(0, (1 << bits) - 1);
-  q.q.resize(std::size_t(N * K));
-  for (auto& v : q.q) v = uint8_t(code(rng));
-  q.scales.assign(std::size_t(G * N), 0.01f);
-  q.zeros.resize(std::size_t(G * N));
-  for (auto& z : q.zeros) z = code(rng);
-  std::vector<int32_t> order(static_cast<std::size_t>(K));
-  std::iota(order.begin(), order.end(), 0);
-  if (act_order) std::shuffle(order.begin(), order.end(), rng);
-  q.g_idx.resize(std::size_t(K));
-  for (int64_t i = 0; i < K; ++i) q.g_idx[order[i]] = int32_t(i / group_size);
-  return q;
+  return gptq::quant::random_quantized_linear(
+      {.bits = bits, .in_features = K, .out_features = N, .group_size = group_size, .act_order = act_order,
+       .sym = false},
+      1);
 }
 
 void report(const char* what, int64_t M, int64_t K, int64_t N, double bytes, double seconds) {

@@ -25,6 +25,7 @@
 #include "backend/registry.h"
 #include "core/dtype.h"
 #include "format/packing.h"
+#include "format/random_layer.h"
 #ifdef GPTQ_HAVE_CUDA
 #include "backend/cuda/gptq_repack.h"
 #endif
@@ -255,32 +256,11 @@ struct GptqCase {
 };
 
 quant::PackedLinear random_gptq(const GptqCase& c, std::mt19937& rng) {
-  quant::QuantizedLinear q;
-  q.bits = c.bits;
-  q.group_size = c.group_size;
-  q.in_features = c.K;
-  q.out_features = c.N;
-  const int64_t G = q.num_groups();
-  const int maxq = (1 << c.bits) - 1;
-  std::uniform_int_distribution<int> code(0, maxq);
-  std::uniform_real_distribution<float> scale(0.001f, 0.1f);
-  q.q.resize(std::size_t(c.N * c.K));
-  for (auto& v : q.q) v = uint8_t(code(rng));
-  q.scales.resize(std::size_t(G * c.N));
-  for (auto& s : q.scales) s = f16_to_f32(f32_to_f16(scale(rng)));
-  q.zeros.resize(std::size_t(G * c.N));
-  for (auto& z : q.zeros) z = c.sym ? (maxq + 1) / 2 : code(rng);
-  std::vector<int32_t> order(static_cast<std::size_t>(c.K));
-  std::iota(order.begin(), order.end(), 0);
-  if (c.act_order) std::shuffle(order.begin(), order.end(), rng);
-  const int64_t span = c.group_size <= 0 ? c.K : c.group_size;
-  q.g_idx.resize(std::size_t(c.K));
-  for (int64_t i = 0; i < c.K; ++i) q.g_idx[std::size_t(order[std::size_t(i)])] = int32_t(i / span);
-  if (c.bias) {
-    q.bias.resize(std::size_t(c.N));
-    for (auto& b : q.bias) b = scale(rng) - 0.05f;
-  }
-  return quant::pack(q, quant::Format::kV2);
+  return quant::pack(quant::random_quantized_linear({.bits = c.bits, .in_features = c.K, .out_features = c.N,
+                                                     .group_size = c.group_size, .act_order = c.act_order,
+                                                     .sym = c.sym, .bias = c.bias},
+                                                    rng()),
+                     quant::Format::kV2);
 }
 
 std::vector<GptqCase> gptq_cases() {
@@ -314,6 +294,123 @@ TEST_P(BackendOps, GptqLinear) {
       // the dtype on the dequantize-to-tile path), K-term product, output: c = 4.
       expect_close(y, bound(4, c.K), what);
     }
+  }
+}
+
+TEST_P(BackendOps, DenseLinearGroupAndAccumulate) {
+  // q/k/v-like products of one x (one launch on CUDA for few rows), then the residual
+  // form y += x Wᵀ + b.
+  for (DType wt : {DType::kF16, DType::kBF16, DType::kF32}) {
+    for (int64_t M : {1, 5, 33}) {
+      const int64_t K = 288;
+      const int64_t Ns[] = {48, 1000, 130};
+      std::vector<HostWeight> w;
+      std::vector<std::unique_ptr<backend::Linear>> lr, ld;
+      const std::vector<float> bias = random(1000);
+      const HostWeight b = host_weight(bias, 1000, 1, DType::kF32);
+      for (int64_t N : Ns) {
+        w.push_back(host_weight(random(N * K, -0.1f, 0.1f), N, K, wt));
+        io::TensorView bv = b.view;
+        bv.shape = {N};
+        bv.data = std::span(b.bytes).first(std::size_t(N) * 4);
+        const io::TensorView* bp = N == 1000 ? nullptr : &bv;  // one of the three without a bias
+        lr.push_back(ref_->dense_linear(w.back().view, bp));
+        ld.push_back(dut_->dense_linear(w.back().view, bp));
+      }
+      auto x = put(random(M * K), M, K);
+      std::vector<Pair> y;
+      for (int64_t N : Ns) y.push_back(poisoned(M, N));
+      const backend::Linear* wr[] = {lr[0].get(), lr[1].get(), lr[2].get()};
+      const backend::Linear* wd[] = {ld[0].get(), ld[1].get(), ld[2].get()};
+      const Tensor yr[] = {y[0].ref.view(), y[1].ref.view(), y[2].ref.view()};
+      const Tensor yd[] = {y[0].dut.view(), y[1].dut.view(), y[2].dut.view()};
+      ref_->linear_group(wr, x.ref.view(), yr);
+      dut_->linear_group(wd, x.dut.view(), yd);
+      const std::string what = std::string(dtype_name(wt)) + " M=" + std::to_string(M);
+      // As a single dense linear: c = 4.
+      for (int j = 0; j < 3; ++j) expect_close(y[std::size_t(j)], bound(4, K), "dense group " + what);
+      auto acc = put(random(M * Ns[1]), M, Ns[1]);
+      ref_->linear(*lr[1], x.ref.view(), acc.ref.view(), backend::Accumulate::kYes);
+      dut_->linear(*ld[1], x.dut.view(), acc.dut.view(), backend::Accumulate::kYes);
+      // The product's c = 4, plus the added y rounded and the sum rounded: c = 6.
+      expect_close(acc, bound(6, K), "dense accumulate " + what);
+    }
+  }
+}
+
+TEST_P(BackendOps, GptqLinearGroupAndAccumulate) {
+  // Three layers of one K with their own act-order permutations, zeros and biases in one
+  // grouped GEMV; then a mixed dense + GPTQ group (the backend may split it).
+  for (int bits : {3, 4, 8}) {
+    const GptqCase cases[] = {{bits, 512, 384, 128, true, true, false},
+                              {bits, 512, 100, 128, false, false, true},
+                              {bits, 512, 1000, 128, true, false, true}};
+    std::vector<std::unique_ptr<backend::Linear>> lr, ld;
+    for (const GptqCase& c : cases) {
+      const quant::PackedLinear p = random_gptq(c, rng_);
+      lr.push_back(ref_->gptq_linear(p));
+      ld.push_back(dut_->gptq_linear(p));
+    }
+    for (int64_t M : {1, 3, 8, 17}) {
+      auto x = put(random(M * 512), M, 512);
+      std::vector<Pair> y;
+      for (const GptqCase& c : cases) y.push_back(poisoned(M, c.N));
+      const backend::Linear* wr[] = {lr[0].get(), lr[1].get(), lr[2].get()};
+      const backend::Linear* wd[] = {ld[0].get(), ld[1].get(), ld[2].get()};
+      const Tensor yr[] = {y[0].ref.view(), y[1].ref.view(), y[2].ref.view()};
+      const Tensor yd[] = {y[0].dut.view(), y[1].dut.view(), y[2].dut.view()};
+      ref_->linear_group(wr, x.ref.view(), yr);
+      dut_->linear_group(wd, x.dut.view(), yd);
+      const std::string what = "bits=" + std::to_string(bits) + " M=" + std::to_string(M);
+      // As GptqLinear: c = 4.
+      for (int j = 0; j < 3; ++j) expect_close(y[std::size_t(j)], bound(4, 512), "gptq group " + what);
+      auto acc = put(random(M * 100), M, 100);
+      ref_->linear(*lr[1], x.ref.view(), acc.ref.view(), backend::Accumulate::kYes);
+      dut_->linear(*ld[1], x.dut.view(), acc.dut.view(), backend::Accumulate::kYes);
+      expect_close(acc, bound(6, 512), "gptq accumulate " + what);  // as the dense accumulate: c = 6
+    }
+  }
+  const HostWeight w = host_weight(random(64 * 256, -0.1f, 0.1f), 64, 256, DType::kF16);
+  const quant::PackedLinear p = random_gptq({4, 256, 256, 128, false, true, false}, rng_);
+  auto dr = ref_->dense_linear(w.view, nullptr), dd = dut_->dense_linear(w.view, nullptr);
+  auto gr = ref_->gptq_linear(p), gd = dut_->gptq_linear(p);
+  auto x = put(random(2 * 256), 2, 256);
+  auto y0 = poisoned(2, 64), y1 = poisoned(2, 256);
+  const backend::Linear* wr[] = {dr.get(), gr.get()};
+  const backend::Linear* wd[] = {dd.get(), gd.get()};
+  const Tensor yr[] = {y0.ref.view(), y1.ref.view()};
+  const Tensor yd[] = {y0.dut.view(), y1.dut.view()};
+  ref_->linear_group(wr, x.ref.view(), yr);
+  dut_->linear_group(wd, x.dut.view(), yd);
+  expect_close(y0, bound(4, 256), "mixed group: dense");
+  expect_close(y1, bound(4, 256), "mixed group: gptq");
+}
+
+TEST_P(BackendOps, RopeWriteKv) {
+  // The fused op against the CPU's composition rope, rope, write_kv.
+  for (int64_t d : {64, 128}) {
+    const int64_t rows = 5, heads = 4, kv_heads = 2, cap = 64;
+    std::vector<float> inv(static_cast<std::size_t>(d / 2));
+    for (int64_t i = 0; i < d / 2; ++i) inv[std::size_t(i)] = std::pow(500000.0f, -float(2 * i) / float(d));
+    std::vector<int32_t> pos;
+    for (int64_t r = 0; r < rows; ++r) pos.push_back(int32_t(3 + 7 * r));
+    auto q = put(random(rows * heads * d), rows, heads * d);
+    auto k = put(random(rows * kv_heads * d), rows, kv_heads * d);
+    auto v = put(random(rows * kv_heads * d), rows, kv_heads * d);
+    auto kc = put(random(cap * kv_heads * d), cap, kv_heads * d);
+    auto vc = put(random(cap * kv_heads * d), cap, kv_heads * d);
+    auto p = put_i32(pos);
+    auto f = vec(inv);
+    ref_->rope_write_kv(q.ref.view(), k.ref.view(), v.ref.view(), {.head_dim = d, .inv_freq = f.ref},
+                        {kc.ref.view(), vc.ref.view()}, p.ref.view());
+    dut_->rope_write_kv(q.dut.view(), k.dut.view(), v.dut.view(), {.head_dim = d, .inv_freq = f.dut},
+                        {kc.dut.view(), vc.dut.view()}, p.dut.view());
+    // As Rope (c = 3); v is copied (c = 1, the upload's rounding).
+    const std::string what = "rope_write_kv d=" + std::to_string(d);
+    expect_close(q, bound(3, 2), what + " q");
+    expect_close(k, bound(3, 2), what + " k");
+    expect_close(kc, bound(3, 2), what + " k cache");
+    expect_close(vc, bound(1, 1), what + " v cache");
   }
 }
 

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "format/gptq_format.h"
 #include "format/packing.h"
+#include "format/random_layer.h"
 
 namespace gptq::quant {
 namespace {
@@ -21,34 +22,11 @@ namespace {
 // A random layer; asym zeros cover the whole code range (0 included, for v1 wraparound).
 QuantizedLinear random_layer(int bits, int64_t K, int64_t N, int group_size, bool sym,
                              bool act_order, bool bias, uint32_t seed) {
-  std::mt19937 rng(seed);
-  QuantizedLinear q;
-  q.bits = bits;
-  q.group_size = group_size;
-  q.in_features = K;
-  q.out_features = N;
-  const int64_t G = q.num_groups();
-  const int maxq = (1 << bits) - 1;
-  std::uniform_int_distribution<int> code(0, maxq);
-  std::uniform_real_distribution<float> scale(0.001f, 0.1f);
-  q.q.resize(std::size_t(N * K));
-  for (auto& c : q.q) c = uint8_t(code(rng));
-  q.scales.resize(std::size_t(G * N));
-  for (auto& s : q.scales) s = f16_to_f32(f32_to_f16(scale(rng)));
-  q.zeros.resize(std::size_t(G * N));
-  for (std::size_t i = 0; i < q.zeros.size(); ++i) {
-    q.zeros[i] = sym ? (maxq + 1) / 2 : (i < 2 ? int32_t(i) * maxq : code(rng));
-  }
-  q.g_idx.resize(std::size_t(K));
-  std::vector<int32_t> order(static_cast<std::size_t>(K));
-  std::iota(order.begin(), order.end(), 0);
-  if (act_order) std::shuffle(order.begin(), order.end(), rng);
-  const int64_t span = group_size <= 0 ? K : group_size;
-  for (int64_t i = 0; i < K; ++i) q.g_idx[order[i]] = int32_t(i / span);
-  if (bias) {
-    q.bias.resize(std::size_t(N));
-    for (auto& b : q.bias) b = scale(rng);
-  }
+  QuantizedLinear q = random_quantized_linear({.bits = bits, .in_features = K, .out_features = N,
+                                               .group_size = group_size, .act_order = act_order, .sym = sym,
+                                               .bias = bias},
+                                              seed);
+  if (!sym && q.zeros.size() >= 2) q.zeros[0] = 0, q.zeros[1] = (1 << bits) - 1;  // both ends of the range
   return q;
 }
 

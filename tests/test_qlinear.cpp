@@ -27,6 +27,7 @@
 #include "backend/cpu/qlinear.h"
 #include "core/dtype.h"
 #include "format/packing.h"
+#include "format/random_layer.h"
 
 namespace gptq::backend::cpu {
 namespace {
@@ -55,32 +56,9 @@ std::string name(const Case& c, int64_t M) {
 }
 
 QuantizedLinear random_layer(const Case& c, std::mt19937& rng) {
-  QuantizedLinear q;
-  q.bits = c.bits;
-  q.group_size = c.group_size;
-  q.in_features = c.K;
-  q.out_features = c.N;
-  const int64_t G = q.num_groups();
-  const int maxq = (1 << c.bits) - 1;
-  std::uniform_int_distribution<int> code(0, maxq);
-  std::uniform_real_distribution<float> scale(0.001f, 0.1f);
-  q.q.resize(std::size_t(c.N * c.K));
-  for (auto& v : q.q) v = uint8_t(code(rng));
-  q.scales.resize(std::size_t(G * c.N));
-  for (auto& s : q.scales) s = f16_to_f32(f32_to_f16(scale(rng)));
-  q.zeros.resize(std::size_t(G * c.N));
-  for (auto& z : q.zeros) z = c.sym ? (maxq + 1) / 2 : code(rng);
-  std::vector<int32_t> order(static_cast<std::size_t>(c.K));
-  std::iota(order.begin(), order.end(), 0);
-  if (c.act_order) std::shuffle(order.begin(), order.end(), rng);
-  const int64_t span = c.group_size <= 0 ? c.K : c.group_size;
-  q.g_idx.resize(std::size_t(c.K));
-  for (int64_t i = 0; i < c.K; ++i) q.g_idx[order[i]] = int32_t(i / span);
-  if (c.bias) {
-    q.bias.resize(std::size_t(c.N));
-    for (auto& b : q.bias) b = scale(rng) - 0.05f;
-  }
-  return q;
+  return quant::random_quantized_linear({.bits = c.bits, .in_features = c.K, .out_features = c.N, .group_size = c.group_size,
+                                  .act_order = c.act_order, .sym = c.sym, .bias = c.bias},
+                                 rng());
 }
 
 // B[m, n] of the header comment.

@@ -126,6 +126,9 @@ struct MemoryStats {
   uint64_t device_total = 0;
 };
 
+// Whether a product overwrites its output or adds to it.
+enum class Accumulate { kNo, kYes };
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -152,8 +155,16 @@ class Backend {
   // v1 checkpoints once). Validated here; the backend may repack.
   virtual std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) = 0;
 
-  // y[M, out] = x[M, in] Wᵀ + b
-  virtual void linear(const Linear& w, Tensor x, Tensor y) = 0;
+  // y[M, out] = x[M, in] Wᵀ + b, or with Accumulate::kYes y += x Wᵀ + b (the residual
+  // add folded into the product's epilogue).
+  virtual void linear(const Linear& w, Tensor x, Tensor y, Accumulate acc) = 0;
+  void linear(const Linear& w, Tensor x, Tensor y) { linear(w, x, y, Accumulate::kNo); }
+  // ys[i] = x Wᵢᵀ + bᵢ for layers that read the same x (q/k/v, gate/up): one pass over x
+  // and one launch where the backend can. This default runs them one by one.
+  virtual void linear_group(std::span<const Linear* const> ws, Tensor x, std::span<const Tensor> ys) {
+    GPTQ_CHECK(ws.size() == ys.size(), "linear_group: one output per layer");
+    for (std::size_t i = 0; i < ws.size(); ++i) linear(*ws[i], x, ys[i]);
+  }
   // y = x / sqrt(mean(x²) + eps) * weight, per row (in place allowed); weight [1, cols]
   virtual void rms_norm(Tensor x, const Buffer& weight, float eps, Tensor y) = 0;
   // Per-head RMSNorm in place: each row holds cols / head_dim heads; weight [1, head_dim].
@@ -163,6 +174,13 @@ class Backend {
   virtual void rope(Tensor x, const RopeTable& table, Tensor positions) = 0;
   // Writes k/v row t into cache row positions[t].
   virtual void write_kv(Tensor k, Tensor v, KvView cache, Tensor positions) = 0;
+  // rope(q), rope(k), then write_kv(k, v): what attention needs of a new token, in one
+  // launch where the backend can. This default composes the three ops.
+  virtual void rope_write_kv(Tensor q, Tensor k, Tensor v, const RopeTable& table, KvView cache, Tensor positions) {
+    rope(q, table, positions);
+    rope(k, table, positions);
+    write_kv(k, v, cache, positions);
+  }
   // Causal attention: q row t (position p = positions[t]) attends to cache rows
   // [max(0, p - window + 1), p], already written; out: [T, heads * head_dim].
   virtual void attention(Tensor q, KvView cache, Tensor positions, const AttentionShape& shape, Tensor out) = 0;

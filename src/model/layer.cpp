@@ -80,7 +80,6 @@ struct LayerScratch {
   backend::Buffer k;     // [T, kv_heads * head_dim]
   backend::Buffer v;     // [T, kv_heads * head_dim]
   backend::Buffer attn;  // [T, heads * head_dim]
-  backend::Buffer out;   // [T, hidden]
   backend::Buffer gate;  // [T, intermediate]
   backend::Buffer up;    // [T, intermediate]
 };
@@ -94,7 +93,6 @@ LayerRunner::LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_
   s_->k = b.alloc(T, kvd);
   s_->v = b.alloc(T, kvd);
   s_->attn = b.alloc(T, qd);
-  s_->out = b.alloc(T, c.hidden);
   s_->gate = b.alloc(T, c.intermediate);
   s_->up = b.alloc(T, c.intermediate);
 }
@@ -114,7 +112,7 @@ void LayerRunner::forward(const DecoderLayer& L, Tensor hidden, Tensor positions
   auto& b = backend_;
   const float eps = float(c.rms_eps);
   const Tensor norm = s_->norm.rows(T), q = s_->q.rows(T), k = s_->k.rows(T), v = s_->v.rows(T),
-               attn = s_->attn.rows(T), out = s_->out.rows(T), gate = s_->gate.rows(T), up = s_->up.rows(T);
+               attn = s_->attn.rows(T), gate = s_->gate.rows(T), up = s_->up.rows(T);
   // True when the caller wants nothing past this slot.
   auto observe = [&](Slot s, Tensor x) {
     if (observer != nullptr) observer->observe(L.index, s, x);
@@ -124,35 +122,33 @@ void LayerRunner::forward(const DecoderLayer& L, Tensor hidden, Tensor positions
   // Attention block: x += o_proj(attention(rope(q), rope(k), v)) on rms_norm(x).
   b.rms_norm(hidden, L.input_norm, eps, norm);
   if (observe(Slot::kQ, norm) || observe(Slot::kK, norm) || observe(Slot::kV, norm)) return;
-  b.linear(L.linear(Slot::kQ), norm, q);
-  b.linear(L.linear(Slot::kK), norm, k);
-  b.linear(L.linear(Slot::kV), norm, v);
+  const backend::Linear* qkv[] = {&L.linear(Slot::kQ), &L.linear(Slot::kK), &L.linear(Slot::kV)};
+  const Tensor qkv_out[] = {q, k, v};
+  b.linear_group(qkv, norm, qkv_out);
   if (c.qk_norm) {
     b.head_rms_norm(q, c.head_dim, L.q_norm, eps);
     b.head_rms_norm(k, c.head_dim, L.k_norm, eps);
   }
-  b.rope(q, rope_, positions);
-  b.rope(k, rope_, positions);
   const backend::AttentionShape shape{.heads = c.heads, .kv_heads = c.kv_heads, .head_dim = c.head_dim,
                                       .sliding_window = c.sliding_window};
   for (const Sequence& sq : sequences) {
     const Tensor pos = positions.col_slice(sq.first_row, sq.rows);
-    b.write_kv(k.row_slice(sq.first_row, sq.rows), v.row_slice(sq.first_row, sq.rows), sq.cache, pos);
-    b.attention(q.row_slice(sq.first_row, sq.rows), sq.cache, pos, shape, attn.row_slice(sq.first_row, sq.rows));
+    const Tensor qs = q.row_slice(sq.first_row, sq.rows);
+    b.rope_write_kv(qs, k.row_slice(sq.first_row, sq.rows), v.row_slice(sq.first_row, sq.rows), rope_, sq.cache, pos);
+    b.attention(qs, sq.cache, pos, shape, attn.row_slice(sq.first_row, sq.rows));
   }
   if (observe(Slot::kO, attn)) return;
-  b.linear(L.linear(Slot::kO), attn, out);
-  b.add(hidden, out);
+  b.linear(L.linear(Slot::kO), attn, hidden, backend::Accumulate::kYes);
 
   // MLP block: x += down(silu(gate(h)) * up(h)), h = rms_norm(x).
   b.rms_norm(hidden, L.post_norm, eps, norm);
   if (observe(Slot::kGate, norm) || observe(Slot::kUp, norm)) return;
-  b.linear(L.linear(Slot::kGate), norm, gate);
-  b.linear(L.linear(Slot::kUp), norm, up);
+  const backend::Linear* gate_up[] = {&L.linear(Slot::kGate), &L.linear(Slot::kUp)};
+  const Tensor gate_up_out[] = {gate, up};
+  b.linear_group(gate_up, norm, gate_up_out);
   b.swiglu(gate, up);
   if (observe(Slot::kDown, gate)) return;
-  b.linear(L.linear(Slot::kDown), gate, out);
-  b.add(hidden, out);
+  b.linear(L.linear(Slot::kDown), gate, hidden, backend::Accumulate::kYes);
 }
 
 }  // namespace gptq::model

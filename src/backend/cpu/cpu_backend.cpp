@@ -76,12 +76,22 @@ class CpuBackend final : public Backend {
     return std::make_unique<cpu::GptqLinear>(std::move(packed));
   }
 
-  void linear(const Linear& w, Tensor x, Tensor y) override {
+  void linear(const Linear& w, Tensor x, Tensor y, Accumulate acc) override {
     const auto* l = dynamic_cast<const CpuLinear*>(&w);
     check(l != nullptr, "linear layer was not made by the cpu backend");
     check(x.cols == w.in_features() && y.cols == w.out_features() && x.rows == y.rows,
           "linear shape mismatch");
-    l->forward(f32(x), x.rows, x.stride, f32(y), y.stride);
+    if (acc == Accumulate::kNo) {
+      l->forward(f32(x), x.rows, x.stride, f32(y), y.stride);
+      return;
+    }
+    // The reference keeps the two roundings of "product, then add": y += fl(x Wᵀ + b).
+    product_.resize(std::size_t(y.rows * y.cols));
+    l->forward(f32(x), x.rows, x.stride, product_.data(), y.cols);
+    float* yd = f32(y);
+    for (int64_t r = 0; r < y.rows; ++r) {
+      for (int64_t i = 0; i < y.cols; ++i) yd[r * y.stride + i] += product_[std::size_t(r * y.cols + i)];
+    }
   }
 
   void rms_norm(Tensor x, const Buffer& weight, float eps, Tensor y) override {
@@ -274,6 +284,7 @@ class CpuBackend final : public Backend {
   }
 
   std::shared_ptr<AllocationMeter> meter_ = std::make_shared<AllocationMeter>();
+  std::vector<float> product_;  // linear(..., Accumulate::kYes) scratch: [rows, out]
 
   // y = x * rsqrt(mean(x²) + eps) * w; the sum of squares in fp64 so the result does not
   // depend on summation order (transformers sums in fp32; the difference is ≤ 1 ulp-ish).

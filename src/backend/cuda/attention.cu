@@ -11,7 +11,6 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kKeysPerSplit = 256;  // decode: one block per 256 cached keys
-constexpr int kDimsPerLane = kMaxHeadDim / 32;
 
 // One split's state: running max, sum of exp, and the unnormalised output.
 struct Partial {
@@ -19,11 +18,14 @@ struct Partial {
   float l;
 };
 
-template <class T>
+// q · k over d <= MaxDim dims, the loop unrolled so every 16-byte load is in flight.
+template <int MaxDim, class T>
 __device__ __forceinline__ float dot_row(const float* qs, const T* krow, int d) {
   constexpr int kVec = 16 / sizeof(T);  // elements per 16-byte load
   float acc = 0.0f;
-  for (int i = 0; i < d; i += kVec) {
+#pragma unroll
+  for (int i = 0; i < MaxDim; i += kVec) {
+    if (i >= d) break;
     const uint4 raw = *reinterpret_cast<const uint4*>(krow + i);
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
@@ -32,7 +34,8 @@ __device__ __forceinline__ float dot_row(const float* qs, const T* krow, int d) 
   return acc;
 }
 
-template <class T>
+// DPL: head dimensions per lane in the value sum (head_dim <= 32 * DPL).
+template <int DPL, class T>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(const T* q, const T* k, const T* v, const int32_t* pos, T* out, AttentionArgs a, int splits,
                      int keys_per_split, float* part) {
@@ -54,12 +57,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int i = threadIdx.x; i < d; i += blockDim.x) qs[i] = to_f32(q[t * a.ldq + h * d + i]) * scale;
   __syncthreads();
 
-  float m = -FLT_MAX, l = 0.0f, acc[kDimsPerLane];
+  float m = -FLT_MAX, l = 0.0f, acc[DPL];
 #pragma unroll
-  for (int i = 0; i < kDimsPerLane; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < DPL; ++i) acc[i] = 0.0f;
   for (int64_t base = lo + int64_t(warp) * 32; base < hi; base += kWarps * 32) {
     const int64_t j = base + lane;
-    const float sc = j < hi ? dot_row(qs, k + j * a.ldk + kvh * d, d) : -FLT_MAX;
+    const float sc = j < hi ? dot_row<32 * DPL>(qs, k + j * a.ldk + kvh * d, d) : -FLT_MAX;
     float mx = sc;
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     const float m_new = fmaxf(m, mx);
@@ -70,13 +73,15 @@ __global__ void __launch_bounds__(kWarps * 32)
     l = l * corr + ps;
     m = m_new;
 #pragma unroll
-    for (int i = 0; i < kDimsPerLane; ++i) acc[i] *= corr;
-    const int64_t n = min(int64_t(32), hi - base);
-    for (int jj = 0; jj < n; ++jj) {
+    for (int i = 0; i < DPL; ++i) acc[i] *= corr;
+    // Keys past hi have weight 0 and read row hi - 1 (written, finite) instead: no
+    // branch, so the unrolled loads are all in flight.
+#pragma unroll 8
+    for (int jj = 0; jj < 32; ++jj) {
       const float w = __shfl_sync(0xffffffffu, pj, jj);
-      const T* vrow = v + (base + jj) * a.ldv + kvh * d;
+      const T* vrow = v + min(base + jj, hi - 1) * a.ldv + kvh * d;
 #pragma unroll
-      for (int i = 0; i < kDimsPerLane; ++i) {
+      for (int i = 0; i < DPL; ++i) {
         const int dim = lane + 32 * i;
         if (dim < d) acc[i] += w * to_f32(vrow[dim]);
       }
@@ -85,7 +90,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   // Merge the warps.
   if (lane == 0) wm[warp] = m, wl[warp] = l;
 #pragma unroll
-  for (int i = 0; i < kDimsPerLane; ++i) {
+  for (int i = 0; i < DPL; ++i) {
     const int dim = lane + 32 * i;
     if (dim < d) wacc[warp][dim] = acc[i];
   }
@@ -149,7 +154,13 @@ void attention(const T* q, const T* k, const T* v, const int32_t* pos, T* out, c
   if (a.rows == 0) return;
   const int splits = splits_for(a);
   const dim3 grid(unsigned(a.rows), unsigned(a.heads), unsigned(splits));
-  attention_kernel<T><<<grid, kWarps * 32, 0, s>>>(q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
+  if (a.head_dim <= 64) {
+    attention_kernel<2, T><<<grid, kWarps * 32, 0, s>>>(q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
+  } else if (a.head_dim <= 128) {
+    attention_kernel<4, T><<<grid, kWarps * 32, 0, s>>>(q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
+  } else {
+    attention_kernel<8, T><<<grid, kWarps * 32, 0, s>>>(q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
+  }
   CUDA_LAUNCH_CHECK();
   if (splits > 1) {
     combine_kernel<T><<<dim3(unsigned(a.rows), unsigned(a.heads)), 128, 0, s>>>(workspace, out, a, splits);

@@ -58,6 +58,13 @@ void with_act_type(DType dtype, F&& f) {
   }
 }
 
+// How a product's result lands in y: stored, or added to what y holds (the residual add
+// folded into the product).
+enum class Epilogue { kStore, kAccumulate };
+
+// Most products one grouped launch runs (q/k/v is the largest group).
+inline constexpr int kMaxGroup = 3;
+
 inline unsigned ceil_div(int64_t a, int64_t b) { return unsigned((a + b - 1) / b); }
 
 }  // namespace gptq::backend::cuda

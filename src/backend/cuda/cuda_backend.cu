@@ -10,6 +10,7 @@
 #include "backend/allocation_meter.h"
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/dense_gemv.cuh"
 #include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/gptq_gemm.cuh"
 #include "backend/cuda/gptq_repack.h"
@@ -231,21 +232,26 @@ class CudaBackend final : public Backend {
     d.zeros = static_cast<const uint8_t*>(put(host->zeros.data(), host->zeros.size()));
     d.block_group = static_cast<const int32_t*>(put(host->block_group.data(), host->block_group.size() * 4));
     if (!packed.bias.empty()) d.bias = static_cast<const float*>(put(packed.bias.data(), packed.bias.size() * 4));
-    // The GEMV's split partials for the largest decode batch, sized now: a graph
-    // recorded later holds the pointer.
-    reserve_workspace(gptq_gemv_workspace_floats(d, kGemvMaxRows));
+    // Scratch for the largest decode batch of any group this layer joins, sized now: a
+    // graph recorded later holds the pointers. A group's split count is at most that of
+    // each member alone (more tiles, fewer splits), and each member is at most this big.
+    GptqGemvGroup<__half> alone{.job = {{.w = d}}, .count = 1};
+    const GemvScratch need = gptq_gemv_scratch(alone, kGemvMaxRows);
+    reserve_workspace(need.floats * kMaxGroup);
+    reserve_counters(need.counters * kMaxGroup);
     synchronize();  // the host copies above must outlive their transfers
     return l;
   }
 
-  void linear(const Linear& w, Tensor x, Tensor y) override {
-    own(x), own(y);
-    GPTQ_CHECK(x.dtype == act_ && y.dtype == act_ && x.cols == w.in_features() && y.cols == w.out_features() &&
-                   x.rows == y.rows,
-               "cuda linear: shape or dtype mismatch");
+  void linear(const Linear& w, Tensor x, Tensor y, Accumulate acc) override {
+    check_linear(w, x, y);
     if (x.rows == 0) return;
+    const Epilogue epi = acc == Accumulate::kYes ? Epilogue::kAccumulate : Epilogue::kStore;
     if (const auto* d = dynamic_cast<const DenseLinear*>(&w)) {
-      gemm(d->weight.get(), x, y, w.out_features(), w.in_features());
+      const DenseLinear* one[] = {d};
+      const Tensor ys[] = {y};
+      if (dense_group(one, x, ys, epi)) return;
+      gemm(d->weight.get(), WeightLayout::kOutByIn, x, y, w.out_features(), w.in_features(), acc);
       if (d->bias) {
         with_act_type(act_, [&]<class T>() {
           add_bias(static_cast<T*>(y.data), y.stride, static_cast<const float*>(d->bias.get()), y.rows, y.cols,
@@ -256,13 +262,11 @@ class CudaBackend final : public Backend {
     }
     const auto* g = dynamic_cast<const GptqLinear*>(&w);
     GPTQ_CHECK(g != nullptr, "cuda linear: layer was not made by the cuda backend");
+    const GptqLinear* one[] = {g};
+    const Tensor ys[] = {y};
+    if (gptq_group(one, x, ys, epi)) return;
     const GptqDeviceLayout& L = g->layout;
     with_act_type(act_, [&]<class T>() {
-      if (x.rows <= kGemvMaxRows) {
-        gptq_gemv(L, static_cast<const T*>(x.data), x.stride, static_cast<T*>(y.data), y.stride, x.rows,
-                  workspace(gptq_gemv_workspace_floats(L, x.rows)), stream_);
-        return;
-      }
       // Larger batches: dequantize column tiles of W into scratch, multiply with cuBLAS.
       const int64_t K = L.K, N = L.N;
       const int64_t tile = std::clamp<int64_t>(kDequantTileBytes / int64_t(K * sizeof(T)) / 4 * 4, 4, N);
@@ -273,10 +277,27 @@ class CudaBackend final : public Backend {
         Tensor yc = y;
         yc.data = static_cast<T*>(y.data) + n0;
         yc.cols = cnt;
-        gemm(scratch, x, yc, cnt, K);
+        gemm(scratch, WeightLayout::kInByOut, x, yc, cnt, K, acc);
       }
       if (L.bias != nullptr) add_bias(static_cast<T*>(y.data), y.stride, L.bias, y.rows, y.cols, stream_);
     });
+  }
+
+  void linear_group(std::span<const Linear* const> ws, Tensor x, std::span<const Tensor> ys) override {
+    GPTQ_CHECK(ws.size() == ys.size(), "cuda linear_group: one output per layer");
+    for (std::size_t i = 0; i < ws.size(); ++i) check_linear(*ws[i], x, ys[i]);
+    if (x.rows == 0) return;
+    if (ws.size() <= std::size_t(kMaxGroup)) {
+      std::vector<const DenseLinear*> dense;
+      std::vector<const GptqLinear*> gptq;
+      for (const Linear* w : ws) {
+        if (const auto* d = dynamic_cast<const DenseLinear*>(w)) dense.push_back(d);
+        if (const auto* g = dynamic_cast<const GptqLinear*>(w)) gptq.push_back(g);
+      }
+      if (dense.size() == ws.size() && dense_group(dense, x, ys, Epilogue::kStore)) return;
+      if (gptq.size() == ws.size() && gptq_group(gptq, x, ys, Epilogue::kStore)) return;
+    }
+    Backend::linear_group(ws, x, ys);
   }
 
   void rms_norm(Tensor x, const Buffer& weight, float eps, Tensor y) override {
@@ -311,6 +332,19 @@ class CudaBackend final : public Backend {
       cuda::write_kv(static_cast<const T*>(k.data), k.stride, static_cast<const T*>(v.data), v.stride,
                      static_cast<T*>(cache.k.data), cache.k.stride, static_cast<T*>(cache.v.data), cache.v.stride,
                      positions.as<int32_t>(), k.rows, k.cols, stream_);
+    });
+  }
+  void rope_write_kv(Tensor q, Tensor k, Tensor v, const RopeTable& table, KvView cache, Tensor positions) override {
+    own(q), own(k), own(v), own(cache.k), own(cache.v);
+    GPTQ_CHECK(positions.cols == q.rows && k.rows == q.rows && v.rows == q.rows && q.cols % table.head_dim == 0 &&
+                   k.cols == cache.k.cols && v.cols == cache.v.cols && k.cols == v.cols &&
+                   k.cols % table.head_dim == 0,
+               "cuda rope_write_kv shape");
+    with_act_type(act_, [&]<class T>() {
+      cuda::rope_write_kv(static_cast<T*>(q.data), q.stride, static_cast<T*>(k.data), k.stride,
+                          static_cast<const T*>(v.data), v.stride, static_cast<T*>(cache.k.data), cache.k.stride,
+                          static_cast<T*>(cache.v.data), cache.v.stride, positions.as<int32_t>(),
+                          table.inv_freq.view().as<float>(), q.rows, q.cols, k.cols, table.head_dim, stream_);
     });
   }
   void attention(Tensor q, KvView cache, Tensor positions, const AttentionShape& s, Tensor out) override {
@@ -407,13 +441,68 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaMemcpy2DAsync(dst, size_t(dpitch), src, size_t(spitch), size_t(width), size_t(rows), kind, stream_));
   }
 
-  // y[M, n] = x[M, K] Wᵀ: W [n, K] row-major in the activation dtype, via
-  // column-major yᵀ = W xᵀ; fp32 accumulation.
-  void gemm(const void* W, const Tensor& x, const Tensor& y, int64_t n, int64_t K) {
-    const float one = 1.0f, zero = 0.0f;
+  void check_linear(const Linear& w, const Tensor& x, const Tensor& y) const {
+    own(x), own(y);
+    GPTQ_CHECK(x.dtype == act_ && y.dtype == act_ && x.cols == w.in_features() && y.cols == w.out_features() &&
+                   x.rows == y.rows,
+               "cuda linear: shape or dtype mismatch");
+  }
+
+  // Dense products of one x through dense_gemv, when it takes them (16-bit activations,
+  // few rows, aligned); false: the caller uses cuBLAS.
+  bool dense_group(std::span<const DenseLinear* const> ws, const Tensor& x, std::span<const Tensor> ys,
+                   Epilogue epi) {
+    if (act_ == DType::kF32 || !dense_gemv_fits(x.data, x.stride, x.cols, x.rows)) return false;
+    bool done = false;
+    with_act_type(act_, [&]<class T>() {
+      if constexpr (!std::is_same_v<T, float>) {
+        DenseGemvGroup<T> g{.count = int(ws.size()), .K = x.cols, .epilogue = epi};
+        for (std::size_t j = 0; j < ws.size(); ++j) {
+          g.job[j] = {.w = static_cast<const T*>(ws[j]->weight.get()),
+                      .bias = static_cast<const float*>(ws[j]->bias.get()), .y = static_cast<T*>(ys[j].data),
+                      .ldy = ys[j].stride, .N = ws[j]->out_features()};
+        }
+        dense_gemv(g, static_cast<const T*>(x.data), x.stride, x.rows, stream_);
+        done = true;
+      }
+    });
+    return done;
+  }
+
+  // GPTQ products of one x in one GEMV launch, when M is small and the layers share
+  // bits (K is shared by construction); false: the caller dequantizes for cuBLAS.
+  bool gptq_group(std::span<const GptqLinear* const> ws, const Tensor& x, std::span<const Tensor> ys,
+                  Epilogue epi) {
+    if (x.rows > kGemvMaxRows) return false;
+    for (const GptqLinear* w : ws) {
+      if (w->layout.bits != ws[0]->layout.bits) return false;
+    }
+    with_act_type(act_, [&]<class T>() {
+      GptqGemvGroup<T> g{.count = int(ws.size()), .epilogue = epi};
+      for (std::size_t j = 0; j < ws.size(); ++j) {
+        g.job[j] = {.w = ws[j]->layout, .y = static_cast<T*>(ys[j].data), .ldy = ys[j].stride};
+      }
+      const GemvScratch need = gptq_gemv_scratch(g, x.rows);
+      gptq_gemv(g, static_cast<const T*>(x.data), x.stride, x.rows, workspace(need.floats), counters(need.counters),
+                stream_);
+    });
+    return true;
+  }
+
+  // How a weight matrix for gemm is stored, row-major: W [n, K] (checkpoints), or its
+  // transpose [K, n] (dequantized tiles, written that way for coalescing).
+  enum class WeightLayout { kOutByIn, kInByOut };
+
+  // y[M, n] = x[M, K] Wᵀ (acc: y +=) in the activation dtype, via column-major
+  // yᵀ = W xᵀ; fp32 accumulation.
+  void gemm(const void* W, WeightLayout layout, const Tensor& x, const Tensor& y, int64_t n, int64_t K,
+            Accumulate acc) {
+    const float one = 1.0f, beta = acc == Accumulate::kYes ? 1.0f : 0.0f;
     const cudaDataType_t t = cuda_type(act_);
-    CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(x.rows), int(K), &one, W, t, int(K),
-                              x.data, t, int(x.stride), &zero, y.data, t, int(y.stride), CUBLAS_COMPUTE_32F,
+    const bool out_by_in = layout == WeightLayout::kOutByIn;
+    CUBLAS_CHECK(cublasGemmEx(cublas_, out_by_in ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(x.rows),
+                              int(K), &one, W, t, int(out_by_in ? K : n),
+                              x.data, t, int(x.stride), &beta, y.data, t, int(y.stride), CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT));
   }
 
@@ -458,6 +547,23 @@ class CudaBackend final : public Backend {
     workspace_floats_ = std::max(floats, 2 * workspace_floats_);
     workspace_ = mem_.alloc(uint64_t(workspace_floats_) * 4, "kernel workspace");
   }
+  // Tile counters of the split GEMV, zero between launches (each launch leaves them
+  // zero). Sized at load: growing them inside a graph capture would record the zeroing
+  // instead of doing it.
+  int32_t* counters(int64_t count) {
+    reserve_counters(count);
+    return static_cast<int32_t*>(counters_.get());
+  }
+  void reserve_counters(int64_t count) {
+    if (count <= counters_count_) return;
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
+    GPTQ_CHECK(capturing == cudaStreamCaptureStatusNone, "cuda: GEMV counters must be sized before a graph capture");
+    if (counters_) retired_.push_back(counters_);
+    counters_count_ = std::max(count, 2 * counters_count_);
+    counters_ = mem_.alloc(uint64_t(counters_count_) * 4, "GEMV tile counters");
+    CUDA_CHECK(cudaMemsetAsync(counters_.get(), 0, uint64_t(counters_count_) * 4, stream_));
+  }
   float* staging(std::size_t floats) {
     if (int64_t(floats) > staging_floats_) {
       if (staging_) retired_.push_back(staging_);
@@ -475,8 +581,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   std::shared_ptr<void> cublas_ws_;
-  std::shared_ptr<void> workspace_, staging_;
-  int64_t workspace_floats_ = 0, staging_floats_ = 0;
+  std::shared_ptr<void> workspace_, staging_, counters_;
+  int64_t workspace_floats_ = 0, staging_floats_ = 0, counters_count_ = 0;
   std::vector<std::shared_ptr<void>> retired_;
   int32_t* bad_id_host_ = nullptr;
   int32_t* bad_id_dev_ = nullptr;

@@ -88,6 +88,39 @@ __global__ void rope_kernel(T* x, int64_t ldx, const int32_t* pos, const float* 
   p[i + half] = from_f32<T>(b * cs + a * sn);
 }
 
+// One block per row: the rotation of every (head, i) pair of q and of k, as rope_kernel
+// computes it, then k's rotated row and v's row into cache row pos[r].
+template <class T>
+__global__ void rope_write_kv_kernel(T* q, int64_t ldq, T* k, int64_t ldk, const T* v, int64_t ldv, T* kc,
+                                     int64_t ldkc, T* vc, int64_t ldvc, const int32_t* pos, const float* inv_freq,
+                                     int64_t q_cols, int64_t kv_cols, int64_t d) {
+  const int64_t r = blockIdx.x, p = pos[r], half = d / 2;
+  const int64_t q_pairs = q_cols / 2, pairs = q_pairs + kv_cols / 2;
+  for (int64_t idx = threadIdx.x; idx < pairs + kv_cols; idx += blockDim.x) {
+    if (idx >= pairs) {
+      const int64_t c = idx - pairs;
+      vc[p * ldvc + c] = v[r * ldv + c];
+      continue;
+    }
+    const bool is_q = idx < q_pairs;
+    const int64_t pair = is_q ? idx : idx - q_pairs;
+    const int64_t h = pair / half, i = pair % half;
+    const float angle = float(p) * inv_freq[i];
+    float sn, cs;
+    sincosf(angle, &sn, &cs);
+    T* row = is_q ? q + r * ldq : k + r * ldk;
+    T* e = row + h * d;
+    const float a = to_f32(e[i]), b = to_f32(e[i + half]);
+    const T ra = from_f32<T>(a * cs - b * sn), rb = from_f32<T>(b * cs + a * sn);
+    e[i] = ra;
+    e[i + half] = rb;
+    if (!is_q) {
+      kc[p * ldkc + h * d + i] = ra;
+      kc[p * ldkc + h * d + i + half] = rb;
+    }
+  }
+}
+
 template <class T>
 __global__ void swiglu_kernel(T* g, int64_t ldg, const T* u, int64_t ldu, int64_t rows, int64_t cols) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -236,6 +269,15 @@ void rope(T* x, int64_t ldx, const int32_t* pos, const float* inv_freq, int64_t 
   CUDA_LAUNCH_CHECK();
 }
 template <class T>
+void rope_write_kv(T* q, int64_t ldq, T* k, int64_t ldk, const T* v, int64_t ldv, T* kc, int64_t ldkc, T* vc,
+                   int64_t ldvc, const int32_t* pos, const float* inv_freq, int64_t rows, int64_t q_cols,
+                   int64_t kv_cols, int64_t head_dim, cudaStream_t s) {
+  if (rows == 0) return;
+  rope_write_kv_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(q, ldq, k, ldk, v, ldv, kc, ldkc, vc, ldvc, pos,
+                                                              inv_freq, q_cols, kv_cols, head_dim);
+  CUDA_LAUNCH_CHECK();
+}
+template <class T>
 void swiglu(T* gate, int64_t ldg, const T* up, int64_t ldu, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
   swiglu_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(gate, ldg, up, ldu, rows, cols);
@@ -304,6 +346,8 @@ void convert(const S* src, int64_t lds, D* dst, int64_t ldd, int64_t rows, int64
   template void embed<T>(const T*, int64_t, const int32_t*, T*, int64_t, int64_t, int64_t, int32_t*, cudaStream_t); \
   template void write_kv<T>(const T*, int64_t, const T*, int64_t, T*, int64_t, T*, int64_t, const int32_t*,      \
                             int64_t, int64_t, cudaStream_t);                                                     \
+  template void rope_write_kv<T>(T*, int64_t, T*, int64_t, const T*, int64_t, T*, int64_t, T*, int64_t,          \
+                                 const int32_t*, const float*, int64_t, int64_t, int64_t, int64_t, cudaStream_t); \
   template void token_nll<T>(const T*, int64_t, const int32_t*, float*, int64_t, int64_t, cudaStream_t);         \
   template void argmax<T>(const T*, int64_t, int32_t*, int64_t, int64_t, float*, cudaStream_t);                  \
   template void convert<T, float>(const float*, int64_t, T*, int64_t, int64_t, int64_t, cudaStream_t);

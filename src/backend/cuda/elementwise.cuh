@@ -19,6 +19,12 @@ void head_rms_norm(T* x, int64_t ldx, const float* w, int64_t rows, int64_t cols
 template <class T>
 void rope(T* x, int64_t ldx, const int32_t* pos, const float* inv_freq, int64_t rows, int64_t cols,
           int64_t head_dim, cudaStream_t s);
+// rope on q [rows, q_cols] and k [rows, kv_cols] in place, then cache rows pos[t] = k[t],
+// v[t] (caches [capacity, kv_cols]): rope + rope + write_kv in one launch, same values.
+template <class T>
+void rope_write_kv(T* q, int64_t ldq, T* k, int64_t ldk, const T* v, int64_t ldv, T* kc, int64_t ldkc, T* vc,
+                   int64_t ldvc, const int32_t* pos, const float* inv_freq, int64_t rows, int64_t q_cols,
+                   int64_t kv_cols, int64_t head_dim, cudaStream_t s);
 // gate = silu(gate) * up; both [rows, cols].
 template <class T>
 void swiglu(T* gate, int64_t ldg, const T* up, int64_t ldu, int64_t rows, int64_t cols, cudaStream_t s);

@@ -28,17 +28,40 @@ struct GptqDeviceLayout {
 
 inline constexpr int kGemvMaxRows = 8;
 
-// Floats of workspace gptq_gemv needs for M rows.
-int64_t gptq_gemv_workspace_floats(const GptqDeviceLayout& w, int64_t M);
-
-// y[M, N] = x[M, K] Wᵀ + b for M <= kGemvMaxRows: dequantized in registers, fp32
-// accumulation, split along K; workspace: gptq_gemv_workspace_floats floats.
+// One product of a grouped GEMV: y[M, N] (row stride ldy) from layer w.
 template <class T>
-void gptq_gemv(const GptqDeviceLayout& w, const T* x, int64_t ldx, T* y, int64_t ldy, int64_t M, float* workspace,
+struct GptqGemvJob {
+  GptqDeviceLayout w;
+  T* y = nullptr;
+  int64_t ldy = 0;
+};
+
+// Products of the same x [M, K] (q/k/v, gate/up), one launch; all jobs share K and bits.
+template <class T>
+struct GptqGemvGroup {
+  GptqGemvJob<T> job[kMaxGroup];
+  int count = 0;
+  Epilogue epilogue = Epilogue::kStore;
+};
+
+// Scratch gptq_gemv needs for M rows of g: fp32 split partials and int32 tile counters.
+// The counters must be zero before the first call; every call leaves them zero.
+struct GemvScratch {
+  int64_t floats = 0;
+  int64_t counters = 0;
+};
+template <class T>
+GemvScratch gptq_gemv_scratch(const GptqGemvGroup<T>& g, int64_t M);
+
+// y_j = x W_jᵀ + b_j (or +=, per the epilogue) for M <= kGemvMaxRows: dequantized in
+// registers, fp32 accumulation, split along K; the last block of each column tile sums
+// the splits in split order (deterministic) and writes y.
+template <class T>
+void gptq_gemv(const GptqGemvGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* partials, int32_t* counters,
                cudaStream_t s);
 
-// W columns [n0, n0 + count) as a dense [count, K] matrix in T (original column order),
-// for products through cuBLAS when M is large.
+// Wᵀ rows [0, K) x columns [n0, n0 + count) as a dense tile out [K, count] in T (rows in
+// the original input order), for products through cuBLAS when M is large.
 template <class T>
 void gptq_dequantize(const GptqDeviceLayout& w, int64_t n0, int64_t count, T* out, cudaStream_t s);
 
