@@ -24,7 +24,7 @@ print(model.tokenizer.decode(result))
 
 # %% Calibration data: the seed takes 1024 C4 texts; here, 64 passages of the bundled Bible
 verses = (ROOT / "data" / "web-bible.txt").read_text().splitlines()
-calibration_dataset = [" ".join(verses[i:i + 12]) for i in range(0, 64 * 12, 12)]
+calibration_dataset = [" ".join(verses[i:i + 4]) for i in range(0, 64 * 4, 4)]
 
 # %% Quantize
 quant_config = QuantizeConfig(bits=4, group_size=32)

