@@ -1,6 +1,5 @@
 // gptq generate MODEL --prompt STR [--max-new-tokens N] [--temperature T] [--top-k K]
 //                     [--top-p P] [--seed S]
-#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -9,6 +8,7 @@
 #include "cli/commands.h"
 #include "cli/device_options.h"
 #include "core/error.h"
+#include "eval/generate.h"
 #include "eval/sampler.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -25,10 +25,6 @@ struct GenerateArgs {
   DeviceArgs device;
   bool json = false;
 };
-
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
 
 // Streams text as tokens arrive: decodes everything so far and prints what is new,
 // holding back a trailing U+FFFD (an incomplete UTF-8 sequence from byte tokens).
@@ -71,37 +67,21 @@ Runner add_generate(CLI::App& app) {
       a->prompt.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     }
     if (a->max_new_tokens < 0) throw Error(ErrorKind::kInvalidArgument, "--max-new-tokens must be >= 0");
-    eval::Sampler sampler(a->sampling);  // checks the sampling options before the device line is printed
+    eval::Sampler{a->sampling};  // checks the sampling options before the device line is printed
     const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = open_backend(a->device, a->model);
     auto m = model::Model::load(a->model, *be);
-    const auto& c = m.config();
     const std::vector<int32_t> prompt = tk.encode(a->prompt);
-    if (int64_t(prompt.size()) >= c.max_positions) {
-      throw Error(ErrorKind::kInvalidArgument, "the prompt has " + std::to_string(prompt.size()) +
-                                                   " tokens; the model's context is " + std::to_string(c.max_positions));
-    }
-    const int64_t budget = std::min<int64_t>(a->max_new_tokens, c.max_positions - int64_t(prompt.size()));
-    auto cache = m.new_cache(int64_t(prompt.size()) + std::max<int64_t>(budget, 1));
 
     std::fwrite(a->prompt.data(), 1, a->prompt.size(), stdout);
     std::fflush(stdout);
-    const auto t0 = std::chrono::steady_clock::now();
-    backend::Tensor logits = m.forward_last(prompt, cache);
-    const double prefill_s = seconds_since(t0);
-
     Streamer stream(tk, prompt);
-    const auto t1 = std::chrono::steady_clock::now();
-    int64_t produced = 0;
-    for (int64_t i = 0; i < budget; ++i) {
-      const int32_t next = sampler.next(*be, logits);
-      ++produced;
-      if (std::find(c.eos_ids.begin(), c.eos_ids.end(), next) != c.eos_ids.end()) break;
-      stream.push(next);
-      if (i + 1 < budget) logits = m.forward_last(std::span(&next, 1), cache);
-    }
-    const double decode_s = seconds_since(t1);
+    const eval::GenerateResult r = eval::generate(
+        m, prompt,
+        {.max_new_tokens = a->max_new_tokens, .sampling = a->sampling, .on_token = [&](int32_t id) { stream.push(id); }});
     std::printf("\n");
+    const int64_t produced = r.sampled;
+    const double prefill_s = r.prefill_seconds, decode_s = r.decode_seconds;
     const double decode_tps = produced > 0 ? double(produced) / decode_s : 0.0;
     std::fprintf(stderr, "prefill: %zu tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
                  prompt.size(), prefill_s, double(prompt.size()) / prefill_s, (long long)produced, decode_s, decode_tps);

@@ -5,7 +5,7 @@
 #include "backend/registry.h"
 #include "core/error.h"
 #include "core/memory.h"
-#include "io/checkpoint.h"
+#include "model/config.h"
 
 namespace gptq::cli {
 
@@ -18,21 +18,12 @@ void add_device_flags(CLI::App& app, DeviceArgs& a) {
       ->capture_default_str();
 }
 
-namespace {
-DType checkpoint_dtype(const std::string& model) {
-  const io::Checkpoint ckpt(model);
-  const io::TensorView* e = ckpt.find("model.embed_tokens.weight");
-  if (e != nullptr && (e->dtype == DType::kF16 || e->dtype == DType::kBF16)) return e->dtype;
-  return e != nullptr && e->dtype == DType::kF32 ? DType::kF32 : DType::kF16;
-}
-}  // namespace
-
 std::unique_ptr<backend::Backend> open_backend(const DeviceArgs& a, const std::string& model) {
   const std::string spec = a.device == "auto" ? backend::default_backend() : a.device;
   DType act = DType::kF32;
   if (a.dtype == "f16") act = DType::kF16;
   if (a.dtype == "bf16") act = DType::kBF16;
-  if (a.dtype == "auto" && spec != "cpu") act = checkpoint_dtype(model);
+  if (a.dtype == "auto") act = model::default_activations(model, spec);
   auto b = backend::make_backend(spec, {.activations = act});
   std::fprintf(stderr, "device: %s, activations %s\n", b->name().c_str(), std::string(dtype_name(act)).c_str());
   return b;

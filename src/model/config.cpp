@@ -1,6 +1,7 @@
 #include "model/config.h"
 
 #include "core/error.h"
+#include "io/checkpoint.h"
 #include "io/gguf_hf.h"
 #include "io/json_file.h"
 
@@ -218,6 +219,14 @@ ModelConfig load_config(const fs::path& dir) {
   const fs::path gen = dir / "generation_config.json";
   return config_from_json(io::read_json_file(file), fs::exists(gen) ? io::read_json_file(gen) : Json(), file,
                           gen.string());
+}
+
+DType default_activations(const std::filesystem::path& model, std::string_view spec) {
+  if (spec == "cpu") return DType::kF32;
+  const io::Checkpoint ckpt(model);
+  const io::TensorView* e = ckpt.find("model.embed_tokens.weight");
+  if (e != nullptr && (e->dtype == DType::kF16 || e->dtype == DType::kBF16 || e->dtype == DType::kF32)) return e->dtype;
+  return DType::kF16;
 }
 
 }  // namespace gptq::model

@@ -4,7 +4,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "core/dtype.h"
 
 namespace gptq::model {
 
@@ -67,5 +70,11 @@ void require_model_dir(const std::filesystem::path& model, ModelFiles need);
 // supported (architecture, activation, rope type, sliding window in use...) throws
 // gptq::Error(kUnsupported) naming it.
 ModelConfig load_config(const std::filesystem::path& dir);
+
+// The activation dtype for `--dtype auto` (and the Python package's default) when `model`
+// runs on backend `spec` ("cpu", "cuda", "cuda:N"; "auto" already resolved): on a GPU the
+// checkpoint's embedding dtype (f16 or bf16; f32 for an f32 checkpoint; f16 otherwise), on
+// the CPU f32, the only dtype it computes in.
+DType default_activations(const std::filesystem::path& model, std::string_view spec);
 
 }  // namespace gptq::model
