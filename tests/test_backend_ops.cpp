@@ -282,7 +282,8 @@ TEST_P(BackendOps, GptqLinear) {
     const quant::PackedLinear p = random_gptq(c, rng_);
     auto lr = ref_->gptq_linear(p);
     auto ld = dut_->gptq_linear(p);
-    for (int64_t M : {1, 3, 8, 17}) {
+    // M = 1, 3, 8: one GEMV launch; 17: GEMV chunks of 8 rows; 40: dequantized tiles + cuBLAS.
+    for (int64_t M : {1, 3, 8, 17, 40}) {
       auto x = put(random(M * c.K), M, c.K);
       auto y = poisoned(M, c.N);
       ref_->linear(*lr, x.ref.view(), y.ref.view());
@@ -351,7 +352,7 @@ TEST_P(BackendOps, GptqLinearGroupAndAccumulate) {
       lr.push_back(ref_->gptq_linear(p));
       ld.push_back(dut_->gptq_linear(p));
     }
-    for (int64_t M : {1, 3, 8, 17}) {
+    for (int64_t M : {1, 3, 8, 17, 40}) {
       auto x = put(random(M * 512), M, 512);
       std::vector<Pair> y;
       for (const GptqCase& c : cases) y.push_back(poisoned(M, c.N));

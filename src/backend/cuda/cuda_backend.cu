@@ -430,6 +430,10 @@ class CudaBackend final : public Backend {
  private:
   static constexpr uint64_t kCublasWorkspace = 32u << 20;
   static constexpr int64_t kDequantTileBytes = 64 << 20;
+  // Up to this many rows a GPTQ product runs as GEMV chunks, above it through
+  // dequantized tiles and cuBLAS (the next kernel issue replaces both with a
+  // tensor-core kernel).
+  static constexpr int64_t kGemvChunkedRows = 32;
 
   void own(const Tensor& t) const {
     GPTQ_CHECK(t.device == Device::kCuda, "cuda backend: tensor is not in device memory");
@@ -473,9 +477,20 @@ class CudaBackend final : public Backend {
   // bits (K is shared by construction); false: the caller dequantizes for cuBLAS.
   bool gptq_group(std::span<const GptqLinear* const> ws, const Tensor& x, std::span<const Tensor> ys,
                   Epilogue epi) {
-    if (x.rows > kGemvMaxRows) return false;
+    if (x.rows > kGemvChunkedRows) return false;
     for (const GptqLinear* w : ws) {
       if (w->layout.bits != ws[0]->layout.bits) return false;
+    }
+    if (x.rows > kGemvMaxRows) {
+      // Chunks of kGemvMaxRows rows, each re-reading the weights: still ahead of
+      // dequantizing a tile for cuBLAS up to kGemvChunkedRows (NOTES.md).
+      for (int64_t r0 = 0; r0 < x.rows; r0 += kGemvMaxRows) {
+        const int64_t n = std::min<int64_t>(kGemvMaxRows, x.rows - r0);
+        std::vector<Tensor> yc;
+        for (const Tensor& y : ys) yc.push_back(y.row_slice(r0, n));
+        gptq_group(ws, x.row_slice(r0, n), yc, epi);
+      }
+      return true;
     }
     with_act_type(act_, [&]<class T>() {
       GptqGemvGroup<T> g{.count = int(ws.size()), .epilogue = epi};

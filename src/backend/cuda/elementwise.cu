@@ -88,15 +88,16 @@ __global__ void rope_kernel(T* x, int64_t ldx, const int32_t* pos, const float* 
   p[i + half] = from_f32<T>(b * cs + a * sn);
 }
 
-// One block per row: the rotation of every (head, i) pair of q and of k, as rope_kernel
-// computes it, then k's rotated row and v's row into cache row pos[r].
+// Blocks (row, slice): the rotation of every (head, i) pair of q and of k, as rope_kernel
+// computes it, then k's rotated row and v's row into cache row pos[r]; a row's work is
+// spread over gridDim.y blocks (one block per row took 6 µs at decode, latency-bound).
 template <class T>
 __global__ void rope_write_kv_kernel(T* q, int64_t ldq, T* k, int64_t ldk, const T* v, int64_t ldv, T* kc,
                                      int64_t ldkc, T* vc, int64_t ldvc, const int32_t* pos, const float* inv_freq,
                                      int64_t q_cols, int64_t kv_cols, int64_t d) {
   const int64_t r = blockIdx.x, p = pos[r], half = d / 2;
   const int64_t q_pairs = q_cols / 2, pairs = q_pairs + kv_cols / 2;
-  for (int64_t idx = threadIdx.x; idx < pairs + kv_cols; idx += blockDim.x) {
+  for (int64_t idx = blockIdx.y * blockDim.x + threadIdx.x; idx < pairs + kv_cols; idx += gridDim.y * blockDim.x) {
     if (idx >= pairs) {
       const int64_t c = idx - pairs;
       vc[p * ldvc + c] = v[r * ldv + c];
@@ -273,8 +274,9 @@ void rope_write_kv(T* q, int64_t ldq, T* k, int64_t ldk, const T* v, int64_t ldv
                    int64_t ldvc, const int32_t* pos, const float* inv_freq, int64_t rows, int64_t q_cols,
                    int64_t kv_cols, int64_t head_dim, cudaStream_t s) {
   if (rows == 0) return;
-  rope_write_kv_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(q, ldq, k, ldk, v, ldv, kc, ldkc, vc, ldvc, pos,
-                                                              inv_freq, q_cols, kv_cols, head_dim);
+  const unsigned slices = ceil_div((q_cols + kv_cols) / 2 + kv_cols, 128);
+  rope_write_kv_kernel<<<dim3(unsigned(rows), slices), 128, 0, s>>>(q, ldq, k, ldk, v, ldv, kc, ldkc, vc, ldvc, pos,
+                                                                   inv_freq, q_cols, kv_cols, head_dim);
   CUDA_LAUNCH_CHECK();
 }
 template <class T>
