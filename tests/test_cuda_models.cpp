@@ -101,6 +101,7 @@ TEST_P(CudaModels, F32MatchesCpu) {
 // dtype's u instead of the accumulation error, taken linearly: worst case, not √).
 TEST_P(CudaModels, HalfMatchesTransformers) {
   const fs::path ref = test::fixtures_dir() / "cuda_reference" / (param_name({GetParam(), 0}) + ".json");
+  if (GetParam().rfind("gptq/", 0) == 0) GTEST_SKIP() << "GPTQ fixture: HalfGptqMatchesCpu covers it";
   if (!fs::exists(ref)) GTEST_SKIP() << "no reference " << ref << " (scripts/make_cuda_references.py makes it)";
   const auto j = test::load_json(ref);
   for (const char* dt : {"f16", "bf16"}) {
@@ -122,6 +123,34 @@ TEST_P(CudaModels, HalfMatchesTransformers) {
         worst = std::max(worst, std::fabs(top[i] - ours[t * std::size_t(c.vocab) + std::size_t(top_ids[i])]));
       }
       EXPECT_LE(worst, 3.0 * double(8 * c.layers + 1) * u * mx) << GetParam() << " " << dt << " position " << t;
+    }
+  }
+}
+
+// transformers cannot run the GPTQ fixtures without GPTQModel's kernels, so their 16-bit
+// runs are checked against the CPU in fp32 instead, with the bound above: the CPU's own
+// error (fp32, tests/reference_tolerance.h) is three orders of magnitude below it.
+TEST_P(CudaModels, HalfGptqMatchesCpu) {
+  if (GetParam().rfind("gptq/", 0) != 0) GTEST_SKIP() << "dense model: HalfMatchesTransformers covers it";
+  auto cpu = backend::make_cpu_backend();
+  auto mc = model::Model::load(model_path(GetParam()), *cpu);
+  const auto& c = mc.config();
+  const auto ids = prompt_for(c.vocab);
+  const auto ref = run(mc, ids);
+  for (const DType act : {DType::kF16, DType::kBF16}) {
+    auto gpu = backend::make_backend("cuda:0", {.activations = act});
+    auto mg = model::Model::load(model_path(GetParam()), *gpu);
+    const auto ours = run(mg, ids);
+    const double u = act == DType::kF16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+    for (std::size_t t = 0; t < ids.size(); ++t) {
+      double worst = 0.0, mx = 0.0;
+      for (int64_t v = 0; v < c.vocab; ++v) {
+        const std::size_t i = t * std::size_t(c.vocab) + std::size_t(v);
+        worst = std::max(worst, std::fabs(double(ref[i]) - ours[i]));
+        mx = std::max(mx, std::fabs(double(ref[i])));
+      }
+      EXPECT_LE(worst, 3.0 * double(8 * c.layers + 1) * u * mx) << GetParam() << " " << dtype_name(act)
+                                                                 << " position " << t;
     }
   }
 }
