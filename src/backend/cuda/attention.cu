@@ -39,6 +39,7 @@ template <int DPL, class T>
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(const T* q, const T* k, const T* v, const int32_t* pos, T* out, AttentionArgs a, int splits,
                      int keys_per_split, float* part) {
+  pdl_begin();
   const int t = blockIdx.x, h = blockIdx.y, split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int d = int(a.head_dim);
@@ -115,6 +116,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <class T>
 __global__ void combine_kernel(const float* part, T* out, AttentionArgs a, int splits) {
+  pdl_begin();
   const int t = blockIdx.x, h = blockIdx.y, d = int(a.head_dim);
   const float* pp = part + (int64_t(t) * a.heads + h) * splits * (2 + d);
   float M = -FLT_MAX;
@@ -155,16 +157,14 @@ void attention(const T* q, const T* k, const T* v, const int32_t* pos, T* out, c
   const int splits = splits_for(a);
   const dim3 grid(unsigned(a.rows), unsigned(a.heads), unsigned(splits));
   if (a.head_dim <= 64) {
-    attention_kernel<2, T><<<grid, kWarps * 32, 0, s>>>(q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
+    launch(attention_kernel<2, T>, grid, kWarps * 32, 0, s, q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
   } else if (a.head_dim <= 128) {
-    attention_kernel<4, T><<<grid, kWarps * 32, 0, s>>>(q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
+    launch(attention_kernel<4, T>, grid, kWarps * 32, 0, s, q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
   } else {
-    attention_kernel<8, T><<<grid, kWarps * 32, 0, s>>>(q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
+    launch(attention_kernel<8, T>, grid, kWarps * 32, 0, s, q, k, v, pos, out, a, splits, kKeysPerSplit, workspace);
   }
-  CUDA_LAUNCH_CHECK();
   if (splits > 1) {
-    combine_kernel<T><<<dim3(unsigned(a.rows), unsigned(a.heads)), 128, 0, s>>>(workspace, out, a, splits);
-    CUDA_LAUNCH_CHECK();
+    launch(combine_kernel<T>, dim3(unsigned(a.rows), unsigned(a.heads)), 128, 0, s, workspace, out, a, splits);
   }
 }
 

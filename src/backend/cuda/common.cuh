@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -31,8 +32,39 @@ namespace gptq::backend::cuda {
     if (st_ != CUBLAS_STATUS_SUCCESS) ::gptq::backend::cuda::throw_cuda(#stmt, __FILE__, __LINE__, \
                                                                         cublasGetStatusString(st_)); \
   } while (0)
-// After a kernel launch: launch-configuration errors surface here, not at the next sync.
-#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+// Programmatic dependent launch (sm_90+). Every kernel starts with pdl_begin(): the wait
+// returns once the work before it in the stream has finished and its writes are visible
+// (so no kernel reads or writes anything early), and the trigger then lets the next
+// kernel's launch start while this one runs. A launch thus overlaps its predecessor's
+// execution instead of following its completion: decode is a chain of ~10 small
+// kernels per layer, each paying that launch latency. No-ops below sm_90.
+__device__ __forceinline__ void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+// Whether the current device takes the programmatic-serialization launch attribute.
+bool pdl_supported();
+
+// kernel<<<grid, block, smem, s>>>(args...) with programmatic stream serialization
+// allowed where the device has it; a launch error throws (naming this file and line).
+template <class... Params, class... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_supported() ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
 
 // Element conversions to and from the fp32 the kernels compute in.
 __device__ __forceinline__ float to_f32(float v) { return v; }

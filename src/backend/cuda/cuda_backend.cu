@@ -430,10 +430,6 @@ class CudaBackend final : public Backend {
  private:
   static constexpr uint64_t kCublasWorkspace = 32u << 20;
   static constexpr int64_t kDequantTileBytes = 64 << 20;
-  // Up to this many rows a GPTQ product runs as GEMV chunks, above it through
-  // dequantized tiles and cuBLAS (the next kernel issue replaces both with a
-  // tensor-core kernel).
-  static constexpr int64_t kGemvChunkedRows = 32;
 
   void own(const Tensor& t) const {
     GPTQ_CHECK(t.device == Device::kCuda, "cuda backend: tensor is not in device memory");
@@ -453,10 +449,10 @@ class CudaBackend final : public Backend {
   }
 
   // Dense products of one x through dense_gemv, when it takes them (16-bit activations,
-  // few rows, aligned); false: the caller uses cuBLAS.
+  // one row, aligned); false: the caller uses cuBLAS.
   bool dense_group(std::span<const DenseLinear* const> ws, const Tensor& x, std::span<const Tensor> ys,
                    Epilogue epi) {
-    if (act_ == DType::kF32 || !dense_gemv_fits(x.data, x.stride, x.cols, x.rows)) return false;
+    if (act_ == DType::kF32 || !dense_gemv_fits(x.data, x.cols, x.rows)) return false;
     bool done = false;
     with_act_type(act_, [&]<class T>() {
       if constexpr (!std::is_same_v<T, float>) {
@@ -464,9 +460,9 @@ class CudaBackend final : public Backend {
         for (std::size_t j = 0; j < ws.size(); ++j) {
           g.job[j] = {.w = static_cast<const T*>(ws[j]->weight.get()),
                       .bias = static_cast<const float*>(ws[j]->bias.get()), .y = static_cast<T*>(ys[j].data),
-                      .ldy = ys[j].stride, .N = ws[j]->out_features()};
+                      .N = ws[j]->out_features()};
         }
-        dense_gemv(g, static_cast<const T*>(x.data), x.stride, x.rows, stream_);
+        dense_gemv(g, static_cast<const T*>(x.data), stream_);
         done = true;
       }
     });
@@ -477,20 +473,9 @@ class CudaBackend final : public Backend {
   // bits (K is shared by construction); false: the caller dequantizes for cuBLAS.
   bool gptq_group(std::span<const GptqLinear* const> ws, const Tensor& x, std::span<const Tensor> ys,
                   Epilogue epi) {
-    if (x.rows > kGemvChunkedRows) return false;
+    if (x.rows > kGemvMaxRows) return false;
     for (const GptqLinear* w : ws) {
       if (w->layout.bits != ws[0]->layout.bits) return false;
-    }
-    if (x.rows > kGemvMaxRows) {
-      // Chunks of kGemvMaxRows rows, each re-reading the weights: still ahead of
-      // dequantizing a tile for cuBLAS up to kGemvChunkedRows (NOTES.md).
-      for (int64_t r0 = 0; r0 < x.rows; r0 += kGemvMaxRows) {
-        const int64_t n = std::min<int64_t>(kGemvMaxRows, x.rows - r0);
-        std::vector<Tensor> yc;
-        for (const Tensor& y : ys) yc.push_back(y.row_slice(r0, n));
-        gptq_group(ws, x.row_slice(r0, n), yc, epi);
-      }
-      return true;
     }
     with_act_type(act_, [&]<class T>() {
       GptqGemvGroup<T> g{.count = int(ws.size()), .epilogue = epi};
@@ -604,6 +589,21 @@ class CudaBackend final : public Backend {
 };
 
 }  // namespace
+
+bool pdl_supported() {
+  // Per thread and device: the backend's calls come from the thread that owns it.
+  thread_local int cached_device = -1;
+  thread_local bool cached = false;
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev != cached_device) {
+    int major = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    cached_device = dev;
+    cached = major >= 9;
+  }
+  return cached;
+}
 
 int device_count() {
   int n = 0;

@@ -42,6 +42,7 @@ __device__ float block_max(float v) {
 
 template <int Threads, class T>
 __global__ void __launch_bounds__(Threads) rms_norm_kernel(const T* x, int64_t ldx, T* y, int64_t ldy, const float* w, int64_t cols, float eps) {
+  pdl_begin();
   const T* xr = x + blockIdx.x * ldx;
   T* yr = y + blockIdx.x * ldy;
   float ss = 0.0f;
@@ -57,6 +58,7 @@ __global__ void __launch_bounds__(Threads) rms_norm_kernel(const T* x, int64_t l
 template <class T>
 __global__ void head_rms_norm_kernel(T* x, int64_t ldx, const float* w, int64_t rows, int64_t heads, int64_t d,
                                      float eps) {
+  pdl_begin();
   const int64_t item = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (item >= rows * heads) return;
   T* p = x + (item / heads) * ldx + (item % heads) * d;
@@ -74,6 +76,7 @@ __global__ void head_rms_norm_kernel(T* x, int64_t ldx, const float* w, int64_t 
 template <class T>
 __global__ void rope_kernel(T* x, int64_t ldx, const int32_t* pos, const float* inv_freq, int64_t rows, int64_t heads,
                             int64_t d) {
+  pdl_begin();
   const int64_t half = d / 2;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= rows * heads * half) return;
@@ -95,6 +98,7 @@ template <class T>
 __global__ void rope_write_kv_kernel(T* q, int64_t ldq, T* k, int64_t ldk, const T* v, int64_t ldv, T* kc,
                                      int64_t ldkc, T* vc, int64_t ldvc, const int32_t* pos, const float* inv_freq,
                                      int64_t q_cols, int64_t kv_cols, int64_t d) {
+  pdl_begin();
   const int64_t r = blockIdx.x, p = pos[r], half = d / 2;
   const int64_t q_pairs = q_cols / 2, pairs = q_pairs + kv_cols / 2;
   for (int64_t idx = blockIdx.y * blockDim.x + threadIdx.x; idx < pairs + kv_cols; idx += gridDim.y * blockDim.x) {
@@ -124,6 +128,7 @@ __global__ void rope_write_kv_kernel(T* q, int64_t ldq, T* k, int64_t ldk, const
 
 template <class T>
 __global__ void swiglu_kernel(T* g, int64_t ldg, const T* u, int64_t ldu, int64_t rows, int64_t cols) {
+  pdl_begin();
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= rows * cols) return;
   const int64_t r = idx / cols, c = idx % cols;
@@ -133,6 +138,7 @@ __global__ void swiglu_kernel(T* g, int64_t ldg, const T* u, int64_t ldu, int64_
 
 template <class T>
 __global__ void add_kernel(T* a, int64_t lda, const T* x, int64_t ldx, int64_t rows, int64_t cols) {
+  pdl_begin();
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= rows * cols) return;
   const int64_t r = idx / cols, c = idx % cols;
@@ -141,6 +147,7 @@ __global__ void add_kernel(T* a, int64_t lda, const T* x, int64_t ldx, int64_t r
 
 template <class T>
 __global__ void add_bias_kernel(T* y, int64_t ldy, const float* bias, int64_t rows, int64_t cols) {
+  pdl_begin();
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= rows * cols) return;
   const int64_t r = idx / cols, c = idx % cols;
@@ -150,6 +157,7 @@ __global__ void add_bias_kernel(T* y, int64_t ldy, const float* bias, int64_t ro
 template <class T>
 __global__ void embed_kernel(const T* table, int64_t vocab, const int32_t* ids, T* out, int64_t ldo, int64_t cols,
                              int32_t* bad) {
+  pdl_begin();
   const int32_t id = ids[blockIdx.x];
   const bool ok = id >= 0 && id < vocab;
   if (!ok && threadIdx.x == 0) *bad = 1;
@@ -161,6 +169,7 @@ __global__ void embed_kernel(const T* table, int64_t vocab, const int32_t* ids, 
 template <class T>
 __global__ void write_kv_kernel(const T* k, int64_t ldk, const T* v, int64_t ldv, T* kc, int64_t ldkc, T* vc,
                                 int64_t ldvc, const int32_t* pos, int64_t cols) {
+  pdl_begin();
   const int64_t r = blockIdx.x, p = pos[r];
   for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
     kc[p * ldkc + i] = k[r * ldk + i];
@@ -170,6 +179,7 @@ __global__ void write_kv_kernel(const T* k, int64_t ldk, const T* v, int64_t ldv
 
 template <class T>
 __global__ void token_nll_kernel(const T* logits, int64_t ld, const int32_t* targets, float* nll, int64_t vocab) {
+  pdl_begin();
   const T* row = logits + blockIdx.x * ld;
   float mx = -FLT_MAX;
   for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, to_f32(row[i]));
@@ -207,6 +217,7 @@ __device__ void block_argmax(float& bv, int64_t& bi) {
 
 template <class T>
 __global__ void argmax_slices_kernel(const T* logits, int64_t ld, int64_t vocab, float* pv, int64_t* pi) {
+  pdl_begin();
   const T* row = logits + blockIdx.y * ld;
   const int64_t per = (vocab + kArgmaxSlices - 1) / kArgmaxSlices;
   const int64_t lo = blockIdx.x * per, hi = min(vocab, lo + per);
@@ -218,6 +229,7 @@ __global__ void argmax_slices_kernel(const T* logits, int64_t ld, int64_t vocab,
 }
 
 __global__ void argmax_final_kernel(const float* pv, const int64_t* pi, int32_t* out) {
+  pdl_begin();
   float bv = -FLT_MAX;
   int64_t bi = INT64_MAX;
   for (int i = threadIdx.x; i < kArgmaxSlices; i += blockDim.x) {
@@ -229,6 +241,7 @@ __global__ void argmax_final_kernel(const float* pv, const int64_t* pi, int32_t*
 
 template <class D, class S>
 __global__ void convert_kernel(const S* src, int64_t lds, D* dst, int64_t ldd, int64_t rows, int64_t cols) {
+  pdl_begin();
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= rows * cols) return;
   const int64_t r = idx / cols, c = idx % cols;
@@ -246,28 +259,25 @@ void rms_norm(const T* x, int64_t ldx, T* y, int64_t ldy, const float* w, int64_
   // Few rows (decode): a 1024-thread block per row, so one row's loads are all in flight
   // at once (measured: 8 µs with 256 threads for a 2048-wide row, latency-bound).
   if (rows <= 16) {
-    rms_norm_kernel<1024, T><<<unsigned(rows), 1024, 0, s>>>(x, ldx, y, ldy, w, cols, eps);
+    launch(rms_norm_kernel<1024, T>, unsigned(rows), 1024, 0, s, x, ldx, y, ldy, w, cols, eps);
   } else {
-    rms_norm_kernel<kRowThreads, T><<<unsigned(rows), kRowThreads, 0, s>>>(x, ldx, y, ldy, w, cols, eps);
+    launch(rms_norm_kernel<kRowThreads, T>, unsigned(rows), kRowThreads, 0, s, x, ldx, y, ldy, w, cols, eps);
   }
-  CUDA_LAUNCH_CHECK();
 }
 template <class T>
 void head_rms_norm(T* x, int64_t ldx, const float* w, int64_t rows, int64_t cols, int64_t head_dim, float eps,
                    cudaStream_t s) {
   const int64_t items = rows * (cols / head_dim);
   if (items == 0) return;
-  head_rms_norm_kernel<<<ceil_div(items, kRowThreads / 32), kRowThreads, 0, s>>>(x, ldx, w, rows, cols / head_dim,
+  launch(head_rms_norm_kernel<T>, ceil_div(items, kRowThreads / 32), kRowThreads, 0, s, x, ldx, w, rows, cols / head_dim,
                                                                                   head_dim, eps);
-  CUDA_LAUNCH_CHECK();
 }
 template <class T>
 void rope(T* x, int64_t ldx, const int32_t* pos, const float* inv_freq, int64_t rows, int64_t cols, int64_t head_dim,
           cudaStream_t s) {
   const int64_t n = rows * (cols / head_dim) * (head_dim / 2);
   if (n == 0) return;
-  rope_kernel<<<grid_for(n), kRowThreads, 0, s>>>(x, ldx, pos, inv_freq, rows, cols / head_dim, head_dim);
-  CUDA_LAUNCH_CHECK();
+  launch(rope_kernel<T>, grid_for(n), kRowThreads, 0, s, x, ldx, pos, inv_freq, rows, cols / head_dim, head_dim);
 }
 template <class T>
 void rope_write_kv(T* q, int64_t ldq, T* k, int64_t ldk, const T* v, int64_t ldv, T* kc, int64_t ldkc, T* vc,
@@ -275,48 +285,41 @@ void rope_write_kv(T* q, int64_t ldq, T* k, int64_t ldk, const T* v, int64_t ldv
                    int64_t kv_cols, int64_t head_dim, cudaStream_t s) {
   if (rows == 0) return;
   const unsigned slices = ceil_div((q_cols + kv_cols) / 2 + kv_cols, 128);
-  rope_write_kv_kernel<<<dim3(unsigned(rows), slices), 128, 0, s>>>(q, ldq, k, ldk, v, ldv, kc, ldkc, vc, ldvc, pos,
+  launch(rope_write_kv_kernel<T>, dim3(unsigned(rows), slices), 128, 0, s, q, ldq, k, ldk, v, ldv, kc, ldkc, vc, ldvc, pos,
                                                                    inv_freq, q_cols, kv_cols, head_dim);
-  CUDA_LAUNCH_CHECK();
 }
 template <class T>
 void swiglu(T* gate, int64_t ldg, const T* up, int64_t ldu, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
-  swiglu_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(gate, ldg, up, ldu, rows, cols);
-  CUDA_LAUNCH_CHECK();
+  launch(swiglu_kernel<T>, grid_for(rows * cols), kRowThreads, 0, s, gate, ldg, up, ldu, rows, cols);
 }
 template <class T>
 void add(T* acc, int64_t lda, const T* x, int64_t ldx, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
-  add_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(acc, lda, x, ldx, rows, cols);
-  CUDA_LAUNCH_CHECK();
+  launch(add_kernel<T>, grid_for(rows * cols), kRowThreads, 0, s, acc, lda, x, ldx, rows, cols);
 }
 template <class T>
 void add_bias(T* y, int64_t ldy, const float* bias, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
-  add_bias_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(y, ldy, bias, rows, cols);
-  CUDA_LAUNCH_CHECK();
+  launch(add_bias_kernel<T>, grid_for(rows * cols), kRowThreads, 0, s, y, ldy, bias, rows, cols);
 }
 template <class T>
 void embed(const T* table, int64_t vocab, const int32_t* ids, T* out, int64_t ldo, int64_t rows, int64_t cols,
            int32_t* bad, cudaStream_t s) {
   if (rows == 0) return;
-  embed_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(table, vocab, ids, out, ldo, cols, bad);
-  CUDA_LAUNCH_CHECK();
+  launch(embed_kernel<T>, unsigned(rows), kRowThreads, 0, s, table, vocab, ids, out, ldo, cols, bad);
 }
 template <class T>
 void write_kv(const T* k, int64_t ldk, const T* v, int64_t ldv, T* kc, int64_t ldkc, T* vc, int64_t ldvc,
               const int32_t* pos, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows == 0) return;
-  write_kv_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(k, ldk, v, ldv, kc, ldkc, vc, ldvc, pos, cols);
-  CUDA_LAUNCH_CHECK();
+  launch(write_kv_kernel<T>, unsigned(rows), kRowThreads, 0, s, k, ldk, v, ldv, kc, ldkc, vc, ldvc, pos, cols);
 }
 template <class T>
 void token_nll(const T* logits, int64_t ld, const int32_t* targets, float* nll, int64_t rows, int64_t vocab,
                cudaStream_t s) {
   if (rows == 0) return;
-  token_nll_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(logits, ld, targets, nll, vocab);
-  CUDA_LAUNCH_CHECK();
+  launch(token_nll_kernel<T>, unsigned(rows), kRowThreads, 0, s, logits, ld, targets, nll, vocab);
 }
 int64_t argmax_workspace_floats(int64_t rows) { return rows * kArgmaxSlices * 3; }
 
@@ -325,17 +328,14 @@ void argmax(const T* logits, int64_t ld, int32_t* out, int64_t rows, int64_t voc
   if (rows == 0) return;
   float* pv = workspace;
   auto* pi = reinterpret_cast<int64_t*>(workspace + rows * kArgmaxSlices + (rows * kArgmaxSlices) % 2);
-  argmax_slices_kernel<<<dim3(kArgmaxSlices, unsigned(rows)), kRowThreads, 0, s>>>(logits, ld, vocab, pv, pi);
-  CUDA_LAUNCH_CHECK();
-  argmax_final_kernel<<<unsigned(rows), kRowThreads, 0, s>>>(pv, pi, out);
-  CUDA_LAUNCH_CHECK();
+  launch(argmax_slices_kernel<T>, dim3(kArgmaxSlices, unsigned(rows)), kRowThreads, 0, s, logits, ld, vocab, pv, pi);
+  launch(argmax_final_kernel, unsigned(rows), kRowThreads, 0, s, pv, pi, out);
 }
 
 template <class D, class S>
 void convert(const S* src, int64_t lds, D* dst, int64_t ldd, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows * cols == 0) return;
-  convert_kernel<<<grid_for(rows * cols), kRowThreads, 0, s>>>(src, lds, dst, ldd, rows, cols);
-  CUDA_LAUNCH_CHECK();
+  launch(convert_kernel<D, S>, grid_for(rows * cols), kRowThreads, 0, s, src, lds, dst, ldd, rows, cols);
 }
 
 #define GPTQ_INSTANTIATE(T)                                                                                     \

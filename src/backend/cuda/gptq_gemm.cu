@@ -67,6 +67,7 @@ template <int Bits, int MT, class T>
 __global__ void __launch_bounds__(kWarps * 32)
     gemv_kernel(GptqGemvGroup<T> g, const T* x, int64_t ldx, int M, int kb_per, int splits, float* partials,
                 int32_t* counters) {
+  pdl_begin();
   constexpr int V = block_values(Bits), BW = block_words(Bits);
   constexpr int U = MT == 1 ? 4 : 2;  // code blocks each warp loads before using any
   // fp16 activations and codes that do not straddle words: the half2 path.
@@ -238,6 +239,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 // an [8192, 2048] layer, 6% of the bandwidth).
 template <int Bits, class T>
 __global__ void dequantize_kernel(GptqDeviceLayout w, int64_t n0, int64_t count, T* out) {
+  pdl_begin();
   constexpr int V = block_values(Bits), BW = block_words(Bits);
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t nkb = w.K / V;
@@ -292,12 +294,10 @@ void gemv_bits(const GptqGemvGroup<T>& g, const T* x, int64_t ldx, int64_t M, fl
   const Split sp = split_for(g, mt);
   const dim3 grid(unsigned(group_tiles(g)), unsigned(sp.splits));
   if (mt == 1) {
-    gemv_kernel<Bits, 1, T><<<grid, kWarps * 32, 0, s>>>(g, x, ldx, int(M), sp.kb_per, sp.splits, partials, counters);
+    launch(gemv_kernel<Bits, 1, T>, grid, kWarps * 32, 0, s, g, x, ldx, int(M), sp.kb_per, sp.splits, partials, counters);
   } else {
-    gemv_kernel<Bits, kGemvMaxRows, T>
-        <<<grid, kWarps * 32, 0, s>>>(g, x, ldx, int(M), sp.kb_per, sp.splits, partials, counters);
+    launch(gemv_kernel<Bits, kGemvMaxRows, T>, grid, kWarps * 32, 0, s, g, x, ldx, int(M), sp.kb_per, sp.splits, partials, counters);
   }
-  CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
@@ -331,13 +331,12 @@ void gptq_dequantize(const GptqDeviceLayout& w, int64_t n0, int64_t count, T* ou
   const int v = w.bits == 3 ? 32 : 32 / w.bits;
   const unsigned grid = ceil_div((w.K / v) * count, 256);
   switch (w.bits) {
-    case 2: dequantize_kernel<2, T><<<grid, 256, 0, s>>>(w, n0, count, out); break;
-    case 3: dequantize_kernel<3, T><<<grid, 256, 0, s>>>(w, n0, count, out); break;
-    case 4: dequantize_kernel<4, T><<<grid, 256, 0, s>>>(w, n0, count, out); break;
-    case 8: dequantize_kernel<8, T><<<grid, 256, 0, s>>>(w, n0, count, out); break;
+    case 2: launch(dequantize_kernel<2, T>, grid, 256, 0, s, w, n0, count, out); break;
+    case 3: launch(dequantize_kernel<3, T>, grid, 256, 0, s, w, n0, count, out); break;
+    case 4: launch(dequantize_kernel<4, T>, grid, 256, 0, s, w, n0, count, out); break;
+    case 8: launch(dequantize_kernel<8, T>, grid, 256, 0, s, w, n0, count, out); break;
     default: GPTQ_CHECK(false, "gptq_dequantize: unsupported bits");
   }
-  CUDA_LAUNCH_CHECK();
 }
 
 template GemvScratch gptq_gemv_scratch<float>(const GptqGemvGroup<float>&, int64_t);
