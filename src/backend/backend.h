@@ -203,7 +203,7 @@ class Backend {
   virtual void token_nll(Tensor logits, Tensor targets, Tensor nll) = 0;
   // out[r] = argmax of logits row r (lowest index on ties); out I32 [1, R].
   virtual void argmax(Tensor logits, Tensor out) = 0;
-  // out[r] = the id drawn from logits row r by the rule of backend/cpu/sampling.h, which
+  // out[r] = the id drawn from logits row r by the rule of backend/sampling_rule.h, which
   // every backend implements: logits [R, vocab]; uniforms F32 [1, R], each in [0, 1);
   // out I32 [1, R]. The uniforms are a tensor, not a host argument, so that a decode
   // step including its draw stays replayable as a graph.

@@ -1,5 +1,5 @@
 // Choosing the next token from a logits row: greedy, or temperature / top-k / top-p
-// sampling by the rule of backend/cpu/sampling.h, with one uniform per step drawn from a
+// sampling by the rule of backend/sampling_rule.h, with one uniform per step drawn from a
 // seeded generator on the host, so the same seed gives the same text on every backend.
 #pragma once
 
