@@ -16,12 +16,15 @@
 // must agree exactly (the harness's own check).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "backend/cpu/sampling.h"
 #include "backend/registry.h"
 #include "core/dtype.h"
 #include "format/packing.h"
@@ -481,6 +484,82 @@ TEST_P(BackendOps, TokenNllAndArgmax) {
     ref_->download(am.ref.view(), a);
     dut_->download(am.dut.view(), b);
     EXPECT_EQ(a, b) << "argmax vocab=" << vocab;
+  }
+}
+
+// Rows of logits in three shapes: broad (uniform), peaked (a few tokens far above a
+// Gaussian bulk, like a language model's head) and coarse (multiples of 1/2: ties
+// everywhere, so every cut lands inside a group of equal logits and the index order
+// decides).
+std::vector<float> sampling_logits(int kind, int64_t n, std::mt19937& rng) {
+  std::vector<float> v(static_cast<std::size_t>(n));
+  std::normal_distribution<float> g(0.0f, 2.0f);
+  std::uniform_real_distribution<float> uni(-8.0f, 8.0f);
+  for (auto& x : v) x = kind == 0 ? uni(rng) : kind == 1 ? g(rng) : std::round(uni(rng)) / 2.0f;
+  if (kind == 1) {
+    for (int i = 0; i < 5; ++i) v[std::uniform_int_distribution<std::size_t>(0, v.size() - 1)(rng)] = 9.0f + float(i);
+  }
+  return v;
+}
+
+TEST_P(BackendOps, Sample) {
+  // The rule is integer arithmetic over IEEE-exact weights (backend/sampling_rule.h), so
+  // every backend must return the reference's id for the same logits and uniform, in
+  // every case: no tolerance. Each row is sampled as the backend holds it (its dtype's
+  // rounding, downloaded as for argmax); the CPU op must equal sample_row on the host.
+  std::uniform_real_distribution<float> uni(0.0f, 1.0f);
+  for (int64_t vocab : {1000, 128256}) {
+    const int64_t rows = vocab == 1000 ? 6 : 2;
+    const int draws = vocab == 1000 ? 24 : 3;
+    for (int kind = 0; kind < 3; ++kind) {
+      auto l = put(sampling_logits(kind, rows * vocab, rng_), rows, vocab);
+      std::vector<float> host(static_cast<std::size_t>(rows * vocab));
+      dut_->download(l.dut.view(), host);
+      ref_->upload(host, l.ref.view());
+      Pair u{ref_->alloc(1, rows, DType::kF32), dut_->alloc(1, rows, DType::kF32)};
+      Pair id{ref_->alloc(1, rows, DType::kI32), dut_->alloc(1, rows, DType::kI32)};
+      std::vector<int32_t> a(static_cast<std::size_t>(rows)), b(a.size());
+      const std::string where = "vocab=" + std::to_string(vocab) + " logits kind " + std::to_string(kind);
+
+      // T = 0 is the argmax.
+      const std::vector<float> half(static_cast<std::size_t>(rows), 0.5f);
+      dut_->upload(half, u.dut.view());
+      ref_->argmax(l.ref.view(), id.ref.view());
+      dut_->sample(l.dut.view(), u.dut.view(), {.temperature = 0.0f}, id.dut.view());
+      ref_->download(id.ref.view(), a);
+      dut_->download(id.dut.view(), b);
+      EXPECT_EQ(a, b) << "greedy sample vs argmax, " << where;
+
+      for (float T : {0.5f, 1.0f, 2.0f}) {
+        for (int64_t k : {0, 1, 40}) {
+          for (float p : {1.0f, 0.9f, 0.5f}) {
+            const backend::SampleParams sp{.temperature = T, .top_k = k, .top_p = p};
+            for (int d = 0; d < draws; ++d) {
+              // The ends of the generator's grid (eval::Sampler), then random points on it.
+              std::vector<float> us(static_cast<std::size_t>(rows));
+              for (auto& x : us) x = d == 0 ? 0.0f : d == 1 ? 1.0f - 0x1p-24f : std::floor(uni(rng_) * 0x1p24f) * 0x1p-24f;
+              ref_->upload(us, u.ref.view());
+              dut_->upload(us, u.dut.view());
+              std::fill(b.begin(), b.end(), -1);
+              dut_->upload(b, id.dut.view());  // poisoned: an unwritten id fails
+              ref_->sample(l.ref.view(), u.ref.view(), sp, id.ref.view());
+              dut_->sample(l.dut.view(), u.dut.view(), sp, id.dut.view());
+              ref_->download(id.ref.view(), a);
+              dut_->download(id.dut.view(), b);
+              for (int64_t r = 0; r < rows; ++r) {
+                const std::span<const float> row(host.data() + r * vocab, std::size_t(vocab));
+                if (GetParam().spec == "cpu") {
+                  ASSERT_EQ(a[std::size_t(r)], backend::cpu::sample_row(row, sp, us[std::size_t(r)]));
+                }
+                EXPECT_EQ(a[std::size_t(r)], b[std::size_t(r)])
+                    << where << " row " << r << " T=" << T << " top_k=" << k << " top_p=" << p
+                    << " u=" << us[std::size_t(r)];
+              }
+            }
+          }
+        }
+      }
+    }
   }
 }
 

@@ -129,6 +129,13 @@ struct MemoryStats {
 // Whether a product overwrites its output or adds to it.
 enum class Accumulate { kNo, kYes };
 
+// Backend::sample's settings, fixed for a generation (validated by eval::Sampler).
+struct SampleParams {
+  float temperature = 1.0f;  // 0: greedy (the op is argmax)
+  int64_t top_k = 0;         // 0: no top-k cut
+  float top_p = 1.0f;        // in (0, 1]; 1: no nucleus cut
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -196,6 +203,11 @@ class Backend {
   virtual void token_nll(Tensor logits, Tensor targets, Tensor nll) = 0;
   // out[r] = argmax of logits row r (lowest index on ties); out I32 [1, R].
   virtual void argmax(Tensor logits, Tensor out) = 0;
+  // out[r] = the id drawn from logits row r by the rule of backend/sampling_rule.h, which
+  // every backend implements: logits [R, vocab]; uniforms F32 [1, R], each in [0, 1);
+  // out I32 [1, R]. The uniforms are a tensor, not a host argument, so that a decode
+  // step including its draw stays replayable as a graph.
+  virtual void sample(Tensor logits, Tensor uniforms, const SampleParams& p, Tensor out) = 0;
 
   // Records what `work` enqueues for replay; null where the backend cannot (the CPU),
   // in which case `work` has not run.

@@ -12,6 +12,7 @@
 #include "backend/backend.h"
 #include "backend/cpu/cpu_linear.h"
 #include "backend/cpu/gptq_linear.h"
+#include "backend/cpu/sampling.h"
 #include "core/error.h"
 #include "core/omp_policy.h"
 
@@ -268,6 +269,16 @@ class CpuBackend final : public Backend {
     for (int64_t r = 0; r < logits.rows; ++r) {
       const float* row = ld + r * logits.stride;
       od[r] = int32_t(std::max_element(row, row + logits.cols) - row);  // first of equal maxima
+    }
+  }
+
+  void sample(Tensor logits, Tensor uniforms, const SampleParams& p, Tensor out) override {
+    check(uniforms.cols == logits.rows && out.cols == logits.rows, "sample shape");
+    const float* ld = f32(logits);
+    const float* u = f32(uniforms);
+    auto* od = const_cast<int32_t*>(i32(out));
+    for (int64_t r = 0; r < logits.rows; ++r) {
+      od[r] = cpu::sample_row({ld + r * logits.stride, std::size_t(logits.cols)}, p, u[r]);
     }
   }
 

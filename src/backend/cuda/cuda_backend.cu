@@ -14,6 +14,7 @@
 #include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/gptq_gemm.cuh"
 #include "backend/cuda/gptq_repack.h"
+#include "backend/cuda/sampling.cuh"
 #include "io/checkpoint.h"
 
 namespace gptq::backend::cuda {
@@ -405,6 +406,17 @@ class CudaBackend final : public Backend {
     with_act_type(act_, [&]<class T>() {
       cuda::argmax(static_cast<const T*>(logits.data), logits.stride, out.as<int32_t>(), logits.rows, logits.cols,
                    workspace(argmax_workspace_floats(logits.rows)), stream_);
+    });
+  }
+  void sample(Tensor logits, Tensor uniforms, const SampleParams& p, Tensor out) override {
+    if (p.temperature == 0.0f) return argmax(logits, out);
+    own(logits);
+    GPTQ_CHECK(uniforms.cols == logits.rows && out.cols == logits.rows, "cuda sample shape");
+    GPTQ_CHECK(logits.cols > 0 && logits.cols < sampling::kMaxVocab,
+               "cuda sample: a vocabulary of " + std::to_string(logits.cols) + " is outside (0, 2^22)");
+    with_act_type(act_, [&]<class T>() {
+      cuda::sample(static_cast<const T*>(logits.data), logits.stride, uniforms.as<float>(), out.as<int32_t>(),
+                   logits.rows, logits.cols, p.temperature, p.top_k, p.top_p, stream_);
     });
   }
 
