@@ -285,7 +285,7 @@ TEST_P(BackendOps, GptqLinear) {
     const quant::PackedLinear p = random_gptq(c, rng_);
     auto lr = ref_->gptq_linear(p);
     auto ld = dut_->gptq_linear(p);
-    // M = 1, 3, 8: one GEMV launch; 17: GEMV chunks of 8 rows; 40: dequantized tiles + cuBLAS.
+    // M = 1, 3, 8: one GEMV launch; 17, 40: dequantized tiles + cuBLAS.
     for (int64_t M : {1, 3, 8, 17, 40}) {
       auto x = put(random(M * c.K), M, c.K);
       auto y = poisoned(M, c.N);

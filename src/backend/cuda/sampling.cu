@@ -237,6 +237,7 @@ template <class T>
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const T* logits, int64_t ld, const float* uniforms, int32_t* out, int64_t vocab, float temperature,
                   int64_t top_k, float top_p) {
+  pdl_begin();
   __shared__ Shared sh;
   const T* x = logits + int64_t(blockIdx.x) * ld;
   float mx = -INFINITY;
@@ -270,8 +271,7 @@ template <class T>
 void sample(const T* logits, int64_t ld, const float* uniforms, int32_t* out, int64_t rows, int64_t vocab,
             float temperature, int64_t top_k, float top_p, cudaStream_t s) {
   if (rows == 0) return;
-  sample_kernel<T><<<unsigned(rows), kThreads, 0, s>>>(logits, ld, uniforms, out, vocab, temperature, top_k, top_p);
-  CUDA_LAUNCH_CHECK();
+  launch(sample_kernel<T>, unsigned(rows), kThreads, 0, s, logits, ld, uniforms, out, vocab, temperature, top_k, top_p);
 }
 
 template void sample<float>(const float*, int64_t, const float*, int32_t*, int64_t, int64_t, float, int64_t, float,
