@@ -18,6 +18,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "format/bnb_packed.h"
 #include "format/packing.h"
 #include "io/safetensors.h"
 
@@ -161,6 +162,9 @@ class Backend {
   // A GPTQ layer from its packed tensors; qzeros must hold v2 zeros (the loader converts
   // v1 checkpoints once). Validated here; the backend may repack.
   virtual std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) = 0;
+  // A layer quantized at load as bitsandbytes does it (NF4/FP4 blockwise absmax with
+  // optional double quantization, or LLM.int8; src/format/bnb_packed.h). Validated here.
+  virtual std::unique_ptr<Linear> bnb_linear(quant::bnb::BnbPacked packed) = 0;
 
   // y[M, out] = x[M, in] Wᵀ + b, or with Accumulate::kYes y += x Wᵀ + b (the residual
   // add folded into the product's epilogue).

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "core/progress.h"
+#include "cli/load_options.h"
 #include "eval/compare.h"
 
 namespace gptq::cli {
@@ -18,6 +19,7 @@ struct CompareArgs {
   std::string text;
   std::vector<std::string> tasks;
   bool json = false;
+  LoadArgs load;
 };
 }  // namespace
 
@@ -48,9 +50,11 @@ Runner add_compare(CLI::App& app) {
   app.add_option("--decode-tokens", a->opts.decode_tokens, "Tokens to decode for the speed figure; 0 = skip")
       ->capture_default_str();
   app.add_flag("--json", a->json, "Print machine-readable JSON instead of Markdown");
+  add_load_flags(app, a->load);  // applied to QUANT
   return [a] {
     eval::CompareOptions o = a->opts;
     o.text = a->text;
+    o.quant_load = bnb_config(a->load);
     for (const auto& t : a->tasks) o.tasks.emplace_back(t);
     o.on_progress = stage_progress();
     const eval::CompareResult r = eval::compare_models(a->base, a->quant, o);

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_options.h"
+#include "cli/load_options.h"
 #include "core/progress.h"
 #include "eval/multiple_choice.h"
 #include "model/config.h"
@@ -19,6 +20,7 @@ struct EvalArgs {
   bool json = false;
   bool per_item = false;
   DeviceArgs device;
+  LoadArgs load;
 };
 
 void print_task(const eval::McResult& r) {
@@ -46,13 +48,14 @@ Runner add_eval(CLI::App& app) {
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   app.add_flag("--per-item", a->per_item, "With --json: each item's choice log-likelihoods and predictions");
   add_device_flags(app, a->device);
+  add_load_flags(app, a->load);
   return [a] {
     model::require_model_dir(a->model, model::ModelFiles::kConfigAndTokenizer);
     std::vector<eval::McTask> tasks;
     for (const auto& f : a->tasks) tasks.push_back(eval::load_mc_task(f, a->limit));
     const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = open_backend(a->device, a->model);
-    auto m = model::Model::load(a->model, *be);
+    auto m = load_model(a->model, *be, a->load);
     nlohmann::ordered_json out = {{"model", a->model}, {"tasks", nlohmann::ordered_json::array()}};
     for (const auto& task : tasks) {
       Progress bar("eval " + task.name, int64_t(task.items.size()));

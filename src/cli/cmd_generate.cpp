@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_options.h"
+#include "cli/load_options.h"
 #include "core/error.h"
 #include "eval/generate.h"
 #include "eval/sampler.h"
@@ -23,6 +24,7 @@ struct GenerateArgs {
   int64_t max_new_tokens = 256;
   eval::SamplingOptions sampling{.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 0};
   DeviceArgs device;
+  LoadArgs load;
   bool json = false;
 };
 
@@ -61,6 +63,7 @@ Runner add_generate(CLI::App& app) {
   app.add_option("--seed", a->sampling.seed, "Random seed")->capture_default_str();
   app.add_flag("--json", a->json, "After the text, print timings and memory as JSON on stdout");
   add_device_flags(app, a->device);
+  add_load_flags(app, a->load);
   return [a] {
     model::require_model_dir(a->model, model::ModelFiles::kConfigAndTokenizer);
     if (a->prompt == "-") {
@@ -70,7 +73,7 @@ Runner add_generate(CLI::App& app) {
     eval::Sampler{a->sampling};  // checks the sampling options before the device line is printed
     const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = open_backend(a->device, a->model);
-    auto m = model::Model::load(a->model, *be);
+    auto m = load_model(a->model, *be, a->load);
     const std::vector<int32_t> prompt = tk.encode(a->prompt);
 
     std::fwrite(a->prompt.data(), 1, a->prompt.size(), stdout);

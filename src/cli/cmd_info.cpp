@@ -6,8 +6,12 @@
 #include "backend/registry.h"
 #include "cli/commands.h"
 #include "cli/device_options.h"
+#include "cli/load_options.h"
+#include "core/error.h"
 #include "io/checkpoint.h"
+#include "format/bnb_packed.h"
 #include "model/config.h"
+#include "model/layer.h"
 #include "format/loader_support.h"
 #include "format/quant_config.h"
 
@@ -19,6 +23,7 @@ struct InfoArgs {
   bool json = false;
   bool tensors = false;
   DeviceArgs device;
+  LoadArgs load;
 };
 }  // namespace
 
@@ -28,6 +33,7 @@ Runner add_info(CLI::App& app) {
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   app.add_flag("--tensors", a->tensors, "List every tensor (always included in --json)");
   add_device_flags(app, a->device);
+  add_load_flags(app, a->load);
   return [a] {
     const model::ModelConfig c = model::load_config(a->model);
     const io::Checkpoint ckpt(a->model);
@@ -76,6 +82,26 @@ Runner add_info(CLI::App& app) {
         {"dtypes", by_dtype},
         {"bits_per_parameter", double(ckpt.total_bytes()) * 8.0 / double(params)},
     };
+    const quant::bnb::BnbConfig bnb = bnb_config(a->load);
+    std::string bnb_line;
+    if (bnb.enabled()) {
+      if (qc) throw Error(ErrorKind::kInvalidArgument, a->model + ": already quantized (GPTQ); --load-in-* needs a dense checkpoint");
+      // What --load-in-4bit/--load-in-8bit would make of the decoder layers' linears.
+      uint64_t dense = 0, packed = 0;
+      for (int64_t l = 0; l < c.layers; ++l) {
+        for (const model::Slot s : model::kAllSlots) {
+          const auto [out, in] = model::slot_shape(c, s);
+          dense += ckpt.get(model::module_name(l, s) + ".weight").data.size();
+          packed += quant::bnb::packed_bytes(bnb, out, in);
+        }
+      }
+      j["load_quantization"] = {{"method", quant::bnb::describe(bnb)}, {"dense_bytes", dense}, {"quantized_bytes", packed}};
+      char line[256];
+      std::snprintf(line, sizeof line, "load-time quantization %s: linears %.2f MiB -> %.2f MiB (saves %.2f MiB)\n",
+                    quant::bnb::describe(bnb).c_str(), double(dense) / (1 << 20), double(packed) / (1 << 20),
+                    double(dense - packed) / (1 << 20));
+      bnb_line = line;
+    }
     std::vector<quant::LoaderVerdict> loaders;
     if (qc) {
       // The settings as read (GPTQModel's meta fields included), in our layout.
@@ -136,6 +162,7 @@ Runner add_info(CLI::App& app) {
                     l.why.c_str());
       }
     }
+    std::fputs(bnb_line.c_str(), stdout);
     std::fputs(device_line.c_str(), stdout);
     if (a->tensors) {
       for (const auto& t : tensors) {

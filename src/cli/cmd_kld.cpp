@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_options.h"
+#include "cli/load_options.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "eval/compare.h"
@@ -28,6 +29,7 @@ struct KldArgs {
   std::string base_logits;
   bool json = false;
   DeviceArgs device;
+  LoadArgs load;
 };
 
 std::vector<int32_t> tokenize_file(const std::string& path, const std::string& model_dir) {
@@ -71,6 +73,7 @@ Runner add_kld(CLI::App& app) {
   save->excludes(load);
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   add_device_flags(app, a->device);
+  add_load_flags(app, a->load);
   return [a] {
     for (const auto& m : a->models) model::require_model_dir(m, model::ModelFiles::kConfigAndTokenizer);
     const bool saved = !a->base_logits.empty();
@@ -95,7 +98,7 @@ Runner add_kld(CLI::App& app) {
       const std::string& quant_dir = a->models[0];
       // Opened once the inputs are known to be good, so that their errors stay one line.
       auto be = open_backend(a->device, quant_dir);
-      auto quant = model::Model::load(quant_dir, *be);
+      auto quant = load_model(quant_dir, *be, a->load);
       if (!a->text.empty()) {
         // The text must tokenize (by QUANT's tokenizer) to the stored windows.
         const auto ids = tokenize_file(a->text, quant_dir);
@@ -141,7 +144,7 @@ Runner add_kld(CLI::App& app) {
       return 0;
     }
     const std::string& quant_dir = a->models[1];
-    auto quant = model::Model::load(quant_dir, *be);
+    auto quant = load_model(quant_dir, *be, a->load);
     eval::check_same_tokenization(ids, tokenize_file(a->text, quant_dir), base.config().vocab, quant.config().vocab);
     const auto r = eval::kl_divergence(quant, live, base.config().vocab, used,
                                        {.ctx = ctx, .windows = windows, .on_window = on_window});

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/device_options.h"
+#include "cli/load_options.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "eval/perplexity.h"
@@ -28,13 +29,14 @@ struct PplArgs {
   int64_t limit = 0;
   bool json = false;
   DeviceArgs device;
+  LoadArgs load;
 };
 
 int run_texts(const PplArgs& a) {
   const std::vector<std::string> texts = eval::load_texts(a.texts, a.field, a.limit);
   const auto tk = tok::Tokenizer::load_for_model(a.model);
   auto be = open_backend(a.device, a.model);
-  auto m = model::Model::load(a.model, *be);
+  auto m = load_model(a.model, *be, a.load);
   Progress bar("ppl", int64_t(texts.size()));
   const eval::TextPplResult r = eval::text_perplexity(
       m, tk, texts, {.max_length = a.max_length, .on_text = [&bar](int64_t done, int64_t) { bar.update(done); }});
@@ -81,6 +83,7 @@ Runner add_ppl(CLI::App& app) {
   app.add_option("--max-windows", a->max_windows, "Score at most this many windows; 0 = all")->capture_default_str();
   app.add_flag("--json", a->json, "Print machine-readable JSON");
   add_device_flags(app, a->device);
+  add_load_flags(app, a->load);
   return [a] {
     model::require_model_dir(a->model, model::ModelFiles::kConfigAndTokenizer);
     if (!a->texts.empty()) return run_texts(*a);
@@ -88,7 +91,7 @@ Runner add_ppl(CLI::App& app) {
     const std::string text = io::read_text_file(a->text);
     const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = open_backend(a->device, a->model);
-    auto m = model::Model::load(a->model, *be);
+    auto m = load_model(a->model, *be, a->load);
     const std::vector<int32_t> tokens = tk.encode(text);
     std::unique_ptr<Progress> bar;
     eval::PplOptions opts{.ctx = a->ctx, .max_windows = a->max_windows};

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "io/checkpoint.h"
+#include "model/bnb_loader.h"
 #include "io/json_file.h"
 #include "tokenizer/utf8.h"
 
@@ -119,13 +120,13 @@ CompareResult compare_models(const std::filesystem::path& base_dir, const std::f
   r.quant.bits_per_param = double(r.quant.disk_bytes) * 8.0 / double(params);
 
   auto be = backend::make_cpu_backend();
-  auto load = [&](const std::filesystem::path& dir, ModelReport& rep) {
-    model::Model m = model::Model::load(dir, *be);
+  auto load = [&](const std::filesystem::path& dir, ModelReport& rep, const quant::bnb::BnbConfig& bnb) {
+    model::Model m = bnb.enabled() ? model::load_bnb(dir, *be, bnb) : model::Model::load(dir, *be);
     rep.weight_bytes = m.weight_bytes();
     return m;
   };
-  model::Model base = load(base_dir, r.base);
-  model::Model quant = load(quant_dir, r.quant);
+  model::Model base = load(base_dir, r.base, {});
+  model::Model quant = load(quant_dir, r.quant, o.quant_load);
   const int64_t vocab_b = base.config().vocab, vocab_q = quant.config().vocab;
   check_same_tokenization({}, {}, vocab_b, vocab_q);
 

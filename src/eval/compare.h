@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "eval/kld.h"
+#include "format/bnb_config.h"
 #include "eval/multiple_choice.h"
 
 namespace gptq::eval {
@@ -31,6 +32,7 @@ struct CompareOptions {
   int64_t max_windows = 0;                  // 0: all
   int64_t task_limit = 0;                   // items per task; 0: all
   int64_t decode_tokens = 64;
+  quant::bnb::BnbConfig quant_load;         // enabled(): QUANT is quantized at load (bitsandbytes)
   // (stage, done, total): "load BASE", "kld", "eval TASK (base)", "decode (quantized)", ...
   std::function<void(const std::string&, int64_t, int64_t)> on_progress;
 };

@@ -10,6 +10,7 @@
 
 #include "backend/allocation_meter.h"
 #include "backend/backend.h"
+#include "backend/cpu/bnb_linear.h"
 #include "backend/cpu/cpu_linear.h"
 #include "backend/cpu/gptq_linear.h"
 #include "backend/cpu/sampling.h"
@@ -75,6 +76,10 @@ class CpuBackend final : public Backend {
 
   std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) override {
     return std::make_unique<cpu::GptqLinear>(std::move(packed));
+  }
+
+  std::unique_ptr<Linear> bnb_linear(quant::bnb::BnbPacked packed) override {
+    return std::make_unique<cpu::BnbLinear>(std::move(packed));
   }
 
   void linear(const Linear& w, Tensor x, Tensor y, Accumulate acc) override {
