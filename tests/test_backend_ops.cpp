@@ -27,6 +27,7 @@
 #include "backend/cpu/sampling.h"
 #include "backend/registry.h"
 #include "core/dtype.h"
+#include "format/bnb_packed.h"
 #include "format/packing.h"
 #include "format/random_layer.h"
 #ifdef GPTQ_HAVE_CUDA
@@ -338,6 +339,99 @@ TEST_P(BackendOps, DenseLinearGroupAndAccumulate) {
       dut_->linear(*ld[1], x.dut.view(), acc.dut.view(), backend::Accumulate::kYes);
       // The product's c = 4, plus the added y rounded and the sum rounded: c = 6.
       expect_close(acc, bound(6, K), "dense accumulate " + what);
+    }
+  }
+}
+
+struct BnbCase {
+  quant::bnb::BnbType type;
+  quant::bnb::AbsmaxStorage absmax;
+  int64_t N, K;
+};
+
+TEST_P(BackendOps, BnbLinear) {
+  using quant::bnb::AbsmaxStorage;
+  using quant::bnb::BnbType;
+  const BnbCase cases[] = {
+      {BnbType::kNf4, AbsmaxStorage::kF32, 96, 288},           // blocks span rows (stories15M's K)
+      {BnbType::kNf4, AbsmaxStorage::kDoubleQuant, 41, 576},   // SmolLM2's K, N % 8 != 0
+      {BnbType::kFp4, AbsmaxStorage::kF32, 37, 75},            // odd K: rows start mid-byte
+      {BnbType::kFp4, AbsmaxStorage::kDoubleQuant, 256, 1536},  // several double-quant groups
+      {BnbType::kInt8, AbsmaxStorage::kF32, 96, 288},
+      {BnbType::kInt8, AbsmaxStorage::kF32, 41, 577},
+  };
+  for (const BnbCase& c : cases) {
+    quant::bnb::BnbPacked p = quant::bnb::quantize(random(c.N * c.K, -0.1f, 0.1f), c.N, c.K,
+                                                   {.type = c.type, .blocksize = 64, .absmax = c.absmax});
+    p.bias = random(c.N);
+    auto lr = ref_->bnb_linear(p);
+    auto ld = dut_->bnb_linear(p);
+    for (int64_t M : {1, 3, 8, 17}) {
+      std::vector<float> xh = random(M * c.K);
+      // Two outlier columns (|x| 8-10, far from the threshold 6 after any rounding).
+      for (int64_t m = 0; m < M; ++m) {
+        xh[std::size_t(m * c.K + 2)] = 9.0f;
+        xh[std::size_t(m * c.K + c.K - 1)] = -8.5f;
+      }
+      auto x = put(xh, M, c.K);
+      auto y = poisoned(M, c.N);
+      ref_->linear(*lr, x.ref.view(), y.ref.view());
+      dut_->linear(*ld, x.dut.view(), y.dut.view());
+      const std::string what = std::string("bnb ") + quant::bnb::type_name(c.type) +
+                               (c.absmax == AbsmaxStorage::kDoubleQuant ? " dq" : "") + " N=" + std::to_string(c.N) +
+                               " K=" + std::to_string(c.K) + " M=" + std::to_string(M);
+      // 4-bit: as GPTQ (x rounded, weight code·absmax in fp32, K-term product, output): c = 4.
+      double tol = bound(4, c.K);
+      if (c.type == BnbType::kInt8 && GetParam().spec != "cpu") {
+        // x rounded to the activation dtype moves x·127/r by at most 127·u, flipping the
+        // rounding of a CA value (by 1, worth r/127 · W) with probability about 254·u.
+        // Over K random terms that is √(254·u·K)·(r/127)·rms(W) against |y| ≈
+        // √K·rms(x)·rms(W): normalised √(254·u)·r / (127·rms(x)), r = 1, rms(x) = 1/√3,
+        // doubled for margin.
+        tol += 2.0 * std::sqrt(254.0 * unit_roundoff(GetParam().act)) * std::sqrt(3.0) / 127.0;
+      }
+      expect_close(y, tol, what);
+    }
+  }
+  // As the model runs them: q/k/v-like groups of one x (NF4, NF4 + double quant, FP4:
+  // one of them without a bias), and the residual form y += x Wᵀ + b; then LLM.int8.
+  const int64_t K = 576, Ns[] = {64, 41, 200};
+  std::vector<std::unique_ptr<backend::Linear>> gr, gd;
+  const quant::bnb::BnbConfig group_cfg[] = {{.type = BnbType::kNf4},
+                                             {.type = BnbType::kNf4, .absmax = AbsmaxStorage::kDoubleQuant},
+                                             {.type = BnbType::kFp4}};
+  for (int j = 0; j < 3; ++j) {
+    quant::bnb::BnbPacked p = quant::bnb::quantize(random(Ns[j] * K, -0.1f, 0.1f), Ns[j], K, group_cfg[j]);
+    if (j != 1) p.bias = random(Ns[j]);
+    gr.push_back(ref_->bnb_linear(p));
+    gd.push_back(dut_->bnb_linear(p));
+  }
+  quant::bnb::BnbPacked p8 = quant::bnb::quantize(random(Ns[1] * K, -0.1f, 0.1f), Ns[1], K, {.type = BnbType::kInt8});
+  p8.bias = random(Ns[1]);
+  auto ir = ref_->bnb_linear(p8), id = dut_->bnb_linear(p8);
+  for (int64_t M : {1, 3, 8, 17}) {
+    auto x = put(random(M * K), M, K);
+    std::vector<Pair> y;
+    for (int64_t N : Ns) y.push_back(poisoned(M, N));
+    const backend::Linear* wr[] = {gr[0].get(), gr[1].get(), gr[2].get()};
+    const backend::Linear* wd[] = {gd[0].get(), gd[1].get(), gd[2].get()};
+    const Tensor yr[] = {y[0].ref.view(), y[1].ref.view(), y[2].ref.view()};
+    const Tensor yd[] = {y[0].dut.view(), y[1].dut.view(), y[2].dut.view()};
+    ref_->linear_group(wr, x.ref.view(), yr);
+    dut_->linear_group(wd, x.dut.view(), yd);
+    const std::string what = " M=" + std::to_string(M);
+    for (int j = 0; j < 3; ++j) expect_close(y[std::size_t(j)], bound(4, K), "bnb group" + what);  // c = 4 as above
+    for (const auto& [r, d] : {std::pair{gr[1].get(), gd[1].get()}, std::pair{ir.get(), id.get()}}) {
+      auto acc = put(random(M * Ns[1]), M, Ns[1]);
+      ref_->linear(*r, x.ref.view(), acc.ref.view(), backend::Accumulate::kYes);
+      dut_->linear(*d, x.dut.view(), acc.dut.view(), backend::Accumulate::kYes);
+      // The product's bound plus the added y rounded and the sum rounded (c = 6); for
+      // LLM.int8 on a 16-bit device also its activation-rounding term (above).
+      double tol = bound(6, K);
+      if (r == ir.get() && GetParam().spec != "cpu") {
+        tol += 2.0 * std::sqrt(254.0 * unit_roundoff(GetParam().act)) * std::sqrt(3.0) / 127.0;
+      }
+      expect_close(acc, tol, "bnb accumulate " + r->describe() + what);
     }
   }
 }
