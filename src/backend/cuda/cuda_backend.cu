@@ -9,12 +9,14 @@
 
 #include "backend/allocation_meter.h"
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/bnb_gemm.cuh"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dense_gemv.cuh"
 #include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/gptq_gemm.cuh"
 #include "backend/cuda/gptq_repack.h"
 #include "backend/cuda/sampling.cuh"
+#include "format/bnb_codebook.h"
 #include "io/checkpoint.h"
 
 namespace gptq::backend::cuda {
@@ -89,6 +91,20 @@ class GptqLinear final : public CudaLinear {
   uint64_t weight_bytes() const override { return bytes; }
   std::string describe() const override { return what; }
   GptqDeviceLayout layout;
+  std::vector<std::shared_ptr<void>> memory;
+  uint64_t bytes = 0;
+  std::string what;
+};
+
+// A bitsandbytes layer (src/format/bnb_packed.h) copied as is; its code books ride in
+// each launch.
+class BnbLinear final : public CudaLinear {
+ public:
+  BnbLinear(int64_t out, int64_t in) : CudaLinear(out, in) {}
+  uint64_t weight_bytes() const override { return bytes; }
+  std::string describe() const override { return what; }
+  BnbDeviceLayout layout;
+  BnbTables tables{};
   std::vector<std::shared_ptr<void>> memory;
   uint64_t bytes = 0;
   std::string what;
@@ -244,6 +260,43 @@ class CudaBackend final : public Backend {
     return l;
   }
 
+  std::unique_ptr<Linear> bnb_linear(quant::bnb::BnbPacked packed) override {
+    quant::bnb::validate(packed);
+    using quant::bnb::BnbType;
+    auto l = std::make_unique<BnbLinear>(packed.out_features, packed.in_features);
+    l->what = quant::bnb::describe({.type = packed.type, .blocksize = packed.blocksize,
+                                    .absmax = packed.nested ? quant::bnb::AbsmaxStorage::kDoubleQuant
+                                                            : quant::bnb::AbsmaxStorage::kF32,
+                                    .int8_threshold = packed.threshold});
+    BnbDeviceLayout& d = l->layout;
+    d = {.type = packed.type, .K = packed.in_features, .N = packed.out_features, .blocksize = packed.blocksize,
+         .threshold = packed.threshold};
+    const auto& book = packed.type == BnbType::kFp4 ? quant::bnb::kFp4 : quant::bnb::kNf4;
+    std::copy(book.begin(), book.end(), l->tables.code);
+    std::copy(quant::bnb::dynamic_map().begin(), quant::bnb::dynamic_map().end(), l->tables.dynamic);
+    auto put = [&](const void* src, uint64_t bytes) {
+      // At least 4 bytes, so that the kernels' word loads of the last codes stay inside.
+      auto m = mem_.alloc(std::max<uint64_t>(bytes, 4), "a bitsandbytes tensor");
+      CUDA_CHECK(cudaMemcpyAsync(m.get(), src, bytes, cudaMemcpyHostToDevice, stream_));
+      l->memory.push_back(m);
+      l->bytes += bytes;
+      return m.get();
+    };
+    d.data = static_cast<const uint8_t*>(put(packed.data.data(), packed.data.size()));
+    if (packed.nested) {
+      d.nested_codes = static_cast<const uint8_t*>(put(packed.nested->codes.data(), packed.nested->codes.size()));
+      d.nested_scales = static_cast<const float*>(put(packed.nested->scales.data(), packed.nested->scales.size() * 4));
+      d.nested_offset = packed.nested->offset;
+    } else {
+      d.absmax = static_cast<const float*>(put(packed.absmax.data(), packed.absmax.size() * 4));
+    }
+    if (!packed.bias.empty()) d.bias = static_cast<const float*>(put(packed.bias.data(), packed.bias.size() * 4));
+    // Sized now for the largest decode batch: a graph recorded later holds the pointer.
+    if (packed.type == BnbType::kInt8) reserve_workspace((int8_workspace_bytes(d, kBnbGemvMaxRows) + 3) / 4);
+    synchronize();  // the host copies above must outlive their transfers
+    return l;
+  }
+
   void linear(const Linear& w, Tensor x, Tensor y, Accumulate acc) override {
     check_linear(w, x, y);
     if (x.rows == 0) return;
@@ -259,6 +312,10 @@ class CudaBackend final : public Backend {
                    stream_);
         });
       }
+      return;
+    }
+    if (const auto* b = dynamic_cast<const BnbLinear*>(&w)) {
+      bnb_linear_forward(*b, x, y, epi);
       return;
     }
     const auto* g = dynamic_cast<const GptqLinear*>(&w);
@@ -442,6 +499,38 @@ class CudaBackend final : public Backend {
  private:
   static constexpr uint64_t kCublasWorkspace = 32u << 20;
   static constexpr int64_t kDequantTileBytes = 64 << 20;
+
+  void bnb_linear_forward(const BnbLinear& b, const Tensor& x, const Tensor& y, Epilogue epi) {
+    const BnbDeviceLayout& L = b.layout;
+    with_act_type(act_, [&]<class T>() {
+      const T* xd = static_cast<const T*>(x.data);
+      T* yd = static_cast<T*>(y.data);
+      if (L.type == quant::bnb::BnbType::kInt8) {
+        int8_linear(L, xd, x.stride, yd, y.stride, x.rows, epi, workspace((int8_workspace_bytes(L, x.rows) + 3) / 4),
+                    stream_);
+        return;
+      }
+      if (x.rows <= kBnbGemvMaxRows) {
+        bnb4_gemv(L, b.tables, xd, x.stride, yd, y.stride, x.rows, epi, stream_);
+        return;
+      }
+      // Larger batches: dequantize row tiles of W into scratch, multiply with cuBLAS.
+      const int64_t K = L.K, N = L.N;
+      const int64_t tile = std::min(N, std::max<int64_t>(4, kDequantTileBytes / int64_t(K * sizeof(T)) / 4 * 4));
+      T* scratch = reinterpret_cast<T*>(workspace((tile * K * int64_t(sizeof(T)) + 3) / 4));
+      for (int64_t n0 = 0; n0 < N; n0 += tile) {
+        const int64_t cnt = std::min(tile, N - n0);
+        bnb4_dequantize(L, b.tables, n0, cnt, scratch, stream_);
+        Tensor yc = y;
+        yc.data = yd + n0;
+        yc.cols = cnt;
+        // [cnt, K] row-major; with kAccumulate cuBLAS adds to y (beta = 1), then the bias.
+        gemm(scratch, WeightLayout::kOutByIn, x, yc, cnt, K,
+             epi == Epilogue::kAccumulate ? Accumulate::kYes : Accumulate::kNo);
+      }
+      if (L.bias != nullptr) add_bias(yd, y.stride, L.bias, y.rows, y.cols, stream_);
+    });
+  }
 
   void own(const Tensor& t) const {
     GPTQ_CHECK(t.device == Device::kCuda, "cuda backend: tensor is not in device memory");
