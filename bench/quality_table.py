@@ -13,6 +13,11 @@ windows of the Bible (seed 0); perplexity on Emma (data/emma.txt) and Pride and 
 each; a reduced grid (CPU time is scarce): 4-bit g128 and g32 for every method, 4-bit g-1,
 3-bit g128, 8-bit g128, 2-bit g64, and RTN asym g32 (nearly the file's own Q4_1 grid).
 
+Both presets end with bitsandbytes' load-time quantization of the same base model (no
+checkpoint: `gptq ppl --load-in-4bit=nf4|fp4 [--double-quant]` or `--load-in-8bit`, block
+64): NF4, NF4 + double quant, FP4, LLM.int8. Their "quantize s" is "-" (it happens at load)
+and their size is the base model's with the linears at their resident quantized size.
+
 Prints a Markdown table with quantization wall time and peak RSS (as `gptq quantize --json`
 measures them), checkpoint size and bits per weight.
 
@@ -38,6 +43,13 @@ SHARED = ROOT.parent / "shared"
 PLAIN, GAR, ACT = ["--no-act-group-aware"], ["--act-group-aware"], ["--desc-act"]
 
 
+# Load-time rows: (label, "bnb", bits, block, ppl flags); LLM.int8 is per row ("row").
+BNB = [("bnb NF4", "bnb", 4, 64, ["--load-in-4bit=nf4"]),
+       ("bnb NF4 + DQ", "bnb", 4, 64, ["--load-in-4bit=nf4", "--double-quant"]),
+       ("bnb FP4", "bnb", 4, 64, ["--load-in-4bit=fp4"]),
+       ("bnb LLM.int8", "bnb", 8, "row", ["--load-in-8bit"])]
+
+
 def stories_variants(bits_list):
     rows = []
     for bits in bits_list:
@@ -45,7 +57,7 @@ def stories_variants(bits_list):
                  ("GPTQ", "gptq", bits, 32, PLAIN), ("GPTQ GAR", "gptq", bits, 32, GAR),
                  ("GPTQ act-order", "gptq", bits, 32, ACT), ("GPTQ", "gptq", bits, -1, []),
                  ("GPTQ act-order", "gptq", bits, -1, ACT)]
-    return rows
+    return rows + [v for v in BNB if v[2] in bits_list]
 
 
 def smollm2_variants(bits_list):
@@ -59,7 +71,7 @@ def smollm2_variants(bits_list):
         3: [("RTN", "rtn", 3, 128, []), ("GPTQ GAR", "gptq", 3, 128, GAR), ("GPTQ act-order", "gptq", 3, 128, ACT)],
         2: [("RTN", "rtn", 2, 64, []), ("GPTQ GAR", "gptq", 2, 64, GAR), ("GPTQ act-order", "gptq", 2, 64, ACT)],
     }
-    return [v for bits in bits_list for v in grid.get(bits, [])]
+    return [v for bits in bits_list for v in grid.get(bits, [])] + [v for v in BNB if v[2] in bits_list]
 
 
 PRESETS = {
@@ -82,9 +94,13 @@ def run_json(cmd):
     return json.loads(res.stdout)
 
 
-def ppl(gptq, model, text, ctx, windows):
+def ppl_json(gptq, model, text, ctx, windows, flags=()):
     return run_json([gptq, "ppl", str(model), "--text", str(text), "--ctx", str(ctx), "--max-windows", str(windows),
-                     "--json"])["ppl"]
+                     "--json", *flags])
+
+
+def ppl(gptq, model, text, ctx, windows):
+    return ppl_json(gptq, model, text, ctx, windows)["ppl"]
 
 
 def main():
@@ -114,11 +130,21 @@ def main():
         return [ppl(args.gptq, m, texts[n], p["ctx"], windows) for n in names]
 
     # fp16 size: every parameter in 2 bytes (the GGUF itself is smaller: it is Q4_1).
-    fp_size = run_json([args.gptq, "info", str(model), "--json"])["parameters"] * 2
+    params = run_json([args.gptq, "info", str(model), "--json"])["parameters"]
+    fp_size = params * 2
     rows = [] if args.no_fp16 else [["fp16", "16", "-", *evaluate(model), "-", "-", fp_size / 1e6, "16.00", "16.00"]]
     print_table(rows, names, p["ctx"], windows)
     for label, method, bits, group, flags in p["variants"]([int(b) for b in args.bits.split(",")]):
         if args.only and not re.search(args.only, f"{label} {bits} g{group}"):
+            continue
+        if method == "bnb":
+            runs = [ppl_json(args.gptq, model, texts[n], p["ctx"], windows, flags) for n in names]
+            lq = runs[0]["load_quantization"]
+            size = fp_size - 2 * lq["weights"] + lq["quantized_bytes"]
+            rows.append([label, str(bits), str(group), *[r["ppl"] for r in runs], "-",
+                         f"{max(r['memory']['peak_host_bytes'] for r in runs) / 1e6:.0f}", size / 1e6,
+                         f"{lq['quantized_bytes'] * 8 / lq['weights']:.2f}", f"{size * 8 / params:.2f}"])
+            print_table(rows[-1:], names, p["ctx"], windows, header=False)
             continue
         dest = out / f"{method}-{bits}b-g{group}-{label.replace(' ', '_')}"
         cmd = [args.gptq, "quantize", str(model), "--out", str(dest), "--method", method, "--bits", str(bits),

@@ -177,6 +177,42 @@ TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
   for (const auto& c : cases) expect_bad_argument(c.args, c.fragment);
 }
 
+TEST(Cli, LoadTimeQuantizationFlags) {
+  // Declared once for every command that loads a model.
+  for (const char* cmd : {"generate", "ppl", "eval", "kld", "compare", "info"}) {
+    const auto r = run(std::string(cmd) + " --help");
+    for (const char* flag : {"--load-in-4bit", "--double-quant", "--blocksize", "--load-in-8bit", "--llm-int8-threshold"}) {
+      EXPECT_NE(r.out.find(flag), std::string::npos) << cmd << " lacks " << flag;
+    }
+  }
+  const std::string m = model_dir();
+  expect_bad_argument("ppl " + m + " --text x --load-in-4bit=int4", "--load-in-4bit: int4 not in {nf4,fp4}");
+  expect_bad_argument("ppl " + m + " --text x --load-in-4bit --load-in-8bit", "--load-in-4bit excludes --load-in-8bit");
+  expect_bad_argument("info " + m + " --double-quant", "--double-quant needs --load-in-4bit");
+  expect_bad_argument("info " + m + " --load-in-8bit --blocksize 128", "--blocksize needs --load-in-4bit");
+  expect_bad_argument("info " + m + " --load-in-4bit --blocksize 96", "expected a power of two from 64 to 4096");
+
+  // info predicts what the load will keep; ppl reports what it kept, the same bytes.
+  auto r = run("info " + m + " --load-in-4bit --double-quant --json 2>/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto info = nlohmann::json::parse(r.out)["load_quantization"];
+  EXPECT_EQ(info["method"], "bnb nf4 b64 double-quant");
+  // 6 layers x (4 x 288² + 3 x 288 x 768) fp16 weights, in 2 bytes each.
+  const int64_t weights = 6 * (4 * 288 * 288 + 3 * 288 * 768);
+  EXPECT_EQ(info["weights"], weights);
+  EXPECT_EQ(info["dense_bytes"], 2 * weights);
+  r = run("ppl " + m + " --text " + (test::source_dir() / "data" / "emma.txt").string() +
+          " --max-windows 1 --load-in-4bit --double-quant --json 2>/dev/null");
+  ASSERT_EQ(r.status, 0) << r.out;
+  const auto ppl = nlohmann::json::parse(r.out);
+  EXPECT_EQ(ppl["load_quantization"]["quantized_bytes"], info["quantized_bytes"]);
+  // Codes (½ byte per weight) + 1 byte per block of 64 + 4 per group of 256 blocks.
+  EXPECT_LT(ppl["load_quantization"]["quantized_bytes"].get<double>(), 0.52 * weights);
+  r = run("generate " + m + " --prompt 'Once upon a time' --max-new-tokens 8 --temperature 0 --load-in-8bit 2>&1");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("load-time quantization: bnb int8 threshold 6, 42 linears"), std::string::npos) << r.out;
+}
+
 TEST(Cli, HelpAndVersionExitWithStatusZero) {
   for (const char* args : {"--help", "--version", "info --help", "tokenize --help", "generate --help", "ppl --help",
                            "convert --help", "eval --help", "kld --help", "quantize --help"}) {

@@ -88,14 +88,17 @@ Runner add_info(CLI::App& app) {
       if (qc) throw Error(ErrorKind::kInvalidArgument, a->model + ": already quantized (GPTQ); --load-in-* needs a dense checkpoint");
       // What --load-in-4bit/--load-in-8bit would make of the decoder layers' linears.
       uint64_t dense = 0, packed = 0;
+      int64_t weights = 0;
       for (int64_t l = 0; l < c.layers; ++l) {
         for (const model::Slot s : model::kAllSlots) {
           const auto [out, in] = model::slot_shape(c, s);
           dense += ckpt.get(model::module_name(l, s) + ".weight").data.size();
           packed += quant::bnb::packed_bytes(bnb, out, in);
+          weights += out * in;
         }
       }
-      j["load_quantization"] = {{"method", quant::bnb::describe(bnb)}, {"dense_bytes", dense}, {"quantized_bytes", packed}};
+      j["load_quantization"] = {{"method", quant::bnb::describe(bnb)}, {"weights", weights},
+                                 {"dense_bytes", dense}, {"quantized_bytes", packed}};
       char line[256];
       std::snprintf(line, sizeof line, "load-time quantization %s: linears %.2f MiB -> %.2f MiB (saves %.2f MiB)\n",
                     quant::bnb::describe(bnb).c_str(), double(dense) / (1 << 20), double(packed) / (1 << 20),

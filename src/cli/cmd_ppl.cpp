@@ -91,7 +91,8 @@ Runner add_ppl(CLI::App& app) {
     const std::string text = io::read_text_file(a->text);
     const auto tk = tok::Tokenizer::load_for_model(a->model);
     auto be = open_backend(a->device, a->model);
-    auto m = load_model(a->model, *be, a->load);
+    nlohmann::json load_info = nlohmann::json::object();
+    auto m = load_model(a->model, *be, a->load, &load_info);
     const std::vector<int32_t> tokens = tk.encode(text);
     std::unique_ptr<Progress> bar;
     eval::PplOptions opts{.ctx = a->ctx, .max_windows = a->max_windows};
@@ -107,7 +108,8 @@ Runner add_ppl(CLI::App& app) {
       nlohmann::json j = {{"model", a->model},        {"text", a->text},   {"ppl", r.ppl},
                                 {"mean_nll", r.mean_nll},   {"tokens", r.tokens}, {"windows", r.windows},
                                 {"scored_tokens", r.scored_tokens}, {"ctx", r.ctx}, {"seconds", r.seconds},
-                                {"device", be->name()}};
+                                {"device", be->name()}, {"weight_bytes", m.weight_bytes()}};
+      j.update(load_info);
       report_memory(*be, &j);
       std::printf("%s\n", j.dump(1).c_str());
     } else {

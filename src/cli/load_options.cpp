@@ -53,6 +53,7 @@ model::Model load_model(const std::string& dir, backend::Backend& b, const LoadA
   if (json != nullptr) {
     (*json)["load_quantization"] = {{"method", quant::bnb::describe(c)},
                                     {"linears", s.layers},
+                                    {"weights", s.weights},
                                     {"dense_bytes", s.dense_bytes},
                                     {"quantized_bytes", s.quantized_bytes},
                                     {"weight_bytes", m.weight_bytes()}};

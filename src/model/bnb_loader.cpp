@@ -23,6 +23,7 @@ std::unique_ptr<backend::Linear> BnbLoader::load(const io::Checkpoint& ckpt, con
   quant::bnb::BnbPacked p = quant::bnb::quantize(wf, out, in, config_);
   if (has_bias) p.bias = load_vector(ckpt, prefix + ".bias", out);
   stats_.layers += 1;
+  stats_.weights += out * in;
   stats_.dense_bytes += w.data.size() + p.bias.size() * 4;
   stats_.quantized_bytes += p.bytes();
   return backend_.bnb_linear(std::move(p));

@@ -13,6 +13,7 @@ namespace gptq::model {
 
 struct BnbLoadStats {
   int64_t layers = 0;            // linears quantized
+  int64_t weights = 0;           // their weights (out x in, summed)
   uint64_t dense_bytes = 0;      // their size in the checkpoint's dtype
   uint64_t quantized_bytes = 0;  // their resident size quantized (codes, scales, bias)
 };
