@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "quant/gptq.h"
-#include "quant/hessian.h"
+#include "backend/cpu/hessian.h"
 #include "quant/rtn.h"
 
 namespace {
@@ -45,7 +45,7 @@ void run(int64_t N, int64_t K, int64_t R) {
               Z.data(), int(kRank), A.data(), int(K), 1.0f, X.data(), int(K));
 
   auto t0 = std::chrono::steady_clock::now();
-  gptq::quant::HessianAccumulator acc(K);
+  gptq::backend::cpu::HessianAccumulator acc(K);
   for (int64_t r0 = 0; r0 < R; r0 += 2048) acc.add(X.data() + r0 * K, std::min<int64_t>(2048, R - r0));
   const double t_hessian = seconds_since(t0);
 
@@ -59,8 +59,8 @@ void run(int64_t N, int64_t K, int64_t R) {
       gptq::quant::rtn_quantize(W.data(), N, K, {.quant = o.quant, .group_size = o.group_size});
   const double t_rtn = seconds_since(t0);
 
-  const double e_gptq = gptq::quant::hessian_error(W.data(), q, acc.matrix().data());
-  const double e_rtn = gptq::quant::hessian_error(W.data(), r, acc.matrix().data());
+  const double e_gptq = gptq::backend::cpu::hessian_error(W.data(), q, acc.matrix().data());
+  const double e_rtn = gptq::backend::cpu::hessian_error(W.data(), r, acc.matrix().data());
   std::printf(
       "N=%lld K=%lld R=%lld  hessian %.2f s  gptq %.2f s (retries %d, damp %.3f)  rtn %.3f s"
       "  output error gptq/rtn %.3f\n",

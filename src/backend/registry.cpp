@@ -52,4 +52,17 @@ std::unique_ptr<Backend> make_backend(std::string_view spec, const BackendOption
   throw Error(ErrorKind::kInvalidArgument, "unknown device \"" + std::string(spec) + "\" (expected cpu, cuda, cuda:N or auto)");
 }
 
+std::unique_ptr<QuantOps> make_quant_ops(Backend& b) {
+  switch (b.device()) {
+    case Device::kCpu: return make_cpu_quant_ops();
+    case Device::kCuda:
+#ifdef GPTQ_HAVE_CUDA
+      return cuda::make_cuda_quant_ops(b);
+#else
+      break;
+#endif
+  }
+  throw Error(ErrorKind::kUnsupported, "backend " + b.name() + " has no GPTQ compute");
+}
+
 }  // namespace gptq::backend

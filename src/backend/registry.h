@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/quant_ops.h"
 
 namespace gptq::backend {
 
@@ -19,6 +20,10 @@ struct BackendOptions {
 
 // Throws kInvalidArgument for an unknown name, kDevice when the device is absent.
 std::unique_ptr<Backend> make_backend(std::string_view spec, const BackendOptions& options);
+
+// The GPTQ compute of backend `b`, working in b's memory (and, on CUDA, on its stream).
+// `b` must outlive the result.
+std::unique_ptr<QuantOps> make_quant_ops(Backend& b);
 
 // What "auto" resolves to on this machine ("cuda:0" or "cpu").
 std::string default_backend();

@@ -4,23 +4,25 @@
 // the inverse-Hessian upper Cholesky factor, lazy batch (block) updates, act-order
 // (desc_act), static groups and group-aware reordering (act_group_aware, GAR).
 //
-// Precision: the factorisation H + λI = LLᵀ → H⁻¹ → H⁻¹ = UᵀU runs in fp64 with
-// LAPACK (ill-conditioned Hessians are the norm: few calibration rows, near-duplicate
-// channels, and fp32 Cholesky is where the reference's damping retries come from). The
-// factor U is then stored in fp32 and the column loop and its GEMM run in fp32, like the
+// The algorithm is here, once: the column order, dead columns, groups, the damping
+// retries and the statistics. The arithmetic (factorisation, column sweep, Hessians) is
+// a backend's QuantOps (src/backend/quant_ops.h): fp64 LAPACK factorisation and an fp32
+// sweep on the CPU, the reference; cuSOLVER and fused sweep kernels on CUDA.
+//
+// Precision: the factorisation H + λI = LLᵀ → H⁻¹ → H⁻¹ = UᵀU runs in fp64
+// (ill-conditioned Hessians are the norm: few calibration rows, near-duplicate channels,
+// and fp32 Cholesky is where the reference's damping retries come from). The factor U
+// is then stored in fp32 and the column loop and its GEMM run in fp32, like the
 // reference: the weights are fp16/bf16 to start with, and fp32 halves the dominant
 // N·K² GEMM time and the K² factor memory.
-//
-// Memory, besides the caller's W and H: a K² fp64 work matrix during the factorisation
-// (freed before the loop), the K² fp32 factor U, and an N·K fp32 working copy of W plus
-// two N·block_size blocks. K = 16384: 2 GiB + 1 GiB + N·64 KiB.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
+#include "backend/quant_ops.h"
 #include "format/quant_params.h"
-#include "quant/quantizer.h"
+#include "format/quantizer.h"
 
 namespace gptq::quant {
 
@@ -60,16 +62,17 @@ struct GptqStats {
   double seconds = 0.0;       // wall time of gptq_quantize
 };
 
-// W: [N, K] fp32 row-major (torch Linear.weight); H: [K, K] fp64 row-major symmetric
-// (HessianAccumulator::matrix()). Returns codes, fp16-exact scales, zeros and g_idx in
-// the original column order. Throws kInvalidArgument for a bad shape or option and
-// kNumerical (naming opts.module_name) for a non-finite H or one that no damping below
-// 1 makes positive definite. stats may be null.
+// W: [N, K] fp32 row-major (torch Linear.weight), host; H: the module's input Hessian,
+// made by `ops`. Returns codes, fp16-exact scales, zeros and g_idx in the original
+// column order. Throws kInvalidArgument for a bad shape or option and kNumerical
+// (naming opts.module_name) for a non-finite H or one that no damping below 1 makes
+// positive definite. stats may be null.
+QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N, int64_t K,
+                              const backend::Hessian& H, const GptqOptions& opts, GptqStats* stats);
+
+// The same with H: [K, K] fp64 row-major symmetric on the host, on the CPU reference
+// QuantOps (tests, tools).
 QuantizedLinear gptq_quantize(const float* W, int64_t N, int64_t K, const double* H,
                               const GptqOptions& opts, GptqStats* stats);
-
-// Σ_n (w_n − ŵ_n) H (w_n − ŵ_n)ᵀ with ŵ = q.dequant: the layer's output error in the
-// Hessian's metric. For H = 2/n XᵀX it is 2/n ‖W Xᵀ − Ŵ Xᵀ‖²_F. Costs N·K² fp64 flops.
-double hessian_error(const float* W, const QuantizedLinear& q, const double* H);
 
 }  // namespace gptq::quant

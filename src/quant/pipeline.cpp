@@ -11,11 +11,11 @@
 #include "io/checkpoint.h"
 #include "io/json_file.h"
 #include "io/gguf.h"
+#include "backend/registry.h"
 #include "model/config.h"
 #include "model/gguf_convert.h"
 #include "model/layer.h"
 #include "quant/gptq.h"
-#include "quant/hessian.h"
 #include "format/packing.h"
 #include "quant/rtn.h"
 
@@ -45,28 +45,26 @@ std::vector<std::vector<Slot>> slot_groups(bool true_sequential) {
   return {{Slot::kQ, Slot::kK, Slot::kV}, {Slot::kO}, {Slot::kGate, Slot::kUp}, {Slot::kDown}};
 }
 
-// Accumulates one Hessian per distinct input among the slots it was built for.
+// Accumulates one Hessian per distinct input among the slots it was built for, where
+// the activations are (the backend's QuantOps): nothing is copied to the host.
 class HessianObserver final : public model::LinearObserver {
  public:
-  HessianObserver(backend::Backend& b, const model::ModelConfig& c, const std::vector<Slot>& slots) : backend_(b) {
+  HessianObserver(backend::QuantOps& ops, const model::ModelConfig& c, const std::vector<Slot>& slots) : ops_(ops) {
     for (Slot s : slots) {
       const Slot src = input_source(s);
-      if (!hessians_.count(src)) hessians_.emplace(src, HessianAccumulator(model::slot_shape(c, s).second));
+      if (!hessians_.count(src)) hessians_.emplace(src, ops.hessian(model::slot_shape(c, s).second));
     }
   }
   void observe(int64_t, Slot slot, backend::Tensor x) override {
     const auto it = hessians_.find(slot);
     if (it == hessians_.end()) return;  // a slot that shares its source reports the same x
-    host_.resize(std::size_t(x.rows * x.cols));
-    backend_.download(x, host_);
-    it->second.add(host_.data(), x.rows);
+    ops_.accumulate(*it->second, x);
   }
-  const HessianAccumulator& hessian(Slot s) const { return hessians_.at(input_source(s)); }
+  const backend::Hessian& hessian(Slot s) const { return *hessians_.at(input_source(s)); }
 
  private:
-  backend::Backend& backend_;
-  std::map<Slot, HessianAccumulator> hessians_;
-  std::vector<float> host_;
+  backend::QuantOps& ops_;
+  std::map<Slot, std::unique_ptr<backend::Hessian>> hessians_;
 };
 
 // v1 cannot hold an asymmetric zero of 0 for other readers (see QuantizerConfig::min_zero).
@@ -110,7 +108,7 @@ class Run {
                    std::optional<Slot> stop_after = std::nullopt);
   void quantize_layer(int64_t i);
   ModuleReport quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
-                               int64_t in, const std::string& weight_name, const HessianAccumulator* h,
+                               int64_t in, const std::string& weight_name, const backend::Hessian* h,
                                std::unique_ptr<backend::Linear>* swap_in);
   void quantize_lm_head();
   void copy_raw(const std::string& name) {
@@ -142,6 +140,7 @@ class Run {
   std::vector<std::size_t> chunks_;
   int64_t chunk_rows_ = 0;  // rows of the largest chunk
   std::unique_ptr<model::LayerRunner> runner_;
+  std::unique_ptr<backend::QuantOps> ops_;  // GPTQ's compute, on b_
   backend::Buffer scratch_;    // [chunk_rows, hidden]
   backend::Buffer positions_;  // I32 [1, chunk_rows]
   backend::KvLayer kv_;        // [chunk_rows, kv_heads * head_dim]: sample s of a chunk at its rows
@@ -223,7 +222,7 @@ void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool w
 }
 
 ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
-                                  int64_t in, const std::string& weight_name, const HessianAccumulator* h,
+                                  int64_t in, const std::string& weight_name, const backend::Hessian* h,
                                   std::unique_ptr<backend::Linear>* swap_in) {
   ModuleReport m{.name = name, .layer = layer, .bits = s.bits, .group_size = s.group_size, .desc_act = s.desc_act};
   const auto t0 = Clock::now();
@@ -231,7 +230,7 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   QuantizedLinear q;
   if (gptq_) {
     GptqStats st;
-    q = gptq_quantize(W.data(), out, in, h->matrix().data(), gptq_options(o_.config, s, name), &st);
+    q = gptq_quantize(*ops_, W.data(), out, in, *h, gptq_options(o_.config, s, name), &st);
     m.loss = st.loss;
     m.damp = st.damp_percent;
     m.retries = st.retries;
@@ -284,7 +283,7 @@ void Run::quantize_layer(int64_t i) {
     if (todo.empty()) continue;
     std::optional<HessianObserver> obs;
     if (gptq_) {
-      obs.emplace(b_, c_, todo);
+      obs.emplace(*ops_, c_, todo);
       // Nothing after the group's last input is needed: the pass stops there.
       run_samples(*L, &*obs, false, todo.back());
     }
@@ -307,21 +306,18 @@ void Run::quantize_lm_head() {
     if (o_.config.lm_head) report({.name = "lm_head", .quantized = false});
     return;
   }
-  std::optional<HessianAccumulator> h;
+  std::unique_ptr<backend::Hessian> h;
   if (gptq_) {
     // The head reads the final-normed residual stream.
-    h.emplace(c_.hidden);
+    h = ops_->hessian(c_.hidden);
     const backend::Buffer norm = b_.vector(model::load_vector(ckpt_, "model.norm.weight", c_.hidden));
-    std::vector<float> normed;
     for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
       const backend::Tensor x = scratch_.rows(load_chunk(c));
       b_.rms_norm(x, norm, float(c_.rms_eps), x);
-      normed.resize(std::size_t(x.rows * x.cols));
-      b_.download(x, normed);
-      h->add(normed.data(), x.rows);
+      ops_->accumulate(*h, x);
     }
   }
-  report(quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, gptq_ ? &*h : nullptr, nullptr));
+  report(quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, h.get(), nullptr));
 }
 
 void Run::write_metadata(QuantizeResult& r) {
@@ -370,6 +366,7 @@ QuantizeResult Run::go() {
     embed_calibration();
     plan_chunks();
     runner_ = std::make_unique<model::LayerRunner>(b_, c_, chunk_rows_);
+    ops_ = backend::make_quant_ops(b_);
     scratch_ = b_.alloc(chunk_rows_, c_.hidden);
     positions_ = b_.alloc(1, chunk_rows_, DType::kI32);
     kv_ = {b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim), b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim)};

@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "format/quant_params.h"
-#include "quant/quantizer.h"
+#include "format/quantizer.h"
 
 namespace gptq::quant {
 

@@ -15,6 +15,7 @@
 #include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/gptq_gemm.cuh"
 #include "backend/cuda/gptq_repack.h"
+#include "backend/cuda/quant_ops.cuh"
 #include "backend/cuda/sampling.cuh"
 #include "format/bnb_codebook.h"
 #include "io/checkpoint.h"
@@ -477,6 +478,12 @@ class CudaBackend final : public Backend {
     });
   }
 
+  // For the QuantOps working on this backend's tensors (quant_ops.cu).
+  DeviceContext context() {
+    return {.device = index_, .stream = stream_, .cublas = cublas_,
+            .alloc = [m = mem_](uint64_t bytes, const std::string& what) mutable { return m.alloc(bytes, what); }};
+  }
+
   std::unique_ptr<Graph> capture(const std::function<void()>& work) override {
     cudaGraph_t graph = nullptr;
     // Relaxed: the work may size a workspace (cudaMalloc) the first time it runs.
@@ -726,6 +733,12 @@ std::unique_ptr<Backend> make_cuda_backend(int index, DType activations) {
     throw Error(ErrorKind::kInvalidArgument, "cuda activations must be f16, bf16 or f32");
   }
   return std::make_unique<CudaBackend>(index, activations);
+}
+
+std::unique_ptr<QuantOps> make_cuda_quant_ops(Backend& b, FactorPrecision factor) {
+  auto* cb = dynamic_cast<CudaBackend*>(&b);
+  if (cb == nullptr) throw Error(ErrorKind::kInvalidArgument, "cuda quant ops: " + b.name() + " is not a CUDA backend");
+  return make_quant_ops(cb->context(), factor);
 }
 
 }  // namespace gptq::backend::cuda

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "backend/quant_ops.h"
 
 namespace gptq::backend::cuda {
 
@@ -14,5 +15,12 @@ int device_count();
 // A backend on device `index` computing in `activations` (F16, BF16 or F32). Throws
 // kDevice naming the device when it is absent or cannot be initialised.
 std::unique_ptr<Backend> make_cuda_backend(int index, DType activations);
+
+// How the CUDA QuantOps factorises the damped Hessian (src/backend/cuda/quant_ops.cu).
+enum class FactorPrecision : uint8_t { kF64, kF32 };
+
+// GPTQ's compute on `b` (a backend made by make_cuda_backend): its device, stream and
+// cuBLAS handle. Throws kInvalidArgument for another backend.
+std::unique_ptr<QuantOps> make_cuda_quant_ops(Backend& b, FactorPrecision factor = FactorPrecision::kF64);
 
 }  // namespace gptq::backend::cuda

@@ -1,4 +1,4 @@
-#include "quant/quantizer.h"
+#include "format/quantizer.h"
 
 #include <limits>
 #include <string>

@@ -20,15 +20,19 @@
 #include <cstdint>
 #include <vector>
 
-namespace gptq::quant {
+#include "format/quant_params.h"
+
+namespace gptq::backend::cpu {
 
 class HessianAccumulator {
  public:
   explicit HessianAccumulator(int64_t in_features);
 
-  // X: [rows, K] fp32 row-major activations. rows == 0 is a no-op (an MoE expert that
-  // received no token).
-  void add(const float* X, int64_t rows);
+  // X: [rows, K] fp32 row-major activations, rows `stride` floats apart (stride 0: K).
+  // rows == 0 is a no-op (an MoE expert that received no token).
+  void add(const float* X, int64_t rows, int64_t stride = 0);
+  // Replaces H (tests, tools): h is [K, K] row-major symmetric.
+  void assign(std::vector<double> h, int64_t samples);
 
   // H: [K, K] fp64 row-major, symmetric (both triangles filled), 2/n Σ x xᵀ; all zero
   // before the first row.
@@ -45,4 +49,9 @@ class HessianAccumulator {
   std::vector<double> widened_; // [kChunkRows, K] fp64 copy of a chunk of X
 };
 
-}  // namespace gptq::quant
+// Σ_n (w_n − ŵ_n) H (w_n − ŵ_n)ᵀ with ŵ = q.dequant: the layer's output error in the
+// Hessian's metric. For H = 2/n XᵀX it is 2/n ‖W Xᵀ − Ŵ Xᵀ‖²_F. W: [N, K] fp32, H: [K, K]
+// fp64 row-major. Costs N·K² fp64 flops.
+double hessian_error(const float* W, const quant::QuantizedLinear& q, const double* H);
+
+}  // namespace gptq::backend::cpu

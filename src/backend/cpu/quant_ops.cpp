@@ -1,0 +1,235 @@
+// The reference QuantOps: fp64 Hessians (cblas_dsyrk, backend/cpu/hessian.h), the fp64
+// LAPACK factorisation, and the fp32 column sweep with OpenMP over rows and one
+// cblas_sgemm per block for the lazy update.
+//
+// Memory per module, besides W and H: a K² fp64 work matrix during the factorisation
+// (freed before the sweep), the K² fp32 factor U, and an N·K fp32 working copy of W plus
+// two N·block_size blocks. K = 16384: 2 GiB + 1 GiB + N·64 KiB.
+#include "backend/quant_ops.h"
+
+#include <cblas.h>
+#include <lapack.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/hessian.h"
+#include "core/error.h"
+
+namespace gptq::backend {
+namespace {
+
+using quant::RowParams;
+
+class CpuHessian final : public Hessian {
+ public:
+  explicit CpuHessian(int64_t k) : Hessian(k), acc(k) {}
+  void sync() { samples_ = acc.samples(); }
+  cpu::HessianAccumulator acc;
+};
+
+struct CpuFactor final : InverseFactor {
+  std::vector<float> U;  // [K, K] fp32 row-major, upper triangle
+};
+
+CpuHessian& cpu_hessian(Hessian& h) {
+  auto* c = dynamic_cast<CpuHessian*>(&h);
+  GPTQ_CHECK(c != nullptr, "cpu quant ops: Hessian made by another backend");
+  return *c;
+}
+const CpuHessian& cpu_hessian(const Hessian& h) { return cpu_hessian(const_cast<Hessian&>(h)); }
+
+class CpuQuantOps final : public QuantOps {
+ public:
+  std::unique_ptr<Hessian> hessian(int64_t in_features) override { return std::make_unique<CpuHessian>(in_features); }
+
+  void accumulate(Hessian& h, Tensor x) override {
+    GPTQ_CHECK(x.device == Device::kCpu && x.cols == h.in_features(), "cpu accumulate: tensor shape or device");
+    CpuHessian& c = cpu_hessian(h);
+    c.acc.add(x.as<float>(), x.rows, x.stride);
+    c.sync();
+  }
+  void assign(Hessian& h, std::span<const double> host, int64_t samples) override {
+    CpuHessian& c = cpu_hessian(h);
+    c.acc.assign({host.begin(), host.end()}, samples);
+    c.sync();
+  }
+  std::vector<double> download(const Hessian& h) override { return cpu_hessian(h).acc.matrix(); }
+  std::vector<double> diagonal(const Hessian& h) override {
+    const int64_t K = h.in_features();
+    const double* H = cpu_hessian(h).acc.matrix().data();
+    std::vector<double> d(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; ++k) d[k] = H[k * K + k];
+    return d;
+  }
+  bool all_finite(const Hessian& h) override {
+    for (double v : cpu_hessian(h).acc.matrix()) {
+      if (!std::isfinite(v)) return false;
+    }
+    return true;
+  }
+
+  std::unique_ptr<InverseFactor> inverse_factor(const Hessian& h, std::span<const int64_t> perm,
+                                                std::span<const char> dead, double lambda) override;
+  double sweep(const float* W, const InverseFactor& U, const SweepPlan& plan, quant::QuantizedLinear& out) override;
+};
+
+// With H_p = P H_d Pᵀ + λI: the upper Cholesky factor U of H_p⁻¹ (H_p⁻¹ = UᵀU, positive
+// diagonal), the matrix GPTQModel gets from cholesky(cholesky_inverse(cholesky(H_p)),
+// upper=True).
+//
+// Route: with J the reversal permutation, factor the reversed matrix J H_p J = RᵀR
+// (dpotrf, R upper) and invert R (dtrtri). Then H_p = (J Rᵀ J)(J R J) = QᵀQ with
+// Q = J R J lower, so H_p⁻¹ = Q⁻¹ Q⁻ᵀ and U = Q⁻ᵀ = J R⁻ᵀ J is upper with a positive
+// diagonal: by uniqueness, the same U. That is K³/3 + K³/3 flops against the reference's
+// K³/3 (potrf) + 2K³/3 (potri) + K³/3 (potrf), it never forms H_p⁻¹ explicitly, and the
+// only step that can fail is the one the damping retries are about.
+//
+// Layout: LAPACK is column-major. A row-major buffer read column-major is its transpose,
+// so working on the column-major upper triangle means filling the row-major lower one:
+// A[i, j] = H_p[K−1−i, K−1−j] for j <= i. After dtrtri the column-major upper triangle
+// holds R⁻¹, i.e. R⁻¹(r, c) = A[c·K + r], and U(i, j) = R⁻¹(K−1−j, K−1−i) =
+// A[(K−1−i)·K + (K−1−j)]: U is the buffer read backwards.
+std::unique_ptr<InverseFactor> CpuQuantOps::inverse_factor(const Hessian& h, std::span<const int64_t> perm,
+                                                           std::span<const char> dead, double lambda) {
+  const int64_t K = h.in_features();
+  const double* H = cpu_hessian(h).acc.matrix().data();
+  std::vector<double> A(static_cast<size_t>(K * K));
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t i = 0; i < K; ++i) {
+    const int64_t c = perm[K - 1 - i];  // original column of reversed position i
+    const double* hrow = H + c * K;
+    double* arow = A.data() + i * K;
+    for (int64_t j = 0; j < i; ++j) arow[j] = hrow[perm[K - 1 - j]];
+    arow[i] = (dead[c] ? 1.0 : hrow[c]) + lambda;
+  }
+  // Fortran LAPACK (OpenBLAS's), column-major: see the layout note above.
+  const char upper = 'U';
+  const char non_unit = 'N';
+  const lapack_int n = lapack_int(K);
+  lapack_int info = 0;
+  LAPACK_dpotrf(&upper, &n, A.data(), &n, &info);
+  if (info == 0) LAPACK_dtrtri(&upper, &non_unit, &n, A.data(), &n, &info);
+  bool ok = info == 0;
+  for (int64_t i = 0; ok && i < K; ++i) ok = std::isfinite(A[size_t(i * K + i)]);
+  if (!ok) return nullptr;
+  auto f = std::make_unique<CpuFactor>();
+  f->U.assign(size_t(K * K), 0.0f);
+  const double* last = A.data() + (K * K - 1);
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t i = 0; i < K; ++i) {
+    for (int64_t j = i; j < K; ++j) f->U[size_t(i * K + j)] = float(last[-(i * K + j)]);
+  }
+  return f;
+}
+
+double CpuQuantOps::sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
+                          quant::QuantizedLinear& out) {
+  const auto* cf = dynamic_cast<const CpuFactor*>(&factor);
+  GPTQ_CHECK(cf != nullptr, "cpu quant ops: factor made by another backend");
+  const quant::QuantizerConfig& qc = plan.quant;
+  const int64_t N = out.out_features, K = out.in_features, G = out.num_groups(), gs = plan.group_size;
+  const int32_t maxq = quant::max_code(qc.bits);
+  const bool dynamic = plan.params == GroupParams::kDynamic;
+  const std::span<const int64_t> perm = plan.perm;
+  const std::span<const int32_t> group_of = plan.group_of;
+  const std::span<const char> dead = plan.dead;
+  const float* U = cf->U.data();
+  out.q.assign(size_t(N * K), 0);
+  out.scales.assign(size_t(G * N), 0.0f);
+  out.zeros.assign(size_t(G * N), 0);
+
+  if (plan.params == GroupParams::kPerRow) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      const RowParams p = quant::find_row_params(W + n * K, K, qc);
+      out.scales[n] = p.scale;
+      out.zeros[n] = p.zero;
+    }
+  }
+  if (plan.params == GroupParams::kStatic) {
+#pragma omp parallel
+    {
+      std::vector<float> slice(static_cast<size_t>(gs));
+#pragma omp for schedule(static)
+      for (int64_t n = 0; n < N; ++n) {
+        for (int64_t g = 0; g < G; ++g) {
+          const int64_t width = std::min(gs, K - g * gs);  // the last group may be partial
+          for (int64_t t = 0; t < width; ++t) {
+            const int64_t k = g * gs + t;
+            slice[t] = dead[k] ? 0.0f : W[n * K + k];
+          }
+          const RowParams p = quant::find_row_params(slice.data(), width, qc);
+          out.scales[g * N + n] = p.scale;
+          out.zeros[g * N + n] = p.zero;
+        }
+      }
+    }
+  }
+
+  // Wp: [N, K] working weights in visiting order, dead columns zeroed. Columns past the
+  // current block carry the error feedback of every finished block.
+  std::vector<float> Wp(static_cast<size_t>(N * K));
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t j = 0; j < K; ++j) {
+      Wp[n * K + j] = dead[perm[j]] ? 0.0f : W[n * K + perm[j]];
+    }
+  }
+
+  const int64_t B = std::min<int64_t>(plan.block_size, K);
+  std::vector<float> W1(static_cast<size_t>(N * B));  // [N, cnt] block, updated per column
+  std::vector<float> E1(static_cast<size_t>(N * B));  // [N, cnt] scaled errors (w − q) / d
+  double loss = 0.0;
+  for (int64_t i1 = 0; i1 < K; i1 += B) {
+    const int64_t i2 = std::min(i1 + B, K);
+    const int64_t cnt = i2 - i1;
+    // Rows are independent inside a block (each row has its own scale, zero and error
+    // chain), so each thread runs the whole column loop for its rows: no barrier per
+    // column.
+#pragma omp parallel for schedule(static) reduction(+ : loss)
+    for (int64_t n = 0; n < N; ++n) {
+      const float* wrow = Wp.data() + n * K;
+      float* w1 = W1.data() + n * cnt;
+      float* e1 = E1.data() + n * cnt;
+      std::copy(wrow + i1, wrow + i2, w1);
+      for (int64_t i = 0; i < cnt; ++i) {
+        const int64_t j = i1 + i;
+        const int64_t g = group_of[j];
+        if (dynamic && j % gs == 0) {
+          // As the reference, a group's range is taken from Wp, i.e. the weights as of
+          // the start of this block (in-block feedback lives in W1 only). With
+          // group_size a multiple of block_size the two coincide. The last group
+          // visited is partial when gs does not divide K.
+          const RowParams p = quant::find_row_params(wrow + j, std::min(gs, K - j), qc);
+          out.scales[g * N + n] = p.scale;
+          out.zeros[g * N + n] = p.zero;
+        }
+        const RowParams p{out.scales[g * N + n], out.zeros[g * N + n]};
+        const int32_t code = quant::quantize_code(w1[i], p, maxq);
+        out.q[n * K + perm[j]] = uint8_t(code);
+        const float diff = w1[i] - quant::dequantize_code(code, p);
+        const float d = U[j * K + j];
+        loss += double(diff) * double(diff) / (2.0 * double(d) * double(d));
+        // OBS update of the rest of the block: w1[t] −= (w − q)/d · U[j, t].
+        const float e = diff / d;
+        const float* urow = U + j * K + i1;
+        for (int64_t t = i + 1; t < cnt; ++t) w1[t] -= e * urow[t];
+        e1[i] = e;
+      }
+    }
+    // Lazy batch update of every later column: Wp[:, i2:] −= E1 · U[i1:i2, i2:].
+    if (i2 < K) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(N), blasint(K - i2),
+                  blasint(cnt), -1.0f, E1.data(), blasint(cnt), U + i1 * K + i2, blasint(K),
+                  1.0f, Wp.data() + i2, blasint(K));
+    }
+  }
+  return loss;
+}
+
+}  // namespace
+
+std::unique_ptr<QuantOps> make_cpu_quant_ops() { return std::make_unique<CpuQuantOps>(); }
+
+}  // namespace gptq::backend

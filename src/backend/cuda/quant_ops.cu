@@ -1,0 +1,596 @@
+// The CUDA QuantOps: GPTQ's arithmetic on the device, on the backend's stream.
+//
+// Hessian: H [K, K] fp32, accumulated with one cublasGemmEx per observed chunk,
+// H ← β H + α XᵀX with the activations as they are (f16/bf16/f32) and fp32 accumulation.
+// Products of f16/bf16 values are exact in fp32, so the error is the fp32 summation over
+// the chunk's rows (≲ rows · 2⁻²⁴ relative to Σ|x_i x_j|, ~√rows · 2⁻²⁴ typically) plus
+// one rounding per chunk of the running mean. Damping adds λ = 0.01–0.05 · mean(diag H)
+// to every diagonal entry, far above that perturbation, so fp32 H moves the factor by
+// ~1e-6 of λ. fp64 H would cost 2x the memory (K = 14336: 1.6 GiB) and, on Hopper,
+// runs the GEMM on fp64 units at ~1/15 the f16 tensor-core rate: the Hessians would
+// dominate the layer time (8B shape, 128 × 2048 tokens: 54 TFLOP per down_proj H).
+//
+// Factor: the CPU's route (backend/cpu/quant_ops.cpp) on cuSOLVER: the reversed,
+// permuted, damped H (fp64 by default, from the fp32 H) → Xpotrf (upper) → Xtrtri →
+// U read backwards, stored fp32. fp64 by default because the factor is where GPTQ is
+// numerically fragile (ill-conditioned H, the damping retries), it keeps the GPU's U
+// within fp32 rounding of the CPU's, and it is cheap: 2K³/3 flops, K = 14336 is 2 TFLOP,
+// ~30–60 ms on an H200's fp64 tensor cores, once per distinct input per layer. It costs
+// a K² fp64 work matrix (K = 14336: 1.6 GiB) during the factorisation;
+// FactorPrecision::kF32 halves that.
+//
+// Sweep: blocks of ≤ 128 columns, each one launch of sweep_block (one warp per row, the
+// block's U triangle in shared memory, the whole column loop in registers: quantizer,
+// dynamic group parameters with the MSE search, codes, errors, in-block OBS updates),
+// then the lazy update Wp[:, i2:] −= E1 · U[i1:i2, i2:] as one cublasSgemm (fp32, no
+// TF32 unless the handle allows it: the backend leaves its math mode default, which
+// keeps fp32 GEMMs in fp32). Codes (1 byte each), scales, zeros and per-row losses come
+// back to the host; packing happens there (format/packing.h).
+//
+// The quantizer below mirrors format/quantizer.{h,cpp} operation for operation (IEEE
+// division, round-half-even, products and differences rounded separately as the CPU
+// build does with FMA contraction off), so GPU and CPU agree except where the fp32
+// GEMM's summation order flips a rounding tie.
+#include <cusolverDn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cuda/quant_ops.cuh"
+#include "core/error.h"
+
+namespace gptq::backend::cuda {
+namespace {
+
+#define CUSOLVER_CHECK(stmt)                                                                                   \
+  do {                                                                                                         \
+    const cusolverStatus_t st_ = (stmt);                                                                       \
+    if (st_ != CUSOLVER_STATUS_SUCCESS) throw_cuda(#stmt, __FILE__, __LINE__, "cusolver status " + std::to_string(int(st_))); \
+  } while (0)
+
+constexpr int kMaxBlock = 128;             // sweep columns per launch (GptqOptions::block_size ≤ this)
+constexpr int kSlots = kMaxBlock / 32;     // block columns each lane of a row's warp holds
+constexpr int kSweepWarps = 8;             // rows per sweep CTA
+constexpr float kMinSubnormal = 5.9604645e-8f;  // 2^-24
+
+// ---- the quantizer, device twin of format/quantizer.{h,cpp} -------------------------
+
+struct DeviceQuantizer {
+  int32_t maxq = 15;
+  bool sym = true;
+  bool mse = false;
+  int steps = 0;      // int(maxshrink · grid)
+  int grid = 100;
+  double norm = 2.4;
+  int32_t min_zero = 0;
+};
+
+struct Params {
+  float scale;
+  int32_t zero;
+};
+
+__device__ __forceinline__ float fp16_scale(float s) {
+  if (!(s < 65504.0f)) return 65504.0f;
+  const float h = __half2float(__float2half_rn(s));
+  return h > 0.0f ? h : kMinSubnormal;
+}
+
+__device__ __forceinline__ Params range_params(float xmin, float xmax, const DeviceQuantizer& q) {
+  Params p;
+  p.scale = fp16_scale(__fdiv_rn(__fsub_rn(xmax, xmin), float(q.maxq)));
+  if (q.sym) {
+    p.zero = (q.maxq + 1) / 2;
+    return p;
+  }
+  const float z = rintf(__fdiv_rn(-xmin, p.scale));
+  p.zero = int32_t(fminf(fmaxf(z, 0.0f), float(q.maxq)));
+  if (p.zero < q.min_zero) {
+    p.zero = q.min_zero;
+    p.scale = fp16_scale(fmaxf(__fdiv_rn(xmax, float(q.maxq - q.min_zero)), __fdiv_rn(-xmin, float(q.min_zero))));
+  }
+  return p;
+}
+
+__device__ __forceinline__ int32_t quantize(float w, Params p, int32_t maxq) {
+  const float c = __fadd_rn(rintf(__fdiv_rn(w, p.scale)), float(p.zero));
+  return int32_t(fminf(fmaxf(c, 0.0f), float(maxq)));
+}
+
+__device__ __forceinline__ float dequantize(int32_t code, Params p) { return __fmul_rn(p.scale, float(code - p.zero)); }
+
+// Butterfly reductions: every lane ends with the same bits, so every lane takes the
+// same branch on the result.
+__device__ __forceinline__ float warp_min(float v) {
+  for (int m = 16; m > 0; m >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, m));
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int m = 16; m > 0; m >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, m));
+  return v;
+}
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+  return v;
+}
+
+// find_row_params over x(0) … x(n − 1), by one warp; every lane returns the result.
+template <class Load>
+__device__ Params warp_row_params(Load x, int64_t n, const DeviceQuantizer& q) {
+  const int lane = int(threadIdx.x & 31);
+  float xmin = 0.0f, xmax = 0.0f;
+  for (int64_t k = lane; k < n; k += 32) {
+    const float v = x(k);
+    xmin = fminf(xmin, v);
+    xmax = fmaxf(xmax, v);
+  }
+  xmin = warp_min(xmin);
+  xmax = warp_max(xmax);
+  if (q.sym) {
+    xmax = fmaxf(-xmin, xmax);
+    xmin = -xmax;
+  }
+  if (xmin == 0.0f && xmax == 0.0f) {
+    xmin = -1.0f;
+    xmax = 1.0f;
+  }
+  Params best = range_params(xmin, xmax, q);
+  if (q.mse) {
+    double best_err = INFINITY;
+    for (int i = 0; i < q.steps; ++i) {
+      const float shrink = float(1.0 - double(i) / double(q.grid));
+      const Params cand = range_params(__fmul_rn(shrink, xmin), __fmul_rn(shrink, xmax), q);
+      double err = 0.0;
+      for (int64_t k = lane; k < n; k += 32) {
+        const float v = x(k);
+        const float e = __fsub_rn(dequantize(quantize(v, cand, q.maxq), cand), v);
+        err += pow(double(fabsf(e)), q.norm);
+      }
+      err = warp_sum(err);
+      if (err < best_err) {
+        best_err = err;
+        best = cand;
+      }
+    }
+  }
+  return best;
+}
+
+// ---- kernels --------------------------------------------------------------------------
+
+// One warp per (row n, group g): kPerRow (G = 1, gs = K, W as it is) or kStatic (dead
+// columns read as 0). scales/zeros: [G, N].
+__global__ void group_params_kernel(const float* W, const char* dead, int64_t N, int64_t K, int64_t G, int64_t gs,
+                                    bool mask_dead, DeviceQuantizer q, float* scales, int32_t* zeros) {
+  const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  if (w >= N * G) return;
+  const int64_t n = w / G, g = w % G, off = g * gs, width = K - off < gs ? K - off : gs;
+  const float* row = W + n * K + off;
+  const Params p = warp_row_params([&](int64_t t) { return mask_dead && dead[off + t] ? 0.0f : row[t]; }, width, q);
+  if ((threadIdx.x & 31) == 0) {
+    scales[g * N + n] = p.scale;
+    zeros[g * N + n] = p.zero;
+  }
+}
+
+// Launch shape of the elementwise [rows, cols] kernels below: x over columns, y over
+// rows (striding past the grid's 65535 limit on y: lm_head has N = vocab rows).
+dim3 matrix_grid(int64_t rows, int64_t cols) {
+  return dim3(ceil_div(cols, 256), unsigned(std::min<int64_t>(rows, 65535)));
+}
+
+// Wp[n, j] = W[n, perm[j]], 0 at dead columns.
+__global__ void gather_kernel(const float* W, const int64_t* perm, const char* dead, int64_t N, int64_t K, float* Wp) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= K) return;
+  const int64_t c = perm[j];
+  for (int64_t n = blockIdx.y; n < N; n += gridDim.y) Wp[n * K + j] = dead[c] ? 0.0f : W[n * K + c];
+}
+
+struct SweepArgs {
+  const float* U;  // [K, K] upper factor, visiting order
+  float* Wp;       // [N, K] working weights, visiting order
+  uint8_t* q;      // [N, K] codes, original order
+  float* E1;       // [N, cnt] scaled errors of this block
+  float* scales;   // [G, N]
+  int32_t* zeros;  // [G, N]
+  double* row_loss;  // [N]
+  const int64_t* perm;
+  const int32_t* group_of;
+  int64_t N, K, i1, cnt, gs;
+  bool dynamic;
+  DeviceQuantizer quant;
+};
+
+// Columns [i1, i1 + cnt) for kSweepWarps rows: the CPU sweep's inner loop, one warp per
+// row, lane l holding the block columns l, l + 32, l + 64, l + 96 in registers.
+__global__ void __launch_bounds__(kSweepWarps * 32) sweep_block(SweepArgs a) {
+  extern __shared__ float Us[];  // [cnt, cnt]: U[i1 + r, i1 + c]
+  const int64_t cnt = a.cnt;
+  for (int64_t idx = threadIdx.x; idx < cnt * cnt; idx += blockDim.x) {
+    const int64_t r = idx / cnt, c = idx % cnt;
+    Us[idx] = c >= r ? a.U[(a.i1 + r) * a.K + a.i1 + c] : 0.0f;
+  }
+  __syncthreads();
+  const int lane = int(threadIdx.x & 31);
+  const int64_t n = int64_t(blockIdx.x) * kSweepWarps + threadIdx.x / 32;
+  if (n >= a.N) return;
+  const int32_t maxq = a.quant.maxq;
+  const float* wrow = a.Wp + n * a.K;
+  float w[kSlots];
+#pragma unroll
+  for (int s = 0; s < kSlots; ++s) {
+    const int64_t t = lane + 32 * s;
+    w[s] = t < cnt ? wrow[a.i1 + t] : 0.0f;
+  }
+  Params p{1.0f, 0};
+  if (a.dynamic && a.i1 % a.gs != 0) {  // a group begun in an earlier block
+    const int64_t g = a.group_of[a.i1];
+    p = {a.scales[g * a.N + n], a.zeros[g * a.N + n]};
+  }
+  double loss = 0.0;
+  for (int64_t i = 0; i < cnt; ++i) {
+    const int64_t j = a.i1 + i;
+    const int64_t g = a.group_of[j];
+    if (a.dynamic) {
+      if (j % a.gs == 0) {
+        // From Wp, i.e. the weights as of the start of this block, as on the CPU.
+        const float* src = wrow + j;
+        p = warp_row_params([&](int64_t t) { return src[t]; }, a.K - j < a.gs ? a.K - j : a.gs, a.quant);
+        if (lane == 0) {
+          a.scales[g * a.N + n] = p.scale;
+          a.zeros[g * a.N + n] = p.zero;
+        }
+      }
+    } else {
+      p = {a.scales[g * a.N + n], a.zeros[g * a.N + n]};
+    }
+    const int owner = int(i & 31), slot = int(i >> 5);
+    float mine = w[0];
+#pragma unroll
+    for (int s = 1; s < kSlots; ++s) {
+      if (slot == s) mine = w[s];
+    }
+    const float wi = __shfl_sync(0xffffffffu, mine, owner);
+    const int32_t code = quantize(wi, p, maxq);
+    const float diff = __fsub_rn(wi, dequantize(code, p));
+    const float d = Us[i * cnt + i];
+    const float e = __fdiv_rn(diff, d);
+    if (lane == owner) {
+      a.q[n * a.K + a.perm[j]] = uint8_t(code);
+      a.E1[n * cnt + i] = e;
+      loss += double(diff) * double(diff) / (2.0 * double(d) * double(d));
+    }
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) {
+      const int64_t t = lane + 32 * s;
+      if (t > i && t < cnt) w[s] = __fsub_rn(w[s], __fmul_rn(e, Us[i * cnt + t]));
+    }
+  }
+  loss = warp_sum(loss);
+  if (lane == 0) a.row_loss[n] += loss;  // this warp owns row n: deterministic
+}
+
+// A[i, j] (row-major, j ≤ i) = H_p[K−1−i, K−1−j] with H_p = P H_d Pᵀ + λI: the
+// column-major upper triangle LAPACK-style routines read (see the CPU's layout note).
+template <class T>
+__global__ void reversed_damped_kernel(const float* H, const int64_t* perm, const char* dead, double lambda, int64_t K,
+                                       T* A) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= K) return;
+  const int64_t cj = perm[K - 1 - j];
+  for (int64_t i = blockIdx.y; i < K; i += gridDim.y) {
+    const int64_t ci = perm[K - 1 - i];
+    A[i * K + j] = j > i    ? T(0)
+                   : i == j ? T((dead[ci] ? 1.0 : double(H[ci * K + ci])) + lambda)
+                            : T(H[ci * K + cj]);
+  }
+}
+
+// U[i, j] = A[(K−1−i)·K + (K−1−j)] for j ≥ i, else 0; *bad set when a diagonal entry
+// is not finite.
+template <class T>
+__global__ void factor_from_inverse_kernel(const T* A, int64_t K, float* U, int* bad) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= K) return;
+  for (int64_t i = blockIdx.y; i < K; i += gridDim.y) {
+    const float v = j >= i ? float(A[(K - 1 - i) * K + (K - 1 - j)]) : 0.0f;
+    U[i * K + j] = v;
+    if (i == j && !isfinite(v)) atomicOr(bad, 1);
+  }
+}
+
+__global__ void non_finite_kernel(const float* x, int64_t n, int* bad) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if (!isfinite(x[i])) {
+      atomicOr(bad, 1);
+      return;
+    }
+  }
+}
+
+// ---- the QuantOps ---------------------------------------------------------------------
+
+class CudaHessian final : public Hessian {
+ public:
+  CudaHessian(int64_t k, std::shared_ptr<void> mem) : Hessian(k), mem(std::move(mem)) {}
+  float* data() const { return static_cast<float*>(mem.get()); }
+  void set_samples(int64_t n) { samples_ = n; }
+  std::shared_ptr<void> mem;  // [K, K] fp32
+};
+
+struct CudaFactor final : InverseFactor {
+  std::shared_ptr<void> U;  // [K, K] fp32
+};
+
+cudaDataType_t act_type(DType t) {
+  switch (t) {
+    case DType::kF16: return CUDA_R_16F;
+    case DType::kBF16: return CUDA_R_16BF;
+    case DType::kF32: return CUDA_R_32F;
+    default: throw Error(ErrorKind::kInvalidArgument, "cuda accumulate: activations must be f16, bf16 or f32");
+  }
+}
+
+class CudaQuantOps final : public QuantOps {
+ public:
+  CudaQuantOps(const DeviceContext& ctx, FactorPrecision precision) : ctx_(ctx), precision_(precision) {
+    CUDA_CHECK(cudaSetDevice(ctx.device));
+    CUSOLVER_CHECK(cusolverDnCreate(&solver_));
+    CUSOLVER_CHECK(cusolverDnSetStream(solver_, ctx.stream));
+    CUSOLVER_CHECK(cusolverDnCreateParams(&params_));
+    flag_ = ctx_.alloc(sizeof(int), "a status flag");
+    CUDA_CHECK(cudaFuncSetAttribute(sweep_block, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(kMaxBlock * kMaxBlock * sizeof(float))));
+  }
+  ~CudaQuantOps() override {
+    cudaStreamSynchronize(ctx_.stream);
+    cusolverDnDestroyParams(params_);
+    cusolverDnDestroy(solver_);
+  }
+
+  std::unique_ptr<Hessian> hessian(int64_t K) override {
+    GPTQ_CHECK(K > 0, "cuda hessian: in_features must be positive");
+    auto mem = ctx_.alloc(uint64_t(K * K) * 4, "a [" + std::to_string(K) + ", " + std::to_string(K) + "] Hessian");
+    CUDA_CHECK(cudaMemsetAsync(mem.get(), 0, uint64_t(K * K) * 4, ctx_.stream));
+    return std::make_unique<CudaHessian>(K, std::move(mem));
+  }
+
+  void accumulate(Hessian& h, Tensor x) override {
+    CudaHessian& c = mine(h);
+    const int64_t K = c.in_features();
+    GPTQ_CHECK(x.device == Device::kCuda && x.cols == K && (x.stride >= K || x.rows <= 1),
+               "cuda accumulate: x must be a device tensor [rows, K]");
+    if (x.rows == 0) return;
+    const int64_t n_new = c.samples() + x.rows;
+    const float alpha = float(2.0 / double(n_new)), beta = float(double(c.samples()) / double(n_new));
+    const cudaDataType_t t = act_type(x.dtype);
+    // Column-major view: x row-major [r, K] is Xᵀ [K, r]; H = Xᵀ (Xᵀ)ᵀ.
+    const int ld = int(std::max<int64_t>(x.stride, K));
+    CUBLAS_CHECK(cublasGemmEx(ctx_.cublas, CUBLAS_OP_N, CUBLAS_OP_T, int(K), int(K), int(x.rows), &alpha, x.data, t,
+                              ld, x.data, t, ld, &beta, c.data(), CUDA_R_32F, int(K), CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+    c.set_samples(n_new);
+  }
+
+  void assign(Hessian& h, std::span<const double> host, int64_t samples) override {
+    CudaHessian& c = mine(h);
+    const int64_t K = c.in_features();
+    GPTQ_CHECK(int64_t(host.size()) == K * K && samples >= 0, "cuda assign: expected K*K values");
+    const std::vector<float> f(host.begin(), host.end());
+    CUDA_CHECK(cudaMemcpyAsync(c.data(), f.data(), f.size() * 4, cudaMemcpyHostToDevice, ctx_.stream));
+    sync();
+    c.set_samples(samples);
+  }
+  std::vector<double> download(const Hessian& h) override {
+    const CudaHessian& c = mine(h);
+    std::vector<float> f(size_t(c.in_features() * c.in_features()));
+    CUDA_CHECK(cudaMemcpyAsync(f.data(), c.data(), f.size() * 4, cudaMemcpyDeviceToHost, ctx_.stream));
+    sync();
+    return {f.begin(), f.end()};
+  }
+  std::vector<double> diagonal(const Hessian& h) override {
+    const CudaHessian& c = mine(h);
+    const int64_t K = c.in_features();
+    std::vector<float> f(static_cast<size_t>(K));
+    CUDA_CHECK(cudaMemcpy2DAsync(f.data(), 4, c.data(), size_t(K + 1) * 4, 4, size_t(K), cudaMemcpyDeviceToHost,
+                                 ctx_.stream));
+    sync();
+    return {f.begin(), f.end()};
+  }
+  bool all_finite(const Hessian& h) override {
+    const CudaHessian& c = mine(h);
+    clear_flag();
+    const int64_t n = c.in_features() * c.in_features();
+    non_finite_kernel<<<unsigned(std::min<int64_t>(ceil_div(n, 256), 4096)), 256, 0, ctx_.stream>>>(c.data(), n, flag());
+    CUDA_LAUNCH_CHECK();
+    return read_flag() == 0;
+  }
+
+  std::unique_ptr<InverseFactor> inverse_factor(const Hessian& h, std::span<const int64_t> perm,
+                                                std::span<const char> dead, double lambda) override {
+    const CudaHessian& c = mine(h);
+    const int64_t K = c.in_features();
+    GPTQ_CHECK(int64_t(perm.size()) == K && int64_t(dead.size()) == K, "cuda inverse_factor: plan size");
+    const auto dperm = put(perm.data(), perm.size_bytes(), "the column order");
+    const auto ddead = put(dead.data(), dead.size_bytes(), "the dead-column mask");
+    const bool f64 = precision_ == FactorPrecision::kF64;
+    const uint64_t elem = f64 ? 8 : 4;
+    const auto A = ctx_.alloc(uint64_t(K * K) * elem, "the " + std::string(f64 ? "fp64" : "fp32") +
+                                                            " factorisation of a [" + std::to_string(K) + ", " +
+                                                            std::to_string(K) + "] Hessian");
+    const dim3 grid = matrix_grid(K, K);
+    if (f64) {
+      reversed_damped_kernel<double><<<grid, 256, 0, ctx_.stream>>>(
+          c.data(), static_cast<const int64_t*>(dperm.get()), static_cast<const char*>(ddead.get()), lambda, K,
+          static_cast<double*>(A.get()));
+    } else {
+      reversed_damped_kernel<float><<<grid, 256, 0, ctx_.stream>>>(
+          c.data(), static_cast<const int64_t*>(dperm.get()), static_cast<const char*>(ddead.get()), lambda, K,
+          static_cast<float*>(A.get()));
+    }
+    CUDA_LAUNCH_CHECK();
+    const cudaDataType_t t = f64 ? CUDA_R_64F : CUDA_R_32F;
+    size_t dev_bytes = 0, host_bytes = 0, dev2 = 0, host2 = 0;
+    CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A.get(), K, t,
+                                               &dev_bytes, &host_bytes));
+    CUSOLVER_CHECK(cusolverDnXtrtri_bufferSize(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, K, t, A.get(),
+                                               K, &dev2, &host2));
+    const auto work = ctx_.alloc(std::max(dev_bytes, dev2), "the cuSOLVER workspace");
+    std::vector<std::byte> host_work(std::max(host_bytes, host2));
+    clear_flag();
+    CUSOLVER_CHECK(cusolverDnXpotrf(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A.get(), K, t, work.get(),
+                                    std::max(dev_bytes, dev2), host_work.data(), host_work.size(), flag()));
+    if (read_flag() != 0) return nullptr;  // not positive definite at this λ
+    CUSOLVER_CHECK(cusolverDnXtrtri(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, K, t, A.get(), K,
+                                    work.get(), std::max(dev_bytes, dev2), host_work.data(), host_work.size(),
+                                    flag()));
+    if (read_flag() != 0) return nullptr;
+    auto f = std::make_unique<CudaFactor>();
+    f->U = ctx_.alloc(uint64_t(K * K) * 4, "the inverse-Hessian factor");
+    if (f64) {
+      factor_from_inverse_kernel<double><<<grid, 256, 0, ctx_.stream>>>(static_cast<const double*>(A.get()), K,
+                                                                        static_cast<float*>(f->U.get()), flag());
+    } else {
+      factor_from_inverse_kernel<float><<<grid, 256, 0, ctx_.stream>>>(static_cast<const float*>(A.get()), K,
+                                                                       static_cast<float*>(f->U.get()), flag());
+    }
+    CUDA_LAUNCH_CHECK();
+    if (read_flag() != 0) return nullptr;
+    return f;
+  }
+
+  double sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
+               quant::QuantizedLinear& out) override {
+    const auto* cf = dynamic_cast<const CudaFactor*>(&factor);
+    GPTQ_CHECK(cf != nullptr, "cuda quant ops: factor made by another backend");
+    const int64_t N = out.out_features, K = out.in_features, G = out.num_groups(), gs = plan.group_size;
+    if (plan.block_size > kMaxBlock) {
+      throw Error(ErrorKind::kUnsupported, "cuda GPTQ sweep: block_size " + std::to_string(plan.block_size) +
+                                               " (at most " + std::to_string(kMaxBlock) + ")");
+    }
+    const quant::QuantizerConfig& qc = plan.quant;
+    const DeviceQuantizer dq{.maxq = quant::max_code(qc.bits),
+                             .sym = qc.sym,
+                             .mse = qc.scale_search == quant::ScaleSearch::kMse,
+                             .steps = int(qc.mse.maxshrink * double(qc.mse.grid)),
+                             .grid = qc.mse.grid,
+                             .norm = qc.mse.norm,
+                             .min_zero = qc.min_zero};
+    const auto dperm = put(plan.perm.data(), plan.perm.size_bytes(), "the column order");
+    const auto dgroup = put(plan.group_of.data(), plan.group_of.size_bytes(), "the column groups");
+    const auto ddead = put(plan.dead.data(), plan.dead.size_bytes(), "the dead-column mask");
+    const auto scales = zeroed(uint64_t(G * N) * 4, "group scales");
+    const auto zeros = zeroed(uint64_t(G * N) * 4, "group zeros");
+    const auto row_loss = zeroed(uint64_t(N) * 8, "per-row losses");
+    const auto codes = zeroed(uint64_t(N * K), "codes");
+    const auto Wp = ctx_.alloc(uint64_t(N * K) * 4, "the working weights");
+    {
+      const auto Wd = put(W, uint64_t(N * K) * 4, "the weights");
+      const float* w = static_cast<const float*>(Wd.get());
+      const char* dd = static_cast<const char*>(ddead.get());
+      if (plan.params != GroupParams::kDynamic) {
+        const int64_t pg = plan.params == GroupParams::kPerRow ? 1 : G;
+        const int64_t pw = plan.params == GroupParams::kPerRow ? K : gs;
+        group_params_kernel<<<ceil_div(N * pg * 32, 256), 256, 0, ctx_.stream>>>(
+            w, dd, N, K, pg, pw, plan.params == GroupParams::kStatic, dq, static_cast<float*>(scales.get()),
+            static_cast<int32_t*>(zeros.get()));
+        CUDA_LAUNCH_CHECK();
+      }
+      gather_kernel<<<matrix_grid(N, K), 256, 0, ctx_.stream>>>(
+          w, static_cast<const int64_t*>(dperm.get()), dd, N, K, static_cast<float*>(Wp.get()));
+      CUDA_LAUNCH_CHECK();
+      sync();  // before the weights' memory goes
+    }
+    const int64_t B = std::min<int64_t>(plan.block_size, K);
+    const auto E1 = ctx_.alloc(uint64_t(N * B) * 4, "the block errors");
+    const float* U = static_cast<const float*>(cf->U.get());
+    SweepArgs a{.U = U,
+                .Wp = static_cast<float*>(Wp.get()),
+                .q = static_cast<uint8_t*>(codes.get()),
+                .E1 = static_cast<float*>(E1.get()),
+                .scales = static_cast<float*>(scales.get()),
+                .zeros = static_cast<int32_t*>(zeros.get()),
+                .row_loss = static_cast<double*>(row_loss.get()),
+                .perm = static_cast<const int64_t*>(dperm.get()),
+                .group_of = static_cast<const int32_t*>(dgroup.get()),
+                .N = N,
+                .K = K,
+                .gs = gs,
+                .dynamic = plan.params == GroupParams::kDynamic,
+                .quant = dq};
+    for (int64_t i1 = 0; i1 < K; i1 += B) {
+      const int64_t i2 = std::min(i1 + B, K);
+      a.i1 = i1;
+      a.cnt = i2 - i1;
+      sweep_block<<<ceil_div(N, kSweepWarps), kSweepWarps * 32, size_t(a.cnt * a.cnt) * 4, ctx_.stream>>>(a);
+      CUDA_LAUNCH_CHECK();
+      if (i2 < K) {
+        // Row-major Wp[:, i2:] −= E1 [N, cnt] · U[i1:i2, i2:]; column-major that is
+        // Wpᵀ[i2:, :] −= U[i1:i2, i2:]ᵀ · E1ᵀ with U's rows read as columns.
+        const float minus_one = -1.0f, one = 1.0f;
+        CUBLAS_CHECK(cublasSgemm(ctx_.cublas, CUBLAS_OP_N, CUBLAS_OP_N, int(K - i2), int(N), int(a.cnt), &minus_one,
+                                 U + i1 * K + i2, int(K), a.E1, int(a.cnt), &one, a.Wp + i2, int(K)));
+      }
+    }
+    out.q.resize(size_t(N * K));
+    out.scales.resize(size_t(G * N));
+    out.zeros.resize(size_t(G * N));
+    std::vector<double> losses(static_cast<size_t>(N));
+    get(out.q.data(), codes.get(), out.q.size());
+    get(out.scales.data(), scales.get(), out.scales.size() * 4);
+    get(out.zeros.data(), zeros.get(), out.zeros.size() * 4);
+    get(losses.data(), row_loss.get(), losses.size() * 8);
+    sync();
+    double loss = 0.0;
+    for (double l : losses) loss += l;
+    return loss;
+  }
+
+ private:
+  CudaHessian& mine(Hessian& h) const {
+    auto* c = dynamic_cast<CudaHessian*>(&h);
+    GPTQ_CHECK(c != nullptr, "cuda quant ops: Hessian made by another backend");
+    return *c;
+  }
+  const CudaHessian& mine(const Hessian& h) const { return mine(const_cast<Hessian&>(h)); }
+
+  void sync() { CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
+  std::shared_ptr<void> put(const void* host, uint64_t bytes, const std::string& what) {
+    auto m = ctx_.alloc(bytes, what);
+    CUDA_CHECK(cudaMemcpyAsync(m.get(), host, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+    sync();  // pageable host memory: the caller may free it on return
+    return m;
+  }
+  std::shared_ptr<void> zeroed(uint64_t bytes, const std::string& what) {
+    auto m = ctx_.alloc(bytes, what);
+    CUDA_CHECK(cudaMemsetAsync(m.get(), 0, bytes, ctx_.stream));
+    return m;
+  }
+  void get(void* host, const void* dev, uint64_t bytes) {
+    CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, ctx_.stream));
+  }
+  int* flag() { return static_cast<int*>(flag_.get()); }
+  void clear_flag() { CUDA_CHECK(cudaMemsetAsync(flag(), 0, sizeof(int), ctx_.stream)); }
+  int read_flag() {
+    int v = 0;
+    CUDA_CHECK(cudaMemcpyAsync(&v, flag(), sizeof(int), cudaMemcpyDeviceToHost, ctx_.stream));
+    sync();
+    return v;
+  }
+
+  DeviceContext ctx_;
+  FactorPrecision precision_;
+  cusolverDnHandle_t solver_ = nullptr;
+  cusolverDnParams_t params_ = nullptr;
+  std::shared_ptr<void> flag_;  // int: cuSOLVER info, or a kernel's "bad value seen"
+};
+
+}  // namespace
+
+std::unique_ptr<QuantOps> make_quant_ops(const DeviceContext& ctx, FactorPrecision factor) {
+  return std::make_unique<CudaQuantOps>(ctx, factor);
+}
+
+}  // namespace gptq::backend::cuda

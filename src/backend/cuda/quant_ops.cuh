@@ -1,0 +1,26 @@
+// What the CUDA QuantOps (quant_ops.cu) borrows from the backend whose tensors it
+// reads: the device, its stream and cuBLAS handle, and its metered device memory.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cuda_backend.h"
+
+namespace gptq::backend::cuda {
+
+struct DeviceContext {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  // Device memory counted in the backend's MemoryStats; throws kDevice naming `what` and
+  // the bytes when the device is full.
+  std::function<std::shared_ptr<void>(uint64_t bytes, const std::string& what)> alloc;
+};
+
+// The backend must outlive the result.
+std::unique_ptr<QuantOps> make_quant_ops(const DeviceContext& ctx, FactorPrecision factor);
+
+}  // namespace gptq::backend::cuda

@@ -1,0 +1,192 @@
+// GPTQ on the CUDA QuantOps against the CPU reference: the same algorithm
+// (quant/gptq.cpp) over both backends' compute, on synthetic layers for every option the
+// CPU tests exercise, and end to end on stories15M through `gptq quantize --device cuda`.
+// Skipped without a CUDA device.
+//
+// Why codes may differ at all: the GPU's Hessian is fp32 (the CPU's fp64), and its fp32
+// trailing GEMM sums in another order. Both perturb the working weights by ~1e-7
+// relative, which flips a code only where a weight sits within that of a rounding
+// boundary, after which the row's error feedback differs by about one quantization
+// step: so a small fraction of codes differ, by ±1, and the loss moves by far less than
+// 1%.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/hessian.h"
+#include "backend/registry.h"
+#include "eval/perplexity.h"
+#include "model/model.h"
+#include "quant/gptq.h"
+#include "synthetic_layer.h"
+#include "temp_dir.h"
+#include "test_paths.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+#ifdef GPTQ_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace gptq {
+namespace {
+
+namespace fs = std::filesystem;
+
+class CudaQuant : public testing::Test {
+ protected:
+  void SetUp() override {
+    if (backend::cuda_device_count() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+    gpu_ = backend::make_backend("cuda:0", {.activations = DType::kF32});
+  }
+  std::unique_ptr<backend::Backend> gpu_;
+};
+
+struct Case {
+  std::string name;
+  quant::GptqOptions opts;
+  bool f32_factor = false;
+};
+
+std::vector<Case> cases() {
+  using quant::ActOrder;
+  auto o = [](int bits, int group, bool sym, ActOrder order = ActOrder::kNone, bool stat = false, bool mse = false,
+              int32_t min_zero = 0) {
+    return quant::GptqOptions{
+        .quant = {.bits = bits, .sym = sym, .scale_search = mse ? quant::ScaleSearch::kMse : quant::ScaleSearch::kMinMax,
+                  .min_zero = min_zero},
+        .group_size = group, .act_order = order, .static_groups = stat};
+  };
+  return {
+      {"4bit_g128_sym", o(4, 128, true)},
+      {"4bit_g32_asym", o(4, 32, false)},
+      {"4bit_g128_gar", o(4, 128, true, ActOrder::kGroupAware)},
+      {"4bit_g128_descact", o(4, 128, true, ActOrder::kDescAct)},
+      {"4bit_g128_descact_static", o(4, 128, true, ActOrder::kDescAct, true)},
+      {"4bit_ungrouped", o(4, -1, true)},
+      {"4bit_g96_partial_groups", o(4, 96, false)},
+      {"4bit_g32_mse", o(4, 32, true, ActOrder::kNone, false, true)},
+      {"4bit_g128_asym_v1_min_zero", o(4, 128, false, ActOrder::kNone, false, false, 1)},
+      {"2bit_g32", o(2, 32, false)},
+      {"3bit_g128", o(3, 128, true)},
+      {"8bit_g128", o(8, 128, true)},
+      {"4bit_g128_f32_factor", o(4, 128, true), true},
+  };
+}
+
+class CudaQuantOps : public CudaQuant, public testing::WithParamInterface<Case> {};
+
+// One synthetic layer, K = 320 (two full 128-column blocks and a partial one; partial
+// groups at g96), N = 192, on both backends' QuantOps from the same host Hessian.
+TEST_P(CudaQuantOps, MatchesCpu) {
+  const Case& c = GetParam();
+  constexpr int64_t N = 192, K = 320, R = 1024;
+  const std::vector<float> W = test::gaussian(size_t(N * K), 7, 0.05f);
+  std::vector<float> X = test::correlated_inputs(R, K, 17);
+  for (int64_t r = 0; r < R; ++r) X[r * K + 5] = 0.0f;  // one dead column
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), R);
+
+  quant::GptqStats cs, gs;
+  const quant::QuantizedLinear cq = quant::gptq_quantize(W.data(), N, K, acc.matrix().data(), c.opts, &cs);
+#ifdef GPTQ_HAVE_CUDA
+  auto ops = backend::cuda::make_cuda_quant_ops(
+      *gpu_, c.f32_factor ? backend::cuda::FactorPrecision::kF32 : backend::cuda::FactorPrecision::kF64);
+#else
+  auto ops = backend::make_quant_ops(*gpu_);  // not reached: SetUp skips without CUDA
+#endif
+  auto h = ops->hessian(K);
+  ops->assign(*h, acc.matrix(), acc.samples());
+  const quant::QuantizedLinear gq = quant::gptq_quantize(*ops, W.data(), N, K, *h, c.opts, &gs);
+
+  ASSERT_EQ(gq.g_idx, cq.g_idx);
+  ASSERT_EQ(gq.q.size(), cq.q.size());
+  int64_t same = 0, off_by_more = 0;
+  for (size_t i = 0; i < cq.q.size(); ++i) {
+    const int d = std::abs(int(gq.q[i]) - int(cq.q[i]));
+    same += d == 0;
+    off_by_more += d > 1;
+  }
+  const double frac = double(same) / double(cq.q.size());
+  if (c.opts.quant.bits == 4) EXPECT_GE(frac, 0.99) << "identical codes";
+  EXPECT_EQ(off_by_more, 0) << "codes that differ by more than 1 (" << frac << " identical)";
+  EXPECT_NEAR(gs.loss, cs.loss, 0.01 * cs.loss);
+  EXPECT_EQ(gs.retries, cs.retries);
+  // Dead column: quantized to its zero point on both.
+  for (int64_t n = 0; n < N; ++n) EXPECT_EQ(gq.dequant(n, 5), 0.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(Options, CudaQuantOps, testing::ValuesIn(cases()),
+                         [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
+
+// H accumulated on the device from backend tensors, in uneven chunks, against the fp64
+// reference. Bound per entry: each chunk's fp32 GEMM sums r ≤ 700 exact products (error
+// ≤ r·u·Σ|x_i x_j| over the chunk, u = 2⁻²⁴), and the running mean adds ≤ 4 roundings
+// per chunk, each ≤ u of the entry's magnitude bound S_ij = 2/n Σ|x_ri x_rj|. Three
+// chunks: ≤ (700 + 12)·u·S_ij.
+TEST_F(CudaQuant, HessianAccumulationMatchesFp64) {
+  constexpr int64_t K = 96, R = 1000;
+  const std::vector<float> X = test::correlated_inputs(R, K, 3);
+  backend::cpu::HessianAccumulator ref(K);
+  ref.add(X.data(), R);
+  auto ops = backend::make_quant_ops(*gpu_);
+  auto h = ops->hessian(K);
+  int64_t r0 = 0;
+  for (int64_t r : {300, 700 - 300, R - 700}) {
+    backend::Buffer b = gpu_->alloc(r, K, DType::kF32);
+    gpu_->upload(std::span<const float>(X.data() + r0 * K, size_t(r * K)), b.view());
+    ops->accumulate(*h, b.view());
+    r0 += r;
+  }
+  EXPECT_EQ(h->samples(), R);
+  const std::vector<double> got = ops->download(*h);
+  const double u = std::ldexp(1.0, -24);
+  for (int64_t i = 0; i < K; ++i) {
+    for (int64_t j = 0; j < K; ++j) {
+      double s = 0.0;
+      for (int64_t r = 0; r < R; ++r) s += std::fabs(double(X[r * K + i]) * double(X[r * K + j]));
+      s *= 2.0 / double(R);
+      ASSERT_NEAR(got[i * K + j], ref.matrix()[i * K + j], 712 * u * s) << "H[" << i << ", " << j << "]";
+    }
+  }
+}
+
+TEST_F(CudaQuant, RejectsAnotherBackendsHessian) {
+  auto gpu_ops = backend::make_quant_ops(*gpu_);
+  auto cpu_ops = backend::make_cpu_quant_ops();
+  auto h = cpu_ops->hessian(8);
+  test::expect_error([&] { gpu_ops->diagonal(*h); }, "another backend");
+}
+
+// The whole pipeline on stories15M, CLI to checkpoint, CPU and CUDA with the same
+// settings and calibration: perplexity within 0.5% (the per-module differences above,
+// summed over 42 modules, move the model's perplexity by far less).
+TEST_F(CudaQuant, Stories15mEndToEndMatchesCpu) {
+  test::TempDir tmp;
+  const fs::path calib = test::source_dir() / "data" / "stories15M-samples.txt";
+  auto quantize = [&](const std::string& device) {
+    const fs::path out = tmp.path() / device;
+    const std::string cmd = test::cli_binary().string() + " quantize " + test::stories15m_dir().string() + " --out " +
+                            out.string() + " --calib " + calib.string() +
+                            " --bits 4 --group-size 32 --n-samples 64 --seq-len 256 --device " + device +
+                            " > /dev/null 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    return out;
+  };
+  const fs::path cpu_dir = quantize("cpu"), gpu_dir = quantize("cuda");
+  const auto tk = tok::Tokenizer::load(test::stories15m_dir() / "tokenizer.json");
+  const std::vector<int32_t> ids = tk.encode(test::read_file(calib).substr(0, 200000));
+  auto ppl = [&](const fs::path& dir) {
+    auto be = backend::make_cpu_backend();
+    auto m = model::Model::load(dir, *be);
+    return eval::perplexity(m, ids, {.ctx = 256, .max_windows = 60}).ppl;
+  };
+  const double p_cpu = ppl(cpu_dir), p_gpu = ppl(gpu_dir);
+  EXPECT_NEAR(p_gpu, p_cpu, 0.005 * p_cpu) << "cpu " << p_cpu << " cuda " << p_gpu;
+}
+
+}  // namespace
+}  // namespace gptq
