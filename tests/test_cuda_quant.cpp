@@ -111,7 +111,9 @@ TEST_P(CudaQuantOps, MatchesCpu) {
     off_by_more += d > 1;
   }
   const double frac = double(same) / double(cq.q.size());
-  if (c.opts.quant.bits == 4) EXPECT_GE(frac, 0.99) << "identical codes";
+  if (c.opts.quant.bits == 4) {
+    EXPECT_GE(frac, 0.99) << "identical codes";
+  }
   EXPECT_EQ(off_by_more, 0) << "codes that differ by more than 1 (" << frac << " identical)";
   EXPECT_NEAR(gs.loss, cs.loss, 0.01 * cs.loss);
   EXPECT_EQ(gs.retries, cs.retries);
@@ -135,7 +137,7 @@ TEST_F(CudaQuant, HessianAccumulationMatchesFp64) {
   auto ops = backend::make_quant_ops(*gpu_);
   auto h = ops->hessian(K);
   int64_t r0 = 0;
-  for (int64_t r : {300, 700 - 300, R - 700}) {
+  for (const int64_t r : {int64_t(300), int64_t(400), R - 700}) {
     backend::Buffer b = gpu_->alloc(r, K, DType::kF32);
     gpu_->upload(std::span<const float>(X.data() + r0 * K, size_t(r * K)), b.view());
     ops->accumulate(*h, b.view());

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/device_options.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "eval/model_card.h"
@@ -43,20 +44,23 @@ struct QuantizeArgs {
   std::string method = "gptq";
   std::string format = "auto";
   std::string max_shard_size = "4GB";
+  DeviceArgs device;
+  std::string max_device_memory;
+  int64_t batch_size = 0;
   bool overwrite = false;
   bool json = false;
   std::string eval_text;
   std::vector<std::string> eval_tasks;
 };
 
-// "4GB", "500MB", "2GiB", "1000000" -> bytes
-uint64_t parse_size(const std::string& s) {
+// "4GB", "500MB", "2GiB", "1000000" -> bytes; `flag` names the option in errors.
+uint64_t parse_size(const std::string& s, const std::string& flag) {
   std::size_t pos = 0;
   double v = 0;
   try {
     v = std::stod(s, &pos);
   } catch (const std::exception&) {
-    throw Error(ErrorKind::kInvalidArgument, "--max-shard-size: not a size: " + s);
+    throw Error(ErrorKind::kInvalidArgument, flag + ": not a size: " + s);
   }
   const std::string unit = s.substr(pos);
   const std::pair<const char*, double> units[] = {{"", 1},      {"B", 1},          {"KB", 1e3},       {"MB", 1e6},
@@ -65,7 +69,7 @@ uint64_t parse_size(const std::string& s) {
   for (const auto& [u, f] : units) {
     if (unit == u && v > 0) return uint64_t(v * f);
   }
-  throw Error(ErrorKind::kInvalidArgument, "--max-shard-size: not a size: " + s + " (e.g. 4GB, 500MB, 2GiB)");
+  throw Error(ErrorKind::kInvalidArgument, flag + ": not a size: " + s + " (e.g. 4GB, 500MB, 2GiB)");
 }
 
 std::string settings_line(const quant::QuantizeConfig& c) {
@@ -118,6 +122,14 @@ Runner add_quantize(CLI::App& app) {
                  "gptq (v1: zero-1 stored); gptq_v2 (zero stored)")
       ->check(CLI::IsMember({"auto", "gptq", "gptq_v2"}))->capture_default_str();
   app.add_option("--max-shard-size", a->max_shard_size, "Largest safetensors shard (e.g. 4GB, 500MB)")->capture_default_str();
+  add_device_flags(app, a->device);
+  app.add_option("--max-device-memory", a->max_device_memory,
+                 "Device memory quantizing may allocate (e.g. 15GB); default: what is free at the start");
+  app.add_option("--batch-size", a->batch_size,
+                 "Calibration samples per forward chunk; 0 = as many as fit in 4096 tokens. Shrunk, with a note, "
+                 "when a chunk would not fit in device memory")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--overwrite", a->overwrite, "Replace DIR if it exists");
   app.add_flag("--json", a->json, "Print a machine-readable summary on stdout");
   app.add_option("--eval-text", a->eval_text, "After quantizing, compare with the base on this text (model card)");
@@ -178,7 +190,11 @@ Runner add_quantize(CLI::App& app) {
     std::fprintf(stderr, "  %-40s %4s %6s %12s %7s %7s\n", "module", "bits", "group", "loss", "damp", "sec");
     quant::PipelineOptions po{.config = qc,
                               .out_dir = a->out,
-                              .writer = {.max_shard_bytes = parse_size(a->max_shard_size), .overwrite = a->overwrite}};
+                              .writer = {.max_shard_bytes = parse_size(a->max_shard_size, "--max-shard-size"),
+                                         .overwrite = a->overwrite}};
+    if (a->batch_size > 0) po.batch_samples = a->batch_size;
+    if (!a->max_device_memory.empty()) po.max_device_bytes = parse_size(a->max_device_memory, "--max-device-memory");
+    po.on_note = [](const std::string& n) { std::fprintf(stderr, "gptq: note: %s\n", n.c_str()); };
     po.on_module = [](const quant::ModuleReport& m) {
       if (!m.quantized) {
         std::fprintf(stderr, "  %-40s skipped (dynamic rule)\n", m.name.c_str());
@@ -187,8 +203,14 @@ Runner add_quantize(CLI::App& app) {
       std::fprintf(stderr, "  %-40s %4d %6d %12.5g %7.3f %7.2f%s\n", m.name.c_str(), m.bits, m.group_size, m.loss,
                    m.damp, m.seconds, m.retries > 0 ? "  (damping raised)" : "");
     };
-    po.on_layer = [&layers](int64_t done, int64_t, double) { layers.update(done); };
-    const quant::QuantizeResult r = quant::quantize_model(a->model, calib, *backend::make_cpu_backend(), po);
+    const std::unique_ptr<backend::Backend> be = open_backend(a->device, a->model);
+    po.on_layer = [&layers, &be](int64_t done, int64_t, double) {
+      if (be->device() == backend::Device::kCpu) return layers.update(done);
+      const backend::MemoryStats m = be->memory();
+      layers.update(done, "device " + std::to_string(m.device_used >> 20) + " MiB in use, peak allocated " +
+                              std::to_string(m.peak_allocated >> 20) + " MiB");
+    };
+    const quant::QuantizeResult r = quant::quantize_model(a->model, calib, *be, po);
     layers.finish();
 
     std::fprintf(stderr,
@@ -212,12 +234,15 @@ Runner add_quantize(CLI::App& app) {
       card.eval = eval::compare_models(a->model, r.checkpoint.dir, co);
     }
     io::write_file_atomic(r.checkpoint.dir / "README.md", eval::model_card(card));
+    nlohmann::json memory;
+    if (be->device() != backend::Device::kCpu) report_memory(*be, &memory);  // the CPU's RSS is in the line above
     if (a->json) {
-      const nlohmann::json j = {{"out", r.checkpoint.dir.string()},     {"seconds", r.seconds},
+      nlohmann::json j = {{"out", r.checkpoint.dir.string()},     {"seconds", r.seconds},
                                 {"peak_rss_bytes", r.peak_rss},         {"tensor_bytes", r.checkpoint.tensor_bytes},
                                 {"shards", r.checkpoint.shards.size()}, {"bpw_quantized", r.bpw_quantized},
                                 {"bpw_total", r.bpw_total},             {"quantized_params", r.quantized_params},
                                 {"total_params", r.total_params},       {"modules", r.modules.size()}};
+      j.update(memory);
       std::printf("%s\n", j.dump(1).c_str());
     }
     return 0;

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <map>
 
@@ -15,6 +16,7 @@
 #include "model/config.h"
 #include "model/gguf_convert.h"
 #include "model/layer.h"
+#include "quant/device_budget.h"
 #include "quant/gptq.h"
 #include "format/packing.h"
 #include "quant/rtn.h"
@@ -176,15 +178,42 @@ void Run::embed_calibration() {
 }
 
 void Run::plan_chunks() {
+  const bool by_samples = o_.batch_samples > 0;
+  int64_t max_rows = by_samples ? std::numeric_limits<int64_t>::max() : o_.batch_tokens;
+  const int64_t max_samples = by_samples ? o_.batch_samples : std::numeric_limits<int64_t>::max();
+  if (b_.device() != backend::Device::kCpu) {
+    const DeviceBudget need = device_budget(c_, o_.config, b_.activation_dtype());
+    const backend::MemoryStats m = b_.memory();
+    const uint64_t cap = o_.max_device_bytes > 0 ? o_.max_device_bytes : m.device_total - m.device_used;
+    const uint64_t one_sample = need.fixed() + uint64_t(max_len_) * need.per_row;
+    if (one_sample > cap) {
+      throw Error(ErrorKind::kDevice, b_.name() + ": quantizing needs at least " + std::to_string(one_sample) +
+                                          " bytes of device memory (" + need.describe() + "; the longest sample has " +
+                                          std::to_string(max_len_) + " tokens), more than the " +
+                                          std::to_string(cap) + " bytes available");
+    }
+    const int64_t fit = int64_t((cap - need.fixed()) / need.per_row);
+    if (fit < max_rows && (by_samples ? o_.batch_samples * max_len_ : o_.batch_tokens) > fit) {
+      if (o_.on_note) {
+        o_.on_note("a forward chunk of " + (by_samples ? std::to_string(o_.batch_samples) + " samples"
+                                                       : std::to_string(o_.batch_tokens) + " tokens") +
+                   " does not fit in " + std::to_string(cap >> 20) + " MiB of device memory (" + need.describe() +
+                   "): chunks of at most " + std::to_string(fit) + " tokens instead");
+      }
+      max_rows = fit;
+    }
+  }
   chunks_ = {0};
-  int64_t rows = 0;
+  int64_t rows = 0, samples = 0;
   for (std::size_t s = 0; s + 1 < offsets_.size(); ++s) {
     const int64_t len = offsets_[s + 1] - offsets_[s];
-    if (rows > 0 && rows + len > o_.batch_tokens) {
+    if (rows > 0 && (rows + len > max_rows || samples == max_samples)) {
       chunks_.push_back(s);
       rows = 0;
+      samples = 0;
     }
     rows += len;
+    ++samples;
     chunk_rows_ = std::max(chunk_rows_, rows);
   }
   chunks_.push_back(offsets_.size() - 1);

@@ -64,6 +64,13 @@ struct PipelineOptions {
   // of that many rows. Bounds the activation scratch: chunk · (3·hidden + 2·(q + kv) +
   // 2·intermediate) activation elements.
   int64_t batch_tokens = 4096;
+  // Samples per forward chunk instead (0: batch_tokens decides).
+  int64_t batch_samples = 0;
+  // Device memory the run may allocate, on a device backend (0: what is free at the
+  // start). A chunk larger than what fits is shrunk, with a note; a layer that does not
+  // fit at all is refused before any work (quant/device_budget.h has the formula).
+  uint64_t max_device_bytes = 0;
+  std::function<void(const std::string&)> on_note;
   std::function<void(const ModuleReport&)> on_module;
   // Each quantized module's result, before packing (tests rebuild the in-memory model).
   std::function<void(const std::string&, const QuantizedLinear&)> on_quantized;
