@@ -21,7 +21,10 @@
 #include "backend/registry.h"
 #include "eval/perplexity.h"
 #include "model/model.h"
+#include "quant/calibration.h"
+#include "quant/device_budget.h"
 #include "quant/gptq.h"
+#include "quant/pipeline.h"
 #include "synthetic_layer.h"
 #include "temp_dir.h"
 #include "test_paths.h"
@@ -188,6 +191,40 @@ TEST_F(CudaQuant, Stories15mEndToEndMatchesCpu) {
   };
   const double p_cpu = ppl(cpu_dir), p_gpu = ppl(gpu_dir);
   EXPECT_NEAR(p_gpu, p_cpu, 0.005 * p_cpu) << "cpu " << p_cpu << " cuda " << p_gpu;
+}
+
+quant::CalibSet stories_calibration(int64_t samples) {
+  const auto tk = tok::Tokenizer::load(test::stories15m_dir() / "tokenizer.json");
+  return quant::load_calibration(
+      tk, {.files = {test::source_dir() / "data" / "stories15M-samples.txt"}, .n_samples = samples, .seq_len = 128});
+}
+
+// A cap below one layer's need: refused before any work, naming the bytes.
+TEST_F(CudaQuant, CapBelowOneLayerIsRefusedWithTheBytes) {
+  test::TempDir tmp;
+  const quant::CalibSet calib = stories_calibration(4);
+  quant::PipelineOptions po{.out_dir = tmp.path() / "out", .max_device_bytes = 1 << 20};
+  test::expect_error([&] { quant::quantize_model(test::stories15m_dir(), calib, *gpu_, po); },
+                     "quantizing needs at least", ErrorKind::kDevice);
+  EXPECT_FALSE(fs::exists(tmp.path() / "out"));
+}
+
+// A cap that holds one layer and 300 tokens of activations: the 16-sample batch (2048
+// tokens) is shrunk to chunks of ≤ 300 tokens (2 samples), with a note, and the
+// device never allocates past the cap.
+TEST_F(CudaQuant, CapShrinksTheBatch) {
+  test::TempDir tmp;
+  const quant::CalibSet calib = stories_calibration(16);
+  const quant::DeviceBudget need = quant::device_budget(model::load_config(test::stories15m_dir()), {}, DType::kF32);
+  std::vector<std::string> notes;
+  quant::PipelineOptions po{.out_dir = tmp.path() / "out",
+                            .batch_samples = 16,
+                            .max_device_bytes = need.fixed() + 300 * need.per_row,
+                            .on_note = [&](const std::string& n) { notes.push_back(n); }};
+  quant::quantize_model(test::stories15m_dir(), calib, *gpu_, po);
+  ASSERT_EQ(notes.size(), 1u);
+  EXPECT_NE(notes[0].find("chunks of at most 300 tokens"), std::string::npos) << notes[0];
+  EXPECT_LE(gpu_->memory().peak_allocated, po.max_device_bytes);
 }
 
 }  // namespace

@@ -13,7 +13,8 @@ uint64_t gptq_work(uint64_t n, uint64_t k) { return std::max(12 * k * k, 4 * k *
 }  // namespace
 
 std::string DeviceBudget::describe() const {
-  return "weights " + mib(weights) + " + Hessians " + mib(hessians) + " + GPTQ work " + mib(gptq_work) + ", plus " +
+  return "weights " + mib(weights) + " + Hessians " + mib(hessians) + " + GPTQ work " + mib(gptq_work) + " + workspaces " +
+         mib(reserve) + ", plus " +
          std::to_string(per_row) + " bytes per calibration token of a forward chunk";
 }
 

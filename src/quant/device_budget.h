@@ -11,8 +11,11 @@
 //             codes, block errors))
 //   per_row = dtype · (3 hidden + 2 q_dim + 4 kv_dim + 2 intermediate) + 4: the chunk's
 //             residual rows, the LayerRunner's scratch, its KV rows and positions.
-// Not counted: the CUDA context and cuBLAS/cuSOLVER workspaces (tens of MiB), and the
-// quantized modules swapped in (≤ bits/16 of the dense weights).
+//           + a reserve of 192 MiB for the backend's workspaces (cuBLAS 32 MiB, the GPTQ
+//             GEMM's dequantization tiles, 64 MiB, held twice while the workspace grows,
+//             cuSOLVER's few MiB)
+// The quantized modules swapped in replace dense ones (≤ bits/16 of their size). Not
+// counted: the CUDA context, which the driver holds outside any allocation.
 #pragma once
 
 #include <cstdint>
@@ -28,9 +31,10 @@ struct DeviceBudget {
   uint64_t weights = 0;
   uint64_t hessians = 0;
   uint64_t gptq_work = 0;
+  uint64_t reserve = uint64_t{192} << 20;
   uint64_t per_row = 0;
-  uint64_t fixed() const { return weights + hessians + gptq_work; }
-  std::string describe() const;  // "weights 12 MiB + Hessians 4 MiB + GPTQ work 9 MiB"
+  uint64_t fixed() const { return weights + hessians + gptq_work + reserve; }
+  std::string describe() const;  // "weights 12 MiB + Hessians 4 MiB + GPTQ work 9 MiB + ..."
 };
 
 DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q, DType activations);
