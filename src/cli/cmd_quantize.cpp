@@ -48,6 +48,7 @@ struct QuantizeArgs {
   std::string max_device_memory;
   int64_t batch_size = 0;
   bool overwrite = false;
+  bool resume = false;
   bool json = false;
   std::string eval_text;
   std::vector<std::string> eval_tasks;
@@ -131,6 +132,9 @@ Runner add_quantize(CLI::App& app) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--overwrite", a->overwrite, "Replace DIR if it exists");
+  app.add_flag("--resume", a->resume,
+               "Continue an interrupted run from its last finished layer (kept in DIR.partial; same settings "
+               "required); the checkpoint is the one an uninterrupted run writes");
   app.add_flag("--json", a->json, "Print a machine-readable summary on stdout");
   app.add_option("--eval-text", a->eval_text, "After quantizing, compare with the base on this text (model card)");
   app.add_option("--eval-tasks", a->eval_tasks, "After quantizing, score these task files on both (model card)")
@@ -195,6 +199,10 @@ Runner add_quantize(CLI::App& app) {
     if (a->batch_size > 0) po.batch_samples = a->batch_size;
     if (!a->max_device_memory.empty()) po.max_device_bytes = parse_size(a->max_device_memory, "--max-device-memory");
     po.on_note = [](const std::string& n) { std::fprintf(stderr, "gptq: note: %s\n", n.c_str()); };
+    std::filesystem::path out = std::filesystem::path(a->out).lexically_normal();
+    if (!out.has_filename()) out = out.parent_path();  // "dir/"
+    po.journal_dir = out.string() + ".partial";
+    po.journal_mode = a->resume ? quant::LayerJournal::Mode::kContinue : quant::LayerJournal::Mode::kFresh;
     po.on_module = [](const quant::ModuleReport& m) {
       if (!m.quantized) {
         std::fprintf(stderr, "  %-40s skipped (dynamic rule)\n", m.name.c_str());
@@ -242,7 +250,7 @@ Runner add_quantize(CLI::App& app) {
                                 {"shards", r.checkpoint.shards.size()}, {"bpw_quantized", r.bpw_quantized},
                                 {"bpw_total", r.bpw_total},             {"quantized_params", r.quantized_params},
                                 {"total_params", r.total_params},       {"modules", r.modules.size()}};
-      j.update(memory);
+      if (!memory.is_null()) j.update(memory);
       std::printf("%s\n", j.dump(1).c_str());
     }
     return 0;

@@ -15,6 +15,7 @@
 #include "backend/registry.h"
 #include "model/config.h"
 #include "model/gguf_convert.h"
+#include "model/gptq_loader.h"
 #include "model/layer.h"
 #include "quant/device_budget.h"
 #include "quant/gptq.h"
@@ -92,6 +93,26 @@ GptqOptions gptq_options(const QuantizeConfig& c, const ModuleSettings& s, const
 
 std::span<const std::byte> bytes_of(const auto& v) { return std::as_bytes(std::span(v)); }
 
+// A module's line of quant_log.json (and of the layer journal).
+nlohmann::ordered_json report_json(const ModuleReport& m) {
+  return {{"module", m.name},     {"quantized", m.quantized}, {"bits", m.bits},        {"group_size", m.group_size},
+          {"desc_act", m.desc_act}, {"loss", m.loss},           {"damp_percent", m.damp}, {"retries", m.retries},
+          {"seconds", m.seconds}};
+}
+
+ModuleReport module_report_from_json(const nlohmann::ordered_json& j, const std::string& what) {
+  return {.name = io::json_get<std::string>(j, "module", what),
+          .layer = io::json_get<int64_t>(j, "layer", what),
+          .quantized = io::json_get<bool>(j, "quantized", what),
+          .bits = io::json_get<int>(j, "bits", what),
+          .group_size = io::json_get<int>(j, "group_size", what),
+          .desc_act = io::json_get<bool>(j, "desc_act", what),
+          .loss = io::json_get<double>(j, "loss", what),
+          .damp = io::json_get<double>(j, "damp_percent", what),
+          .retries = io::json_get<int>(j, "retries", what),
+          .seconds = io::json_get<double>(j, "seconds", what)};
+}
+
 // Everything one run needs, so the steps below stay short.
 class Run {
  public:
@@ -113,10 +134,18 @@ class Run {
                                int64_t in, const std::string& weight_name, const backend::Hessian* h,
                                std::unique_ptr<backend::Linear>* swap_in);
   void quantize_lm_head();
+  // Every output tensor goes through here: to the output, and to the journal while a
+  // layer is being recorded.
+  void emit(const std::string& name, DType dtype, const std::vector<int64_t>& shape, std::span<const std::byte> data) {
+    writer_.add_tensor(name, dtype, shape, data);
+    if (recording_) journal_->add(name, dtype, shape, data);
+  }
   void copy_raw(const std::string& name) {
     const auto& t = ckpt_.get(name);
-    writer_.add_tensor(name, t.dtype, t.shape, t.data);
+    emit(name, t.dtype, t.shape, t.data);
   }
+  nlohmann::ordered_json fingerprint() const;
+  void replay_layer(int64_t i);
   void write_metadata(QuantizeResult& r);
   void report(ModuleReport m) {
     if (o_.on_module) o_.on_module(m);
@@ -147,6 +176,8 @@ class Run {
   backend::Buffer positions_;  // I32 [1, chunk_rows]
   backend::KvLayer kv_;        // [chunk_rows, kv_heads * head_dim]: sample s of a chunk at its rows
   int64_t quantized_bits_ = 0;
+  std::optional<LayerJournal> journal_;
+  bool recording_ = false;
 };
 
 void Run::embed_calibration() {
@@ -268,10 +299,10 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   }
   if (o_.on_quantized) o_.on_quantized(name, q);
   const PackedLinear saved = pack(q, o_.config.format);
-  writer_.add_tensor(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
-  writer_.add_tensor(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
-  writer_.add_tensor(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales));
-  writer_.add_tensor(name + ".g_idx", DType::kI32, {in}, bytes_of(saved.g_idx));
+  emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
+  emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
+  emit(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales));
+  emit(name + ".g_idx", DType::kI32, {in}, bytes_of(saved.g_idx));
   if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
   quantized_bits_ += int64_t(saved.qweight.size() * 32 + saved.qzeros.size() * 32 + saved.scales.size() * 16 +
                              saved.g_idx.size() * 32);
@@ -286,6 +317,13 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
 }
 
 void Run::quantize_layer(int64_t i) {
+  if (journal_ && i < journal_->layers_done()) return replay_layer(i);
+  const std::size_t first_report = result_.modules.size();
+  const int64_t bits_before = quantized_bits_, params_before = result_.quantized_params;
+  if (journal_) {
+    journal_->begin(i);
+    recording_ = true;
+  }
   const std::string p = "model.layers." + std::to_string(i) + ".";
   for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"}) copy_raw(p + norm);
   if (c_.qk_norm) {
@@ -324,6 +362,63 @@ void Run::quantize_layer(int64_t i) {
     }
   }
   if (gptq_) run_samples(*L, nullptr, true);  // the next layer's inputs
+  if (journal_) {
+    nlohmann::ordered_json modules = nlohmann::ordered_json::array();
+    for (std::size_t m = first_report; m < result_.modules.size(); ++m) {
+      nlohmann::ordered_json j = report_json(result_.modules[m]);
+      j["layer"] = result_.modules[m].layer;
+      modules.push_back(std::move(j));
+    }
+    recording_ = false;
+    journal_->commit({{"modules", modules},
+                      {"quantized_bits", quantized_bits_ - bits_before},
+                      {"quantized_params", result_.quantized_params - params_before}});
+  }
+}
+
+// Layer i as recorded: its tensors to the output in their order, its reports, and (for
+// GPTQ) the next layer's inputs from the layer as the recording run had it in memory:
+// the original weights with each quantized module swapped for its packed form (as
+// quantize_module swaps it in: v2 zeros, no bias).
+void Run::replay_layer(int64_t i) {
+  const LayerJournal::Layer l = journal_->read(i);
+  for (const std::string& name : l.order) {
+    const io::TensorView& t = l.tensors->get(name);
+    writer_.add_tensor(name, t.dtype, t.shape, t.data);
+  }
+  const std::string what = "journal of layer " + std::to_string(i);
+  for (const auto& m : l.meta.at("modules")) report(module_report_from_json(m, what));
+  quantized_bits_ += io::json_get<int64_t>(l.meta, "quantized_bits", what);
+  result_.quantized_params += io::json_get<int64_t>(l.meta, "quantized_params", what);
+  if (!gptq_) return;
+  model::DenseLoader dense(b_);
+  model::DecoderLayer L = model::load_layer(ckpt_, c_, i, dense, b_);
+  for (Slot s : model::kAllSlots) {
+    const std::string name = model::module_name(i, s);
+    const auto settings = o_.config.resolve(name);
+    if (!settings) continue;
+    const auto [out, in] = model::slot_shape(c_, s);
+    L.linears[std::size_t(s)] =
+        b_.gptq_linear(model::read_packed(*l.tensors, name, out, in, *settings, o_.config.format, false));
+  }
+  run_samples(L, nullptr, true);
+}
+
+nlohmann::ordered_json Run::fingerprint() const {
+  // FNV-1a over the calibration token ids: the windows, not just their description.
+  uint64_t h = 1469598103934665603ull;
+  for (const auto& sample : calib_.samples) {
+    for (int32_t id : sample) h = (h ^ uint64_t(uint32_t(id))) * 1099511628211ull;
+    h = (h ^ 0xffffffffull) * 1099511628211ull;
+  }
+  return {{"quantizer", "gptq.cpp:" + o_.version},
+          {"source", fs::absolute(dir_).string()},
+          {"quantization_config", o_.config.to_json(o_.version)},
+          {"calibration", calib_.describe()},
+          {"calibration_tokens_fnv1a", h},
+          {"device", b_.name()},
+          {"activations", std::string(dtype_name(b_.activation_dtype()))},
+          {"forward_chunks", chunks_}};
 }
 
 void Run::quantize_lm_head() {
@@ -373,11 +468,7 @@ void Run::write_metadata(QuantizeResult& r) {
     }
   }
   ojson modules = ojson::array();
-  for (const auto& m : r.modules) {
-    modules.push_back({{"module", m.name}, {"quantized", m.quantized}, {"bits", m.bits}, {"group_size", m.group_size},
-                       {"desc_act", m.desc_act}, {"loss", m.loss}, {"damp_percent", m.damp}, {"retries", m.retries},
-                       {"seconds", m.seconds}});
-  }
+  for (const auto& m : r.modules) modules.push_back(report_json(m));
   const ojson log = {{"quantizer", "gptq.cpp:" + o_.version},
                      {"source", dir_.string()},
                      {"calibration", calib_.describe()},
@@ -400,6 +491,7 @@ QuantizeResult Run::go() {
     positions_ = b_.alloc(1, chunk_rows_, DType::kI32);
     kv_ = {b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim), b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim)};
   }
+  if (!o_.journal_dir.empty()) journal_.emplace(o_.journal_dir, fingerprint(), o_.journal_mode);
   copy_raw("model.embed_tokens.weight");
   for (int64_t i = 0; i < c_.layers; ++i) {
     quantize_layer(i);
@@ -412,6 +504,7 @@ QuantizeResult Run::go() {
   result_.peak_rss = peak_rss_bytes();
   write_metadata(result_);
   result_.checkpoint = writer_.commit();
+  if (journal_) journal_->remove();
   result_.seconds = since(start_);
   result_.bpw_quantized = result_.quantized_params > 0 ? double(quantized_bits_) / double(result_.quantized_params) : 0.0;
   result_.bpw_total = double(result_.checkpoint.tensor_bytes) * 8.0 / double(result_.total_params);

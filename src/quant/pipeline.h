@@ -23,6 +23,7 @@
 #include "backend/backend.h"
 #include "io/checkpoint_writer.h"
 #include "quant/calibration.h"
+#include "quant/layer_journal.h"
 #include "format/quant_params.h"
 #include "format/quant_config.h"
 
@@ -71,6 +72,11 @@ struct PipelineOptions {
   // fit at all is refused before any work (quant/device_budget.h has the formula).
   uint64_t max_device_bytes = 0;
   std::function<void(const std::string&)> on_note;
+  // Where finished layers are kept until the output is committed (empty: nowhere), and
+  // whether to continue from the layers already there (quant/layer_journal.h). A
+  // continued run writes the checkpoint an uninterrupted one would, byte for byte.
+  std::filesystem::path journal_dir;
+  LayerJournal::Mode journal_mode = LayerJournal::Mode::kFresh;
   std::function<void(const ModuleReport&)> on_module;
   // Each quantized module's result, before packing (tests rebuild the in-memory model).
   std::function<void(const std::string&, const QuantizedLinear&)> on_quantized;

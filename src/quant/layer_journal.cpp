@@ -1,0 +1,79 @@
+#include "quant/layer_journal.h"
+
+#include <cstdio>
+
+#include "core/error.h"
+#include "io/atomic_file.h"
+#include "io/json_file.h"
+
+namespace gptq::quant {
+
+namespace fs = std::filesystem;
+
+LayerJournal::LayerJournal(fs::path dir, const nlohmann::ordered_json& fingerprint, Mode mode) : dir_(std::move(dir)) {
+  const fs::path run = dir_ / "run.json";
+  if (mode == Mode::kContinue) {
+    if (!fs::exists(run)) {
+      throw Error(ErrorKind::kInvalidArgument, "--resume: " + dir_.string() + " holds no interrupted run to continue");
+    }
+    const nlohmann::ordered_json before = io::read_ordered_json_file(run);
+    if (before != fingerprint) {
+      for (const auto& [key, value] : fingerprint.items()) {
+        if (!before.contains(key) || before[key] != value) {
+          throw Error(ErrorKind::kInvalidArgument, "--resume: the interrupted run in " + dir_.string() + " had another " +
+                                                       key + " (" + (before.contains(key) ? before[key].dump() : "none") +
+                                                       ", now " + value.dump() + ")");
+        }
+      }
+      throw Error(ErrorKind::kInvalidArgument, "--resume: " + run.string() + " describes another run");
+    }
+    while (fs::exists(layer_dir(done_) / "layer.json")) ++done_;
+    return;
+  }
+  fs::remove_all(dir_);
+  fs::create_directories(dir_);
+  io::write_file_atomic(run, fingerprint.dump(2) + "\n");
+}
+
+fs::path LayerJournal::layer_dir(int64_t layer) const {
+  char name[32];
+  std::snprintf(name, sizeof name, "layer-%05lld", static_cast<long long>(layer));
+  return dir_ / name;
+}
+
+void LayerJournal::begin(int64_t layer) {
+  GPTQ_CHECK(layer == done_ && !open_, "layer journal: layers are recorded in order");
+  // A directory from a run killed while writing it: incomplete (no layer.json).
+  fs::remove_all(layer_dir(layer));
+  open_ = std::make_unique<io::CheckpointWriter>(layer_dir(layer), io::CheckpointWriterOptions{.max_shard_bytes = 0});
+  order_.clear();
+}
+
+void LayerJournal::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                       std::span<const std::byte> data) {
+  GPTQ_CHECK(open_ != nullptr, "layer journal: add outside begin/commit");
+  open_->add_tensor(name, dtype, shape, data);
+  order_.push_back(name);
+}
+
+void LayerJournal::commit(nlohmann::ordered_json meta) {
+  GPTQ_CHECK(open_ != nullptr, "layer journal: commit without begin");
+  GPTQ_CHECK(!order_.empty(), "layer journal: a layer adds at least its norms");
+  meta["order"] = order_;
+  open_->add_file("layer.json", meta.dump(2) + "\n");
+  open_->commit();
+  open_.reset();
+  ++done_;
+}
+
+LayerJournal::Layer LayerJournal::read(int64_t layer) const {
+  GPTQ_CHECK(layer < done_, "layer journal: layer not recorded");
+  const fs::path d = layer_dir(layer);
+  Layer l{.tensors = std::make_unique<io::Checkpoint>(d), .meta = io::read_ordered_json_file(d / "layer.json")};
+  l.order = io::json_convert<std::vector<std::string>>(l.meta.at("order"), "order", (d / "layer.json").string());
+  return l;
+}
+
+void LayerJournal::remove() { fs::remove_all(dir_); }
+
+}  // namespace gptq::quant
