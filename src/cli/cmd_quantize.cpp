@@ -134,7 +134,8 @@ Runner add_quantize(CLI::App& app) {
   app.add_flag("--overwrite", a->overwrite, "Replace DIR if it exists");
   app.add_flag("--resume", a->resume,
                "Continue an interrupted run from its last finished layer (kept in DIR.partial; same settings "
-               "required); the checkpoint is the one an uninterrupted run writes");
+               "required); the checkpoint is the one an uninterrupted run writes. Without it a run starts over, "
+               "discarding DIR.partial");
   app.add_flag("--json", a->json, "Print a machine-readable summary on stdout");
   app.add_option("--eval-text", a->eval_text, "After quantizing, compare with the base on this text (model card)");
   app.add_option("--eval-tasks", a->eval_tasks, "After quantizing, score these task files on both (model card)")
