@@ -43,10 +43,13 @@
 namespace gptq::backend::cuda {
 namespace {
 
-#define CUSOLVER_CHECK(stmt)                                                                                   \
-  do {                                                                                                         \
-    const cusolverStatus_t st_ = (stmt);                                                                       \
-    if (st_ != CUSOLVER_STATUS_SUCCESS) throw_cuda(#stmt, __FILE__, __LINE__, "cusolver status " + std::to_string(int(st_))); \
+// As CUDA_CHECK (common.cuh), for cuSOLVER's status codes.
+#define CUSOLVER_CHECK(stmt)                                                          \
+  do {                                                                                \
+    const cusolverStatus_t st_ = (stmt);                                              \
+    if (st_ != CUSOLVER_STATUS_SUCCESS) {                                             \
+      throw_cuda(#stmt, __FILE__, __LINE__, "cusolver status " + std::to_string(int(st_))); \
+    }                                                                                 \
   } while (0)
 
 constexpr int kMaxBlock = 128;             // sweep columns per launch (GptqOptions::block_size ≤ this)
