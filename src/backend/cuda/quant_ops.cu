@@ -161,11 +161,14 @@ __device__ Params warp_row_params(Load x, int64_t n, const DeviceQuantizer& q) {
 }
 
 // ---- kernels --------------------------------------------------------------------------
+// Launched as the backend's are (common.cuh launch(), programmatic dependent launch), so
+// each begins with pdl_begin(): nothing is read before the previous work has finished.
 
 // One warp per (row n, group g): kPerRow (G = 1, gs = K, W as it is) or kStatic (dead
 // columns read as 0). scales/zeros: [G, N].
 __global__ void group_params_kernel(const float* W, const char* dead, int64_t N, int64_t K, int64_t G, int64_t gs,
                                     bool mask_dead, DeviceQuantizer q, float* scales, int32_t* zeros) {
+  pdl_begin();
   const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (w >= N * G) return;
   const int64_t n = w / G, g = w % G, off = g * gs, width = K - off < gs ? K - off : gs;
@@ -185,6 +188,7 @@ dim3 matrix_grid(int64_t rows, int64_t cols) {
 
 // Wp[n, j] = W[n, perm[j]], 0 at dead columns.
 __global__ void gather_kernel(const float* W, const int64_t* perm, const char* dead, int64_t N, int64_t K, float* Wp) {
+  pdl_begin();
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= K) return;
   const int64_t c = perm[j];
@@ -210,6 +214,7 @@ struct SweepArgs {
 // row, lane l holding the block columns l, l + 32, l + 64, l + 96 in registers.
 __global__ void __launch_bounds__(kSweepWarps * 32) sweep_block(SweepArgs a) {
   extern __shared__ float Us[];  // [cnt, cnt]: U[i1 + r, i1 + c]
+  pdl_begin();
   const int64_t cnt = a.cnt;
   for (int64_t idx = threadIdx.x; idx < cnt * cnt; idx += blockDim.x) {
     const int64_t r = idx / cnt, c = idx % cnt;
@@ -280,6 +285,7 @@ __global__ void __launch_bounds__(kSweepWarps * 32) sweep_block(SweepArgs a) {
 template <class T>
 __global__ void reversed_damped_kernel(const float* H, const int64_t* perm, const char* dead, double lambda, int64_t K,
                                        T* A) {
+  pdl_begin();
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= K) return;
   const int64_t cj = perm[K - 1 - j];
@@ -295,6 +301,7 @@ __global__ void reversed_damped_kernel(const float* H, const int64_t* perm, cons
 // is not finite.
 template <class T>
 __global__ void factor_from_inverse_kernel(const T* A, int64_t K, float* U, int* bad) {
+  pdl_begin();
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (j >= K) return;
   for (int64_t i = blockIdx.y; i < K; i += gridDim.y) {
@@ -305,6 +312,7 @@ __global__ void factor_from_inverse_kernel(const T* A, int64_t K, float* U, int*
 }
 
 __global__ void non_finite_kernel(const float* x, int64_t n, int* bad) {
+  pdl_begin();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     if (!isfinite(x[i])) {
       atomicOr(bad, 1);
@@ -406,8 +414,8 @@ class CudaQuantOps final : public QuantOps {
     const CudaHessian& c = mine(h);
     clear_flag();
     const int64_t n = c.in_features() * c.in_features();
-    non_finite_kernel<<<unsigned(std::min<int64_t>(ceil_div(n, 256), 4096)), 256, 0, ctx_.stream>>>(c.data(), n, flag());
-    CUDA_LAUNCH_CHECK();
+    launch(non_finite_kernel, unsigned(std::min<int64_t>(ceil_div(n, 256), 4096)), 256, 0, ctx_.stream, c.data(), n,
+           flag());
     return read_flag() == 0;
   }
 
@@ -424,16 +432,16 @@ class CudaQuantOps final : public QuantOps {
                                                             " factorisation of a [" + std::to_string(K) + ", " +
                                                             std::to_string(K) + "] Hessian");
     const dim3 grid = matrix_grid(K, K);
+    const auto* hp = c.data();
+    const auto* pp = static_cast<const int64_t*>(dperm.get());
+    const auto* dp = static_cast<const char*>(ddead.get());
     if (f64) {
-      reversed_damped_kernel<double><<<grid, 256, 0, ctx_.stream>>>(
-          c.data(), static_cast<const int64_t*>(dperm.get()), static_cast<const char*>(ddead.get()), lambda, K,
-          static_cast<double*>(A.get()));
+      launch(reversed_damped_kernel<double>, grid, 256, 0, ctx_.stream, hp, pp, dp, lambda, K,
+             static_cast<double*>(A.get()));
     } else {
-      reversed_damped_kernel<float><<<grid, 256, 0, ctx_.stream>>>(
-          c.data(), static_cast<const int64_t*>(dperm.get()), static_cast<const char*>(ddead.get()), lambda, K,
-          static_cast<float*>(A.get()));
+      launch(reversed_damped_kernel<float>, grid, 256, 0, ctx_.stream, hp, pp, dp, lambda, K,
+             static_cast<float*>(A.get()));
     }
-    CUDA_LAUNCH_CHECK();
     const cudaDataType_t t = f64 ? CUDA_R_64F : CUDA_R_32F;
     size_t dev_bytes = 0, host_bytes = 0, dev2 = 0, host2 = 0;
     CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A.get(), K, t,
@@ -452,14 +460,14 @@ class CudaQuantOps final : public QuantOps {
     if (read_flag() != 0) return nullptr;
     auto f = std::make_unique<CudaFactor>();
     f->U = ctx_.alloc(uint64_t(K * K) * 4, "the inverse-Hessian factor");
+    auto* up = static_cast<float*>(f->U.get());
     if (f64) {
-      factor_from_inverse_kernel<double><<<grid, 256, 0, ctx_.stream>>>(static_cast<const double*>(A.get()), K,
-                                                                        static_cast<float*>(f->U.get()), flag());
+      launch(factor_from_inverse_kernel<double>, grid, 256, 0, ctx_.stream, static_cast<const double*>(A.get()), K, up,
+             flag());
     } else {
-      factor_from_inverse_kernel<float><<<grid, 256, 0, ctx_.stream>>>(static_cast<const float*>(A.get()), K,
-                                                                       static_cast<float*>(f->U.get()), flag());
+      launch(factor_from_inverse_kernel<float>, grid, 256, 0, ctx_.stream, static_cast<const float*>(A.get()), K, up,
+             flag());
     }
-    CUDA_LAUNCH_CHECK();
     if (read_flag() != 0) return nullptr;
     return f;
   }
@@ -496,14 +504,12 @@ class CudaQuantOps final : public QuantOps {
       if (plan.params != GroupParams::kDynamic) {
         const int64_t pg = plan.params == GroupParams::kPerRow ? 1 : G;
         const int64_t pw = plan.params == GroupParams::kPerRow ? K : gs;
-        group_params_kernel<<<ceil_div(N * pg * 32, 256), 256, 0, ctx_.stream>>>(
-            w, dd, N, K, pg, pw, plan.params == GroupParams::kStatic, dq, static_cast<float*>(scales.get()),
-            static_cast<int32_t*>(zeros.get()));
-        CUDA_LAUNCH_CHECK();
+        launch(group_params_kernel, ceil_div(N * pg * 32, 256), 256, 0, ctx_.stream, w, dd, N, K, pg, pw,
+               plan.params == GroupParams::kStatic, dq, static_cast<float*>(scales.get()),
+               static_cast<int32_t*>(zeros.get()));
       }
-      gather_kernel<<<matrix_grid(N, K), 256, 0, ctx_.stream>>>(
-          w, static_cast<const int64_t*>(dperm.get()), dd, N, K, static_cast<float*>(Wp.get()));
-      CUDA_LAUNCH_CHECK();
+      launch(gather_kernel, matrix_grid(N, K), 256, 0, ctx_.stream, w, static_cast<const int64_t*>(dperm.get()), dd, N,
+             K, static_cast<float*>(Wp.get()));
       sync();  // before the weights' memory goes
     }
     const int64_t B = std::min<int64_t>(plan.block_size, K);
@@ -527,8 +533,7 @@ class CudaQuantOps final : public QuantOps {
       const int64_t i2 = std::min(i1 + B, K);
       a.i1 = i1;
       a.cnt = i2 - i1;
-      sweep_block<<<ceil_div(N, kSweepWarps), kSweepWarps * 32, size_t(a.cnt * a.cnt) * 4, ctx_.stream>>>(a);
-      CUDA_LAUNCH_CHECK();
+      launch(sweep_block, ceil_div(N, kSweepWarps), kSweepWarps * 32, size_t(a.cnt * a.cnt) * 4, ctx_.stream, a);
       if (i2 < K) {
         // Row-major Wp[:, i2:] −= E1 [N, cnt] · U[i1:i2, i2:]; column-major that is
         // Wpᵀ[i2:, :] −= U[i1:i2, i2:]ᵀ · E1ᵀ with U's rows read as columns.
