@@ -116,6 +116,22 @@ class BackendOps : public testing::TestWithParam<Target> {
     return put(std::vector<float>(std::size_t(rows * cols), std::nanf("")), rows, cols);
   }
   Pair vec(const std::vector<float>& host) { return {ref_->vector(host), dut_->vector(host)}; }
+  // linear_group of layers lr (reference backend) / ld (backend under test) on x [M, K]:
+  // the outputs, poisoned before the run.
+  std::vector<Pair> run_group(const std::vector<std::unique_ptr<backend::Linear>>& lr,
+                              const std::vector<std::unique_ptr<backend::Linear>>& ld, const Pair& x) {
+    std::vector<Pair> y;
+    std::vector<const backend::Linear*> wr, wd;
+    std::vector<Tensor> yr, yd;
+    for (std::size_t j = 0; j < lr.size(); ++j) {
+      y.push_back(poisoned(x.ref.view().rows, lr[j]->out_features()));
+      wr.push_back(lr[j].get()), wd.push_back(ld[j].get());
+    }
+    for (const Pair& p : y) yr.push_back(p.ref.view()), yd.push_back(p.dut.view());
+    ref_->linear_group(wr, x.ref.view(), yr);
+    dut_->linear_group(wd, x.dut.view(), yd);
+    return y;
+  }
 
   // ‖dut − ref‖ / ‖ref‖ of two tensors of the same shape; NaN anywhere fails.
   void expect_close(const Pair& p, double tol, const std::string& what) {
@@ -323,14 +339,7 @@ TEST_P(BackendOps, DenseLinearGroupAndAccumulate) {
         ld.push_back(dut_->dense_linear(w.back().view, bp));
       }
       auto x = put(random(M * K), M, K);
-      std::vector<Pair> y;
-      for (int64_t N : Ns) y.push_back(poisoned(M, N));
-      const backend::Linear* wr[] = {lr[0].get(), lr[1].get(), lr[2].get()};
-      const backend::Linear* wd[] = {ld[0].get(), ld[1].get(), ld[2].get()};
-      const Tensor yr[] = {y[0].ref.view(), y[1].ref.view(), y[2].ref.view()};
-      const Tensor yd[] = {y[0].dut.view(), y[1].dut.view(), y[2].dut.view()};
-      ref_->linear_group(wr, x.ref.view(), yr);
-      dut_->linear_group(wd, x.dut.view(), yd);
+      const std::vector<Pair> y = run_group(lr, ld, x);
       const std::string what = std::string(dtype_name(wt)) + " M=" + std::to_string(M);
       // As a single dense linear: c = 4.
       for (int j = 0; j < 3; ++j) expect_close(y[std::size_t(j)], bound(4, K), "dense group " + what);
@@ -411,14 +420,7 @@ TEST_P(BackendOps, BnbLinear) {
   auto ir = ref_->bnb_linear(p8), id = dut_->bnb_linear(p8);
   for (int64_t M : {1, 3, 8, 17}) {
     auto x = put(random(M * K), M, K);
-    std::vector<Pair> y;
-    for (int64_t N : Ns) y.push_back(poisoned(M, N));
-    const backend::Linear* wr[] = {gr[0].get(), gr[1].get(), gr[2].get()};
-    const backend::Linear* wd[] = {gd[0].get(), gd[1].get(), gd[2].get()};
-    const Tensor yr[] = {y[0].ref.view(), y[1].ref.view(), y[2].ref.view()};
-    const Tensor yd[] = {y[0].dut.view(), y[1].dut.view(), y[2].dut.view()};
-    ref_->linear_group(wr, x.ref.view(), yr);
-    dut_->linear_group(wd, x.dut.view(), yd);
+    const std::vector<Pair> y = run_group(gr, gd, x);
     const std::string what = " M=" + std::to_string(M);
     for (int j = 0; j < 3; ++j) expect_close(y[std::size_t(j)], bound(4, K), "bnb group" + what);  // c = 4 as above
     for (const auto& [r, d] : {std::pair{gr[1].get(), gd[1].get()}, std::pair{ir.get(), id.get()}}) {
@@ -451,14 +453,7 @@ TEST_P(BackendOps, GptqLinearGroupAndAccumulate) {
     }
     for (int64_t M : {1, 3, 8, 17, 40}) {
       auto x = put(random(M * 512), M, 512);
-      std::vector<Pair> y;
-      for (const GptqCase& c : cases) y.push_back(poisoned(M, c.N));
-      const backend::Linear* wr[] = {lr[0].get(), lr[1].get(), lr[2].get()};
-      const backend::Linear* wd[] = {ld[0].get(), ld[1].get(), ld[2].get()};
-      const Tensor yr[] = {y[0].ref.view(), y[1].ref.view(), y[2].ref.view()};
-      const Tensor yd[] = {y[0].dut.view(), y[1].dut.view(), y[2].dut.view()};
-      ref_->linear_group(wr, x.ref.view(), yr);
-      dut_->linear_group(wd, x.dut.view(), yd);
+      const std::vector<Pair> y = run_group(lr, ld, x);
       const std::string what = "bits=" + std::to_string(bits) + " M=" + std::to_string(M);
       // As GptqLinear: c = 4.
       for (int j = 0; j < 3; ++j) expect_close(y[std::size_t(j)], bound(4, 512), "gptq group " + what);

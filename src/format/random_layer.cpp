@@ -6,29 +6,15 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/splitmix.h"
 
 namespace gptq::quant {
-namespace {
-
-// splitmix64: one multiply-xorshift step per draw, so a 500M-code lm_head takes seconds.
-struct SplitMix {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  float uniform() { return float(next() >> 40) * 0x1.0p-24f; }  // [0, 1)
-};
-
-}  // namespace
 
 QuantizedLinear random_quantized_linear(const RandomLayerSpec& spec, uint64_t seed) {
   if (spec.in_features <= 0 || spec.out_features <= 0) {
     throw Error(ErrorKind::kInvalidArgument, "random layer: K and N must be positive");
   }
-  SplitMix rng{seed};
+  SplitMix64 rng{seed};
   QuantizedLinear q;
   q.bits = spec.bits;
   q.group_size = spec.group_size;
@@ -44,7 +30,7 @@ QuantizedLinear random_quantized_linear(const RandomLayerSpec& spec, uint64_t se
   }
   q.scales.resize(std::size_t(G * N));
   for (auto& s : q.scales) {
-    s = f16_to_f32(f32_to_f16(spec.min_scale + (spec.max_scale - spec.min_scale) * rng.uniform()));
+    s = f16_to_f32(f32_to_f16(spec.min_scale + (spec.max_scale - spec.min_scale) * rng.unit()));
   }
   q.zeros.resize(std::size_t(G * N));
   for (auto& z : q.zeros) z = spec.sym ? int((mask + 1) / 2) : int(rng.next() & mask);
@@ -58,7 +44,7 @@ QuantizedLinear random_quantized_linear(const RandomLayerSpec& spec, uint64_t se
   for (int64_t i = 0; i < K; ++i) q.g_idx[std::size_t(order[std::size_t(i)])] = int32_t(i / span);
   if (spec.bias) {
     q.bias.resize(std::size_t(N));
-    for (auto& b : q.bias) b = 0.1f * (rng.uniform() - 0.5f);
+    for (auto& b : q.bias) b = 0.1f * (rng.unit() - 0.5f);
   }
   return q;
 }

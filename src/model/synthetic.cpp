@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/splitmix.h"
 #include "format/gptq_format.h"
 #include "io/checkpoint_writer.h"
 
@@ -31,18 +32,8 @@ const std::vector<SynthShape>& synth_shapes() {
 
 namespace {
 
-// splitmix64: fast, seedable, good enough for random weights.
-struct Rng {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [-a, a).
-  float uniform(float a) { return (float(next() >> 40) / float(1u << 24) * 2.0f - 1.0f) * a; }
-};
+// Uniform in [-a, a).
+float uniform(SplitMix64& r, float a) { return (r.unit() * 2.0f - 1.0f) * a; }
 
 std::span<const std::byte> bytes_of(const auto& v) { return std::as_bytes(std::span(v)); }
 
@@ -108,8 +99,8 @@ class Writer {
     std::vector<uint16_t> h(static_cast<std::size_t>(out * in));
     std::vector<float> f;
     if (o_.dtype == DType::kF32) f.resize(h.size());
-    fill(h.size(), [&](Rng& r, std::size_t i) {
-      const float v = r.uniform(scale);
+    fill(h.size(), [&](SplitMix64& r, std::size_t i) {
+      const float v = uniform(r, scale);
       if (o_.dtype == DType::kF32) f[i] = v;
       else h[i] = o_.dtype == DType::kF16 ? f32_to_f16(v) : f32_to_bf16(v);
     });
@@ -130,7 +121,7 @@ class Writer {
     const int64_t G = o_.group_size <= 0 ? 1 : (in + o_.group_size - 1) / o_.group_size;
     std::vector<int32_t> qweight(static_cast<std::size_t>(quant::qweight_rows(in, bits) * out));
     // Random words are random codes at every width (3-bit codes crossing words too).
-    fill(qweight.size(), [&](Rng& r, std::size_t i) { qweight[i] = int32_t(uint32_t(r.next())); });
+    fill(qweight.size(), [&](SplitMix64& r, std::size_t i) { qweight[i] = int32_t(uint32_t(r.next())); });
     const int64_t zc = quant::qzeros_cols(out, bits);
     std::vector<int32_t> qzeros(std::size_t(G * zc), 0);
     const uint32_t stored = quant::stored_zero(1 << (bits - 1), bits, quant::Format::kV1);
@@ -139,7 +130,7 @@ class Writer {
     }
     std::vector<uint16_t> scales(static_cast<std::size_t>(G * out));
     const float step = scale / float(1 << (bits - 1));
-    for (auto& s : scales) s = f32_to_f16(step * (0.75f + 0.5f * std::fabs(rng_.uniform(1.0f))));
+    for (auto& s : scales) s = f32_to_f16(step * (0.75f + 0.5f * std::fabs(uniform(rng_, 1.0f))));
     std::vector<int32_t> g_idx(static_cast<std::size_t>(in));
     for (int64_t k = 0; k < in; ++k) g_idx[std::size_t(k)] = int32_t(o_.group_size <= 0 ? 0 : k / o_.group_size);
     w_.add_tensor(name + ".qweight", DType::kI32, {quant::qweight_rows(in, bits), out}, bytes_of(qweight));
@@ -159,7 +150,7 @@ class Writer {
     const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < chunks; ++c) {
-      Rng r{base ^ (uint64_t(c + 1) * 0xd1b54a32d192ed03ull)};
+      SplitMix64 r{base ^ (uint64_t(c + 1) * 0xd1b54a32d192ed03ull)};
       const std::size_t end = std::min(n, std::size_t(c + 1) * kChunk);
       for (std::size_t i = std::size_t(c) * kChunk; i < end; ++i) set(r, i);
     }
@@ -167,7 +158,7 @@ class Writer {
 
   const SynthOptions& o_;
   io::CheckpointWriter& w_;
-  Rng rng_;
+  SplitMix64 rng_;
 };
 
 }  // namespace
