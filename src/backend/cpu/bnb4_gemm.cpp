@@ -4,8 +4,7 @@
 // multiply per block instead of per weight). With AVX2, 8 codes (4 bytes) at a time:
 // the nibbles shifted into 8 lanes, looked up in the 16-entry book with two 8-lane
 // permutes, bit 3 choosing between them. More rows: tiles of W dequantized to fp32, then
-// sgemm (as the dense 16-bit path does).
-#include <cblas.h>
+// sgemm (widened_product, as the dense 16-bit path does).
 
 #include <algorithm>
 #include <cstring>
@@ -25,8 +24,6 @@ using quant::bnb::BnbPacked;
 
 namespace {
 
-constexpr int64_t kTileRows = 64;                    // rows of W per dequantized tile
-constexpr int64_t kParallelMacs = int64_t(1) << 22;  // below this, one thread (as cpu_linear.cpp)
 
 const float* book(const BnbPacked& w) {
   return (w.type == quant::bnb::BnbType::kFp4 ? quant::bnb::kFp4 : quant::bnb::kNf4).data();
@@ -119,26 +116,13 @@ void fused(const BnbPacked& w, const float* x, int64_t ldx, float* y, int64_t ld
 
 void tiled(const BnbPacked& w, const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy) {
   const float* table = book(w);
-  const int64_t K = w.in_features, N = w.out_features;
-  const int64_t tiles = (N + kTileRows - 1) / kTileRows;
-#pragma omp parallel if (M * N * K >= kParallelMacs)
-  {
-    std::vector<float> tile(std::size_t(kTileRows * K));
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t first = t * kTileRows, rows = std::min(kTileRows, N - first);
-      for (int64_t i = first * K, j = 0; j < rows * K; ++i, ++j) {
-        tile[std::size_t(j)] = table[quant::bnb::code_at(w, i)] * w.block_absmax(i / w.blocksize);
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(rows), int(K), 1.0f, x, int(ldx), tile.data(),
-                  int(K), 0.0f, y + first, int(ldy));
+  const int64_t K = w.in_features;
+  widened_product(w.out_features, K, x, M, ldx, y, ldy, [&](int64_t first, int64_t count, float* dst) {
+    for (int64_t i = first * K, j = 0; j < count * K; ++i, ++j) {
+      dst[j] = table[quant::bnb::code_at(w, i)] * w.block_absmax(i / w.blocksize);
     }
-  }
-  if (!w.bias.empty()) {
-    for (int64_t m = 0; m < M; ++m) {
-      for (int64_t n = 0; n < N; ++n) y[m * ldy + n] += w.bias[std::size_t(n)];
-    }
-  }
+  });
+  add_bias(w.bias, M, y, ldy);
 }
 
 }  // namespace

@@ -11,15 +11,32 @@
 namespace gptq::backend::cpu {
 
 namespace {
-// Rows of W widened per tile: 64 rows x K floats (e.g. 64 x 4096 x 4 B = 1 MiB) stays in
-// L2 while sgemm reads it M times.
-constexpr int64_t kTileRows = 64;
-// Below this many multiply-adds a product runs on one thread: forking the team costs
-// more than it saves, and on a loaded machine every fork waits for a descheduled thread
-// (stories15M's 768 x 288 decode products, 0.2 M MACs each, ran 10-20x slower in eval
-// with two threads and a competing process).
-constexpr int64_t kParallelMacs = int64_t(1) << 22;
+constexpr int64_t kTileRows = 64;  // rows of W widened per tile (see widened_product)
 }  // namespace
+
+void widened_product(int64_t N, int64_t K, const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy,
+                     const std::function<void(int64_t first, int64_t count, float* dst)>& widen) {
+  const int64_t tiles = (N + kTileRows - 1) / kTileRows;
+#pragma omp parallel if (M * N * K >= kParallelMacs)
+  {
+    std::vector<float> tile(std::size_t(kTileRows * K));
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t first = t * kTileRows, rows = std::min(kTileRows, N - first);
+      widen(first, rows, tile.data());
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(rows), int(K), 1.0f, x, int(ldx), tile.data(),
+                  int(K), 0.0f, y + first, int(ldy));
+    }
+  }
+}
+
+void add_bias(std::span<const float> bias, int64_t M, float* y, int64_t ldy) {
+  if (bias.empty()) return;
+  for (int64_t m = 0; m < M; ++m) {
+    float* row = y + m * ldy;
+    for (std::size_t n = 0; n < bias.size(); ++n) row[n] += bias[n];
+  }
+}
 
 DenseLinear::DenseLinear(const io::TensorView& w, const io::TensorView* bias)
     : dtype_(w.dtype), out_(0), in_(0) {
@@ -65,27 +82,10 @@ void DenseLinear::forward(const float* x, int64_t M, int64_t ldx, float* y, int6
                   int(in_), 0.0f, y, int(ldy));
     }
   } else {
-    // One parallel region: each thread widens its tiles of W and multiplies them with
-    // single-threaded BLAS (OpenBLAS runs serially inside an OpenMP region).
-    const int64_t tiles = (out_ + kTileRows - 1) / kTileRows;
-#pragma omp parallel if (M * out_ * in_ >= kParallelMacs)
-    {
-      std::vector<float> tile(std::size_t(kTileRows * in_));
-#pragma omp for schedule(static)
-      for (int64_t t = 0; t < tiles; ++t) {
-        const int64_t first = t * kTileRows, rows = std::min(kTileRows, out_ - first);
-        widen_rows(first, rows, tile.data());
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(rows), int(in_), 1.0f, x, int(ldx),
-                    tile.data(), int(in_), 0.0f, y + first, int(ldy));
-      }
-    }
+    widened_product(out_, in_, x, M, ldx, y, ldy,
+                    [this](int64_t first, int64_t count, float* dst) { widen_rows(first, count, dst); });
   }
-  if (!bias_.empty()) {
-    for (int64_t m = 0; m < M; ++m) {
-      float* row = y + m * ldy;
-      for (int64_t n = 0; n < out_; ++n) row[n] += bias_[std::size_t(n)];
-    }
-  }
+  add_bias(bias_, M, y, ldy);
 }
 
 }  // namespace gptq::backend::cpu

@@ -23,7 +23,6 @@ using quant::bnb::BnbPacked;
 
 namespace {
 
-constexpr int64_t kParallelMacs = int64_t(1) << 22;
 constexpr int kRowBlock = 4;
 
 struct QuantizedX {
