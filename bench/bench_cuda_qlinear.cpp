@@ -1,6 +1,7 @@
 // GPTQ matrix products on one GPU against cuBLAS fp16 on the same shapes, in one run.
 //   bench_cuda_qlinear [--device cuda:N] [--shapes 8b|1b|all] [--m 1,2,4,...]
 //                      [--formats LIST] [--reps N] [--bandwidth GB/s] [--json]
+//                      [--mma-max-rows N] [--tiles]
 // Shapes: the linears of Llama-3.1-8B and Llama-3.2-1B (q, k/v, o, gate/up, down,
 // lm_head; published configs). Formats: 4b-g128-sym, 4b-g128-act-asym, 8b-g128,
 // 3b-g128, 2b-g64 (random codes and scales; the speed does not depend on the values).
@@ -8,6 +9,9 @@
 // times, divided by that count (launch gaps included, as a decode step sees them).
 // Effective bytes: resident weight bytes (codes, scales, zeros, permutation) + x + y
 // in fp16; the bandwidth fraction is against --bandwidth (H200 copy: 4260 GB/s).
+// --mma-max-rows sets the backend's crossover (BackendOptions::gptq_mma_max_rows);
+// --tiles also times every format through dequantized tiles + cuBLAS (a second backend
+// with the crossover at 0, rows "FORMAT/tiles"), to measure where the crossover lies.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -94,7 +98,8 @@ int main(int argc, char** argv) try {
   std::string device = "cuda", shapes = "all", ms = "1,2,4,8,16,32,64,128,256,1024,4096", formats;
   int reps = 5;
   double bandwidth = 4260.0;
-  bool json = false;
+  bool json = false, tiles = false;
+  int64_t mma_max_rows = backend::BackendOptions{}.gptq_mma_max_rows;
   for (int i = 1; i < argc; ++i) {
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     const std::string a = argv[i];
@@ -105,9 +110,13 @@ int main(int argc, char** argv) try {
     else if (a == "--reps") reps = std::max(1, std::stoi(next()));
     else if (a == "--bandwidth") bandwidth = std::stod(next());
     else if (a == "--json") json = true;
+    else if (a == "--tiles") tiles = true;
+    else if (a == "--mma-max-rows") mma_max_rows = std::stoll(next());
     else throw Error(ErrorKind::kInvalidArgument, "unknown argument " + a);
   }
-  auto b = backend::make_backend(device, {.activations = DType::kF16});
+  auto b = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = mma_max_rows});
+  std::unique_ptr<backend::Backend> bt;  // --tiles: every GPTQ product through cuBLAS
+  if (tiles) bt = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = 0});
   std::vector<int64_t> mlist;
   for (const auto& m : split(ms)) mlist.push_back(std::stoll(m));
   const std::vector<std::string> fsel = formats.empty() ? std::vector<std::string>{} : split(formats);
@@ -129,7 +138,7 @@ int main(int argc, char** argv) try {
     }
     const io::TensorView view{.name = s.name, .dtype = DType::kF16, .shape = {s.N, s.K}, .data = dense};
     auto fp16 = b->dense_linear(view, nullptr);
-    std::vector<std::pair<const Format*, std::unique_ptr<backend::Linear>>> layers;
+    std::vector<std::pair<const Format*, std::unique_ptr<backend::Linear>>> layers, tiled;
     for (const Format& f : kFormats) {
       if (!fsel.empty() && std::find(fsel.begin(), fsel.end(), f.name) == fsel.end()) continue;
       const auto q = quant::random_quantized_linear(
@@ -137,6 +146,7 @@ int main(int argc, char** argv) try {
            .sym = f.sym},
           seed++);
       layers.emplace_back(&f, b->gptq_linear(quant::pack(q, quant::Format::kV2)));
+      if (bt) tiled.emplace_back(&f, bt->gptq_linear(quant::pack(q, quant::Format::kV2)));
     }
     for (int64_t M : mlist) {
       auto x = b->alloc(M, s.K), y = b->alloc(M, s.N);
@@ -158,6 +168,11 @@ int main(int argc, char** argv) try {
       report("fp16", t16, double(fp16->weight_bytes()) + act_bytes);
       for (auto& [f, l] : layers) report(f->name, time_product(*b, *l, x.view(), y.view(), reps),
                                          double(l->weight_bytes()) + act_bytes);
+      if (bt) {
+        auto xt = bt->alloc(M, s.K), yt = bt->alloc(M, s.N);
+        for (auto& [f, l] : tiled) report(f->name + "/tiles", time_product(*bt, *l, xt.view(), yt.view(), reps),
+                                          double(l->weight_bytes()) + act_bytes);
+      }
       std::fflush(stdout);
     }
   }

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <span>
 #include <string>
@@ -71,6 +72,35 @@ double unit_roundoff(DType t) {
     case DType::kBF16: return std::ldexp(1.0, -8);
     default: return std::ldexp(1.0, -24);
   }
+}
+
+struct GptqCase {
+  int bits;
+  int64_t K, N;
+  int group_size;
+  bool act_order, sym, bias;
+};
+
+quant::PackedLinear random_gptq(const GptqCase& c, std::mt19937& rng) {
+  return quant::pack(quant::random_quantized_linear({.bits = c.bits, .in_features = c.K, .out_features = c.N,
+                                                     .group_size = c.group_size, .act_order = c.act_order,
+                                                     .sym = c.sym, .bias = c.bias},
+                                                    rng()),
+                     quant::Format::kV2);
+}
+
+std::vector<GptqCase> gptq_cases() {
+  std::vector<GptqCase> v;
+  for (int bits : {2, 3, 4, 8}) {
+    v.push_back({bits, 256, 256, 128, false, true, false});
+    v.push_back({bits, 256, 100, 32, true, false, true});   // act-order, asym, N % 8 != 0
+    v.push_back({bits, 288, 50, -1, false, false, false});  // one group, N % 4 != 0
+    v.push_back({bits, 512, 384, 64, true, true, false});
+    // SmolLM2's K = 576 at g128: groups 128, 128, 128, 128 and a partial 64.
+    v.push_back({bits, 576, 41, 128, false, false, true});
+    v.push_back({bits, 576, 41, 128, true, true, false});
+  }
+  return v;
 }
 
 class BackendOps : public testing::TestWithParam<Target> {
@@ -149,6 +179,30 @@ class BackendOps : public testing::TestWithParam<Target> {
     }
     const double err = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
     EXPECT_LE(err, tol) << what << " (" << GetParam().spec << " " << dtype_name(GetParam().act) << ")";
+  }
+
+  // Every gptq_cases() layer at each batch size, against the reference.
+  void run_gptq_cases(std::initializer_list<int64_t> batches) {
+    for (const GptqCase& c : gptq_cases()) {
+      const quant::PackedLinear p = random_gptq(c, rng_);
+      auto lr = ref_->gptq_linear(p);
+      auto ld = dut_->gptq_linear(p);
+      for (int64_t M : batches) {
+        auto x = put(random(M * c.K), M, c.K);
+        auto y = poisoned(M, c.N);
+        ref_->linear(*lr, x.ref.view(), y.ref.view());
+        dut_->linear(*ld, x.dut.view(), y.dut.view());
+        const std::string what = "gptq bits=" + std::to_string(c.bits) + " K=" + std::to_string(c.K) +
+                                 " N=" + std::to_string(c.N) + " g=" + std::to_string(c.group_size) +
+                                 " act_order=" + std::to_string(c.act_order) + " M=" + std::to_string(M);
+        // x rounded, dequantized weight (exact products s·(q − z) in fp32, or rounded to
+        // the dtype on the dequantize-to-tile path), K-term product, output: c = 4. The
+        // tensor-core kernel sums (B + q)·x and subtracts (B + z)·Σx (B = 1024 fp16, 128
+        // bf16): that cancellation costs log2(B + 2^bits) <= 11 bits of the fp32 sum, a
+        // relative error <= 2^-13 of the group's Σ|x|, inside the u term for fp16/bf16.
+        expect_close(y, bound(4, c.K), what);
+      }
+    }
   }
 
   std::unique_ptr<Backend> ref_, dut_;
@@ -268,54 +322,19 @@ TEST_P(BackendOps, EmbedAndDenseLinear) {
   }
 }
 
-struct GptqCase {
-  int bits;
-  int64_t K, N;
-  int group_size;
-  bool act_order, sym, bias;
-};
-
-quant::PackedLinear random_gptq(const GptqCase& c, std::mt19937& rng) {
-  return quant::pack(quant::random_quantized_linear({.bits = c.bits, .in_features = c.K, .out_features = c.N,
-                                                     .group_size = c.group_size, .act_order = c.act_order,
-                                                     .sym = c.sym, .bias = c.bias},
-                                                    rng()),
-                     quant::Format::kV2);
-}
-
-std::vector<GptqCase> gptq_cases() {
-  std::vector<GptqCase> v;
-  for (int bits : {2, 3, 4, 8}) {
-    v.push_back({bits, 256, 256, 128, false, true, false});
-    v.push_back({bits, 256, 100, 32, true, false, true});   // act-order, asym, N % 8 != 0
-    v.push_back({bits, 288, 50, -1, false, false, false});  // one group, N % 4 != 0
-    v.push_back({bits, 512, 384, 64, true, true, false});
-    // SmolLM2's K = 576 at g128: groups 128, 128, 128, 128 and a partial 64.
-    v.push_back({bits, 576, 41, 128, false, false, true});
-    v.push_back({bits, 576, 41, 128, true, true, false});
-  }
-  return v;
-}
-
 TEST_P(BackendOps, GptqLinear) {
-  for (const GptqCase& c : gptq_cases()) {
-    const quant::PackedLinear p = random_gptq(c, rng_);
-    auto lr = ref_->gptq_linear(p);
-    auto ld = dut_->gptq_linear(p);
-    // M = 1, 3, 8: one GEMV launch; 17, 40: dequantized tiles + cuBLAS.
-    for (int64_t M : {1, 3, 8, 17, 40}) {
-      auto x = put(random(M * c.K), M, c.K);
-      auto y = poisoned(M, c.N);
-      ref_->linear(*lr, x.ref.view(), y.ref.view());
-      dut_->linear(*ld, x.dut.view(), y.dut.view());
-      const std::string what = "gptq bits=" + std::to_string(c.bits) + " K=" + std::to_string(c.K) +
-                               " N=" + std::to_string(c.N) + " g=" + std::to_string(c.group_size) +
-                               " act_order=" + std::to_string(c.act_order) + " M=" + std::to_string(M);
-      // x rounded, dequantized weight (exact products s·(q − z) in fp32, or rounded to
-      // the dtype on the dequantize-to-tile path), K-term product, output: c = 4.
-      expect_close(y, bound(4, c.K), what);
-    }
-  }
+  // CUDA, 16-bit activations: the tensor-core kernel up to gptq_mma_max_rows (256),
+  // every M class (1, 2, 4, 8 row fragments; several batch blocks at 65, 130) and
+  // dequantized tiles + cuBLAS above (300); f32 (and bf16 8-bit): GEMV for M <= 8, tiles
+  // above.
+  run_gptq_cases({1, 3, 8, 9, 17, 40, 64, 65, 130, 300});
+}
+
+// The dequantize-to-tiles path on every format, at small M too (the crossover at 0).
+TEST_P(BackendOps, GptqLinearThroughTiles) {
+  if (GetParam().spec == "cpu") GTEST_SKIP() << "the CPU backend has one path";
+  dut_ = backend::make_backend(GetParam().spec, {.activations = GetParam().act, .gptq_mma_max_rows = 0});
+  run_gptq_cases({1, 17});
 }
 
 TEST_P(BackendOps, DenseLinearGroupAndAccumulate) {

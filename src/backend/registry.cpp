@@ -44,7 +44,7 @@ std::unique_ptr<Backend> make_backend(std::string_view spec, const BackendOption
       }
     }
 #ifdef GPTQ_HAVE_CUDA
-    return cuda::make_cuda_backend(index, options.activations);
+    return cuda::make_cuda_backend(index, options);
 #else
     throw Error(ErrorKind::kDevice, "device \"" + std::string(spec) + "\": this build of gptq.cpp has no CUDA backend");
 #endif

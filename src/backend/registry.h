@@ -16,6 +16,11 @@ struct BackendOptions {
   // Activation (and KV cache) dtype. The CPU backend computes in fp32 only and refuses
   // anything else; CUDA takes f16, bf16 or f32.
   DType activations = DType::kF32;
+  // CUDA GPTQ products of up to this many rows run on the tensor-core kernel that
+  // dequantizes in registers (src/backend/cuda/gptq_mma.cu); larger ones dequantize
+  // column tiles for cuBLAS. The default is the crossover measured on an H200
+  // (src/backend/cuda/NOTES.md); bench_cuda_qlinear --mma-max-rows measures it.
+  int64_t gptq_mma_max_rows = 256;
 };
 
 // Throws kInvalidArgument for an unknown name, kDevice when the device is absent.

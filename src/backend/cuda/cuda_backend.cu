@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "backend/allocation_meter.h"
@@ -14,10 +15,12 @@
 #include "backend/cuda/dense_gemv.cuh"
 #include "backend/cuda/elementwise.cuh"
 #include "backend/cuda/gptq_gemm.cuh"
+#include "backend/cuda/gptq_mma.cuh"
 #include "backend/cuda/gptq_repack.h"
 #include "backend/cuda/quant_ops.cuh"
 #include "backend/cuda/sampling.cuh"
 #include "format/bnb_codebook.h"
+#include "format/fragment_layout.h"
 #include "io/checkpoint.h"
 
 namespace gptq::backend::cuda {
@@ -91,6 +94,9 @@ class GptqLinear final : public CudaLinear {
   GptqLinear(int64_t out, int64_t in) : CudaLinear(out, in) {}
   uint64_t weight_bytes() const override { return bytes; }
   std::string describe() const override { return what; }
+  // One of the two layouts: fragment order for the tensor-core kernels where they take
+  // the format (mma_supported), the GEMV layout otherwise (fp32 activations, bf16 8-bit).
+  std::optional<MmaDeviceLayout> mma;
   GptqDeviceLayout layout;
   std::vector<std::shared_ptr<void>> memory;
   uint64_t bytes = 0;
@@ -124,7 +130,8 @@ class CudaGraph final : public Graph {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(int index, DType act) : index_(index), act_(act) {
+  CudaBackend(int index, const BackendOptions& o)
+      : index_(index), act_(o.activations), mma_max_rows_(o.gptq_mma_max_rows) {
     mem_.meter = meter_;
     mem_.device = index;
     CUDA_CHECK(cudaSetDevice(index));
@@ -138,7 +145,7 @@ class CudaBackend final : public Backend {
     cublas_ws_ = mem_.alloc(kCublasWorkspace, "the cuBLAS workspace");
     CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_.get(), kCublasWorkspace));
     // f32 means f32: no TF32 rounding in the conformance dtype.
-    CUBLAS_CHECK(cublasSetMathMode(cublas_, act == DType::kF32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(cublasSetMathMode(cublas_, act_ == DType::kF32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
     CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&bad_id_host_), sizeof(int32_t), cudaHostAllocMapped));
     *bad_id_host_ = 0;
     CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&bad_id_dev_), bad_id_host_, 0));
@@ -226,8 +233,39 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) override {
     auto l = std::make_unique<GptqLinear>(packed.out_features, packed.in_features);
-    const auto host = repack_for_cuda(packed);
     l->what = "gptq " + std::to_string(packed.bits) + "-bit g" + std::to_string(packed.group_size);
+    auto put = [&](const void* src, uint64_t bytes) {
+      auto m = mem_.alloc(bytes, "a gptq tensor");
+      CUDA_CHECK(cudaMemcpyAsync(m.get(), src, bytes, cudaMemcpyHostToDevice, stream_));
+      l->memory.push_back(m);
+      l->bytes += bytes;
+      return m.get();
+    };
+    const float* bias = packed.bias.empty() ? nullptr : static_cast<const float*>(put(packed.bias.data(), packed.bias.size() * 4));
+    const auto frag = mma_supported(packed.bits, act_) ? quant::make_fragment_layout(packed) : std::nullopt;
+    if (frag) {
+      if (!frag->perm.empty()) l->what += " act-order";
+      MmaDeviceLayout d{.bits = frag->bits, .K = frag->K, .N = frag->N, .Kp = frag->Kp, .Nt = frag->Nt,
+                        .G = frag->G, .bias = bias};
+      d.words = static_cast<const uint32_t*>(put(frag->words.data(), frag->words.size() * 4));
+      d.scales = static_cast<const __half*>(put(frag->scales.data(), frag->scales.size() * 2));
+      d.zeros = static_cast<const uint8_t*>(put(frag->zeros.data(), frag->zeros.size()));
+      d.tile_group = static_cast<const int32_t*>(put(frag->tile_group.data(), frag->tile_group.size() * 4));
+      if (!frag->perm.empty()) d.perm = static_cast<const int32_t*>(put(frag->perm.data(), frag->perm.size() * 4));
+      l->mma = d;
+      // Scratch for the largest fused batch of any group this layer joins, sized now: a
+      // graph recorded later holds the pointers. A group's split count is at most that
+      // of each member alone (more tiles, fewer splits), and each member is at most this.
+      MmaGroup<__half> alone{.job = {{.w = d}}, .count = 1};
+      for (int64_t M = 1; M <= mma_max_rows_; ++M) {
+        const MmaScratch need = gptq_mma_scratch(alone, M);
+        reserve_workspace(need.floats * kMaxGroup);
+        reserve_counters(need.counters * kMaxGroup);
+      }
+      synchronize();  // the host copies above must outlive their transfers
+      return l;
+    }
+    const auto host = repack_for_cuda(packed);
     if (!host) {
       throw Error(ErrorKind::kUnsupported, "gptq layer [" + std::to_string(packed.out_features) + ", " +
                                                std::to_string(packed.in_features) +
@@ -236,28 +274,18 @@ class CudaBackend final : public Backend {
     }
     if (!host->perm.empty()) l->what += " act-order";
     GptqDeviceLayout& d = l->layout;
-    d = {.bits = host->bits, .K = host->K, .N = host->N, .Np = host->Np, .G = host->G};
-    auto put = [&](const void* src, uint64_t bytes) {
-      auto m = mem_.alloc(bytes, "a gptq tensor");
-      CUDA_CHECK(cudaMemcpyAsync(m.get(), src, bytes, cudaMemcpyHostToDevice, stream_));
-      l->memory.push_back(m);
-      l->bytes += bytes;
-      return m.get();
-    };
+    d = {.bits = host->bits, .K = host->K, .N = host->N, .Np = host->Np, .G = host->G, .bias = bias};
     d.qweight = static_cast<const int32_t*>(put(host->qweight.data(), host->qweight.size() * 4));
     if (!host->perm.empty()) d.perm = static_cast<const int32_t*>(put(host->perm.data(), host->perm.size() * 4));
     d.scales = static_cast<const __half*>(put(host->scales.data(), host->scales.size() * 2));
     d.zeros = static_cast<const uint8_t*>(put(host->zeros.data(), host->zeros.size()));
     d.block_group = static_cast<const int32_t*>(put(host->block_group.data(), host->block_group.size() * 4));
-    if (!packed.bias.empty()) d.bias = static_cast<const float*>(put(packed.bias.data(), packed.bias.size() * 4));
-    // Scratch for the largest decode batch of any group this layer joins, sized now: a
-    // graph recorded later holds the pointers. A group's split count is at most that of
-    // each member alone (more tiles, fewer splits), and each member is at most this big.
+    // As above, for the largest GEMV batch.
     GptqGemvGroup<__half> alone{.job = {{.w = d}}, .count = 1};
     const GemvScratch need = gptq_gemv_scratch(alone, kGemvMaxRows);
     reserve_workspace(need.floats * kMaxGroup);
     reserve_counters(need.counters * kMaxGroup);
-    synchronize();  // the host copies above must outlive their transfers
+    synchronize();
     return l;
   }
 
@@ -324,21 +352,27 @@ class CudaBackend final : public Backend {
     const GptqLinear* one[] = {g};
     const Tensor ys[] = {y};
     if (gptq_group(one, x, ys, epi)) return;
-    const GptqDeviceLayout& L = g->layout;
     with_act_type(act_, [&]<class T>() {
       // Larger batches: dequantize column tiles of W into scratch, multiply with cuBLAS.
-      const int64_t K = L.K, N = L.N;
-      const int64_t tile = std::clamp<int64_t>(kDequantTileBytes / int64_t(K * sizeof(T)) / 4 * 4, 4, N);
+      const int64_t K = g->in_features(), N = g->out_features();
+      const int64_t fit = kDequantTileBytes / int64_t(K * sizeof(T));
+      const int64_t unit = g->mma ? 16 : 4;  // column tiles start at multiples of the layout's row group
+      const int64_t tile = std::min(N, std::max(unit, fit / unit * unit));
       T* scratch = reinterpret_cast<T*>(workspace((tile * K * int64_t(sizeof(T)) + 3) / 4));
       for (int64_t n0 = 0; n0 < N; n0 += tile) {
         const int64_t cnt = std::min(tile, N - n0);
-        gptq_dequantize(L, n0, cnt, scratch, stream_);
+        if (g->mma) {
+          gptq_mma_dequantize(*g->mma, n0, cnt, scratch, stream_);
+        } else {
+          gptq_dequantize(g->layout, n0, cnt, scratch, stream_);
+        }
         Tensor yc = y;
         yc.data = static_cast<T*>(y.data) + n0;
         yc.cols = cnt;
         gemm(scratch, WeightLayout::kInByOut, x, yc, cnt, K, acc);
       }
-      if (L.bias != nullptr) add_bias(static_cast<T*>(y.data), y.stride, L.bias, y.rows, y.cols, stream_);
+      const float* bias = g->mma ? g->mma->bias : g->layout.bias;
+      if (bias != nullptr) add_bias(static_cast<T*>(y.data), y.stride, bias, y.rows, y.cols, stream_);
     });
   }
 
@@ -577,15 +611,32 @@ class CudaBackend final : public Backend {
     return done;
   }
 
-  // GPTQ products of one x in one GEMV launch, when M is small and the layers share
-  // bits (K is shared by construction); false: the caller dequantizes for cuBLAS.
+  // GPTQ products of one x in one launch: the tensor-core kernel up to mma_max_rows_
+  // rows, the GEMV up to kGemvMaxRows for the other layout, when the layers share bits
+  // and layout (K is shared by construction); false: the caller dequantizes for cuBLAS.
   bool gptq_group(std::span<const GptqLinear* const> ws, const Tensor& x, std::span<const Tensor> ys,
                   Epilogue epi) {
-    if (x.rows > kGemvMaxRows) return false;
+    const bool mma = ws[0]->mma.has_value();
+    if (x.rows > (mma ? mma_max_rows_ : kGemvMaxRows)) return false;
     for (const GptqLinear* w : ws) {
-      if (w->layout.bits != ws[0]->layout.bits) return false;
+      if (w->mma.has_value() != mma) return false;
+      if ((mma ? w->mma->bits : w->layout.bits) != (mma ? ws[0]->mma->bits : ws[0]->layout.bits)) return false;
     }
     with_act_type(act_, [&]<class T>() {
+      if constexpr (std::is_same_v<T, float>) {
+        GPTQ_CHECK(!mma, "cuda: fp32 activations have no mma layout");
+      } else {
+        if (mma) {
+          MmaGroup<T> g{.count = int(ws.size()), .epilogue = epi};
+          for (std::size_t j = 0; j < ws.size(); ++j) {
+            g.job[j] = {.w = *ws[j]->mma, .y = static_cast<T*>(ys[j].data), .ldy = ys[j].stride};
+          }
+          const MmaScratch need = gptq_mma_scratch(g, x.rows);
+          gptq_mma(g, static_cast<const T*>(x.data), x.stride, x.rows, workspace(need.floats),
+                   counters(need.counters), stream_);
+          return;
+        }
+      }
       GptqGemvGroup<T> g{.count = int(ws.size()), .epilogue = epi};
       for (std::size_t j = 0; j < ws.size(); ++j) {
         g.job[j] = {.w = ws[j]->layout, .y = static_cast<T*>(ys[j].data), .ldy = ys[j].stride};
@@ -683,6 +734,7 @@ class CudaBackend final : public Backend {
 
   int index_;
   DType act_;
+  int64_t mma_max_rows_;
   std::string name_;
   std::shared_ptr<AllocationMeter> meter_ = std::make_shared<AllocationMeter>();
   DeviceMemory mem_;
@@ -722,7 +774,8 @@ int device_count() {
   return n;
 }
 
-std::unique_ptr<Backend> make_cuda_backend(int index, DType activations) {
+std::unique_ptr<Backend> make_cuda_backend(int index, const BackendOptions& options) {
+  const DType activations = options.activations;
   const int n = device_count();
   if (index >= n) {
     throw Error(ErrorKind::kDevice, n == 0 ? "no CUDA device is present (or no driver is loaded)"
@@ -732,7 +785,8 @@ std::unique_ptr<Backend> make_cuda_backend(int index, DType activations) {
   if (activations != DType::kF16 && activations != DType::kBF16 && activations != DType::kF32) {
     throw Error(ErrorKind::kInvalidArgument, "cuda activations must be f16, bf16 or f32");
   }
-  return std::make_unique<CudaBackend>(index, activations);
+  if (options.gptq_mma_max_rows < 0) throw Error(ErrorKind::kInvalidArgument, "gptq_mma_max_rows must be >= 0");
+  return std::make_unique<CudaBackend>(index, options);
 }
 
 std::unique_ptr<QuantOps> make_cuda_quant_ops(Backend& b, FactorPrecision factor) {

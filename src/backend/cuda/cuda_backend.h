@@ -6,15 +6,16 @@
 
 #include "backend/backend.h"
 #include "backend/quant_ops.h"
+#include "backend/registry.h"
 
 namespace gptq::backend::cuda {
 
 // CUDA devices visible to this process; 0 when there is no driver or no device.
 int device_count();
 
-// A backend on device `index` computing in `activations` (F16, BF16 or F32). Throws
-// kDevice naming the device when it is absent or cannot be initialised.
-std::unique_ptr<Backend> make_cuda_backend(int index, DType activations);
+// A backend on device `index` computing in options.activations (F16, BF16 or F32).
+// Throws kDevice naming the device when it is absent or cannot be initialised.
+std::unique_ptr<Backend> make_cuda_backend(int index, const BackendOptions& options);
 
 // How the CUDA QuantOps factorises the damped Hessian (src/backend/cuda/quant_ops.cu).
 enum class FactorPrecision : uint8_t { kF64, kF32 };

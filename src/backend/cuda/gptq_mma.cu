@@ -1,0 +1,501 @@
+// GPTQ products on the tensor cores (mma.sync.m16n8k16), any batch size M.
+//
+// yᵀ [N, M] = W [N, K] · xᵀ [K, M], W as the A operand (16 rows x 16 inputs per tile),
+// x as the B operand (16 inputs x 8 batch rows). A block of 4 warps owns 64 output rows
+// (one 16-row tile per warp), a range of K (its split) and 8·MT batch rows. Per step of
+// 256 inputs: the block stages x (gathered through perm for act-order) in shared
+// memory with each row's 16-input sums; each warp holds the step's codes in registers,
+// loaded one step ahead (one 16/32/8/12-byte run per lane per 64 inputs, streamed past
+// L1).
+//
+// Codes enter the A fragment without arithmetic: OR-ing a code q into the significand of
+// B = 1024 (fp16, 0x6400) or B = 128 (bf16, 0x4300) gives B + q exactly, two codes per
+// 32-bit operation. The mma then sums (B + q)·x exactly-multiplied in fp32, and each
+// group's result is corrected and scaled once in fp32:
+//   Σ_k s(q_k − z) x_k = s · (Σ_k (B + q_k) x_k − (B + z) Σ_k x_k)
+// with Σ x from the staged sums. Per 8 codes that is 1-2 integer operations and an
+// eighth of an mma, against ~30 instructions per 8 codes in the CUDA-core GEMV
+// (gptq_gemm.cu). The cancellation costs ~log2(B + 2^bits) bits of the fp32 sum,
+// leaving > 12 bits: below the 11 bits of an fp16 weight.
+//
+// Splits along K write fp32 partials [split, M, N]; the last block of each (row tile,
+// batch chunk) to finish sums them in split order (deterministic) and applies the
+// epilogue (bias, residual add) — each thread for the elements it computed.
+#include <algorithm>
+#include <type_traits>
+
+#include "backend/cuda/gptq_mma.cuh"
+
+namespace gptq::backend::cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kChunk = 64;               // inputs per lane run of codes
+constexpr int kStep = 256;               // inputs staged per step
+constexpr int kStepChunks = kStep / kChunk;
+constexpr int kStepTiles = kStep / 16;
+// Staged rows are padded by 8 elements: row stride 132 words, so the 8 rows x 4 lanes of
+// a B-fragment load fall in 32 distinct banks.
+constexpr int kRowPad = 8;
+constexpr int kRowLen = kStep + kRowPad;
+
+template <class T>
+constexpr int smem_bytes(int mt) {
+  return mt * 8 * kRowLen * int(sizeof(T)) + kStepTiles * mt * 8 * int(sizeof(float));
+}
+
+// The magic: B + q for a code q OR-ed into each 16-bit half.
+template <class T>
+struct Magic;
+template <>
+struct Magic<__half> {
+  static constexpr uint32_t kBits = 0x64006400u;  // 1024.0 in both halves
+  static constexpr float kBase = 1024.0f;
+};
+template <>
+struct Magic<__nv_bfloat16> {
+  static constexpr uint32_t kBits = 0x43004300u;  // 128.0 in both halves
+  static constexpr float kBase = 128.0f;
+};
+
+// Register p of tile j (compile-time) from a lane's chunk words: codes at bits [0, bits)
+// and [16, 16 + bits), the magic OR-ed in (fragment_layout.h gives the bit positions).
+template <int Bits, int J, int P, class T>
+__device__ __forceinline__ uint32_t a_register(const uint32_t (&w)[Bits]) {
+  constexpr int s = 4 * J + P;
+  if constexpr (Bits == 4) {
+    return ((w[J] >> (4 * P)) & 0x000F000Fu) | Magic<T>::kBits;
+  } else if constexpr (Bits == 8) {
+    // Bytes (P & 1) · 2 and + 1 of word 2J + P/2 into the low bytes of the halves; the
+    // high bytes from the second operand (0x64: fp16 only, see mma_supported).
+    return __byte_perm(w[2 * J + P / 2], 0x64646464u, (P & 1) ? 0x7362 : 0x5140);
+  } else if constexpr (Bits == 2) {
+    return ((w[s / 8] >> (2 * (s % 8))) & 0x00030003u) | Magic<T>::kBits;
+  } else {
+    static_assert(Bits == 3);
+    const uint32_t lo = (w[s / 8] >> (2 * (s % 8))) & 0x00030003u;
+    const uint32_t hi = (s >= 2 ? w[2] >> (s - 2) : w[2] << (2 - s)) & 0x00040004u;
+    return lo | hi | Magic<T>::kBits;
+  }
+}
+
+// The four A registers of tile J (compile-time) of a chunk.
+template <int Bits, int J, class T>
+__device__ __forceinline__ void a_fragment(const uint32_t (&w)[Bits], uint32_t (&a)[4]) {
+  a[0] = a_register<Bits, J, 0, T>(w);
+  a[1] = a_register<Bits, J, 1, T>(w);
+  a[2] = a_register<Bits, J, 2, T>(w);
+  a[3] = a_register<Bits, J, 3, T>(w);
+}
+
+template <class T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// One lane's words of one chunk; codes are read once per product, so past L1.
+template <int Bits>
+__device__ __forceinline__ void load_run(const uint32_t* p, uint32_t (&r)[Bits]) {
+  if constexpr (Bits == 4) {
+    const uint4 v = __ldcs(reinterpret_cast<const uint4*>(p));
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
+  } else if constexpr (Bits == 8) {
+    const uint4 v = __ldcs(reinterpret_cast<const uint4*>(p));
+    const uint4 u = __ldcs(reinterpret_cast<const uint4*>(p) + 1);
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w, r[4] = u.x, r[5] = u.y, r[6] = u.z, r[7] = u.w;
+  } else if constexpr (Bits == 2) {
+    const uint2 v = __ldcs(reinterpret_cast<const uint2*>(p));
+    r[0] = v.x, r[1] = v.y;
+  } else {
+    r[0] = __ldcs(p), r[1] = __ldcs(p + 1), r[2] = __ldcs(p + 2);  // 12-byte runs: 4-byte aligned
+  }
+}
+
+__host__ __device__ constexpr int64_t block_tiles(int64_t nt) { return (nt + kWarps - 1) / kWarps; }
+
+// Which job of g the block belongs to; `tile` becomes the block tile within it.
+template <class T>
+__device__ __forceinline__ int job_of(const MmaGroup<T>& g, int64_t& tile) {
+  int j = 0;
+  while (j + 1 < g.count && tile >= block_tiles(g.job[j].w.Nt)) tile -= block_tiles(g.job[j++].w.Nt);
+  return j;
+}
+
+// grid (Σ_j ceil(Nt_j / 4), splits, ceil(M / (8·MT))), 128 threads, smem_bytes<T>(MT).
+// x [M, K] row stride ldx; vec_x: rows 16-byte aligned (ldx % 8 == 0, x aligned).
+template <int Bits, int MT, class T>
+__global__ void __launch_bounds__(kThreads)
+    mma_kernel(MmaGroup<T> g, const T* __restrict__ x, int64_t ldx, int M, bool vec_x, int chunks_per_split,
+               int splits, float* partials, int32_t* counters) {
+  pdl_begin();
+  constexpr int R = MT * 8;  // batch rows per block
+  extern __shared__ __align__(16) unsigned char smem[];
+  T(*xs)[kRowLen] = reinterpret_cast<T(*)[kRowLen]>(smem);
+  float(*xt)[R] = reinterpret_cast<float(*)[R]>(smem + sizeof(T) * R * kRowLen);
+  __shared__ bool last;
+
+  int64_t tile = blockIdx.x;
+  const int j = job_of(g, tile);
+  const MmaDeviceLayout& w = g.job[j].w;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gq = lane / 4, tq = lane % 4;
+  const int64_t nt = tile * kWarps + warp;  // this warp's 16-row tile
+  const bool active = nt < w.Nt;
+  const int64_t chunks = w.Kp / kChunk;
+  const int64_t c0 = int64_t(blockIdx.y) * chunks_per_split, c1 = min(chunks, c0 + chunks_per_split);
+  const int64_t m0 = int64_t(blockIdx.z) * R;
+  const uint32_t* run = w.words + (nt * chunks * 32 + lane) * Bits;  // + chunk · 32 · Bits
+  const int64_t rs = w.Nt * 16;                                       // scale / zero row stride
+  const int64_t row_lo = nt * 16 + gq;
+
+  uint32_t cur[kStepChunks][Bits], nxt[kStepChunks][Bits];
+  auto load_step = [&](int64_t step, uint32_t(&r)[kStepChunks][Bits]) {
+#pragma unroll
+    for (int c = 0; c < kStepChunks; ++c) {
+      const int64_t ch = c0 + step * kStepChunks + c;
+      if (active && ch < c1) load_run<Bits>(run + ch * 32 * Bits, r[c]);
+    }
+  };
+  float acc[MT][4], tmp[MT][4], xr[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[mt][i] = tmp[mt][i] = 0.0f;
+    xr[mt][0] = xr[mt][1] = 0.0f;
+  }
+  int group = -1;
+  float s_lo = 0.0f, s_hi = 0.0f, z_lo = 0.0f, z_hi = 0.0f;  // scale and B + zero of rows gq, gq + 8
+  // acc += s (Σ (B + q) x − (B + z) Σ x) for the group just finished.
+  auto flush = [&]() {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      acc[mt][0] += s_lo * (tmp[mt][0] - z_lo * xr[mt][0]);
+      acc[mt][1] += s_lo * (tmp[mt][1] - z_lo * xr[mt][1]);
+      acc[mt][2] += s_hi * (tmp[mt][2] - z_hi * xr[mt][0]);
+      acc[mt][3] += s_hi * (tmp[mt][3] - z_hi * xr[mt][1]);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) tmp[mt][i] = 0.0f;
+      xr[mt][0] = xr[mt][1] = 0.0f;
+    }
+  };
+
+  const int64_t steps = (c1 - c0 + kStepChunks - 1) / kStepChunks;
+  load_step(0, cur);
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t k0 = (c0 + step * kStepChunks) * kChunk;  // first sorted input of the step
+    const int64_t lim = min(min(c1 * kChunk, k0 + kStep), w.K);
+    // Stage x rows [m0, m0 + R) x sorted inputs [k0, k0 + 256), zeros outside.
+    for (int i = threadIdx.x; i < R * (kStep / 8); i += kThreads) {
+      const int m = i / (kStep / 8), kk = (i % (kStep / 8)) * 8;
+      const int64_t row = m0 + m, k = k0 + kk;
+      T* dst = &xs[m][kk];
+      if (row < M && w.perm == nullptr && vec_x && k + 8 <= lim) {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(x + row * ldx + k);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          const int64_t ke = k + e;
+          dst[e] = row < M && ke < lim ? x[row * ldx + (w.perm != nullptr ? w.perm[ke] : ke)] : from_f32<T>(0.0f);
+        }
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < R * kStepTiles; i += kThreads) {
+      const int m = i % R, t = i / R;
+      float sum = 0.0f;
+      if (m0 + m < M) {
+#pragma unroll
+        for (int e = 0; e < 16; ++e) sum += to_f32(xs[m][t * 16 + e]);
+      }
+      xt[t][m] = sum;
+    }
+    __syncthreads();
+    if (step + 1 < steps) load_step(step + 1, nxt);
+    // Tile J of chunk words w, the step's tile lt: the group's parameters when it starts,
+    // then one mma per 8 batch rows.
+    auto tile_product = [&]<int J>(const uint32_t(&w4)[Bits], int lt) {
+      if (k0 + lt * 16 >= lim) return;
+      const int tg = __ldg(w.tile_group + k0 / 16 + lt);
+      if (tg != group) {
+        if (group >= 0) flush();
+        group = tg;
+        s_lo = __half2float(w.scales[tg * rs + row_lo]);
+        s_hi = __half2float(w.scales[tg * rs + row_lo + 8]);
+        z_lo = Magic<T>::kBase + float(w.zeros[tg * rs + row_lo]);
+        z_hi = Magic<T>::kBase + float(w.zeros[tg * rs + row_lo + 8]);
+      }
+      uint32_t a[4];
+      a_fragment<Bits, J, T>(w4, a);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const T* xrow = &xs[mt * 8 + gq][lt * 16 + 2 * tq];
+        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(xrow);
+        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(xrow + 8);
+        mma16816<T>(tmp[mt], a, b0, b1);
+        const float2 v = *reinterpret_cast<const float2*>(&xt[lt][mt * 8 + 2 * tq]);
+        xr[mt][0] += v.x;
+        xr[mt][1] += v.y;
+      }
+    };
+    if (active) {
+#pragma unroll
+      for (int c = 0; c < kStepChunks; ++c) {
+        tile_product.template operator()<0>(cur[c], c * 4 + 0);
+        tile_product.template operator()<1>(cur[c], c * 4 + 1);
+        tile_product.template operator()<2>(cur[c], c * 4 + 2);
+        tile_product.template operator()<3>(cur[c], c * 4 + 3);
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kStepChunks; ++c) {
+#pragma unroll
+      for (int b = 0; b < Bits; ++b) cur[c][b] = nxt[c][b];
+    }
+    __syncthreads();  // xs is restaged next step
+  }
+  if (active && group >= 0) flush();
+
+  // Element i of fragment mt: row nt·16 + gq (+8 for i ≥ 2), batch row m0 + mt·8 + 2·tq + (i & 1).
+  T* y = g.job[j].y;
+  const int64_t ldy = g.job[j].ldy, N = w.N;
+  auto store = [&](int64_t m, int64_t n, float v) {
+    if (w.bias != nullptr) v += w.bias[n];
+    if (g.epilogue == Epilogue::kAccumulate) v += to_f32(y[m * ldy + n]);
+    y[m * ldy + n] = from_f32<T>(v);
+  };
+  float* part = partials;
+  for (int i = 0; i < j; ++i) part += int64_t(splits) * M * g.job[i].w.N;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t n = row_lo + (i >= 2 ? 8 : 0), m = m0 + mt * 8 + 2 * tq + (i & 1);
+      if (!active || n >= N || m >= M) continue;
+      if (splits == 1) {
+        store(m, n, acc[mt][i]);
+      } else {
+        part[(int64_t(blockIdx.y) * M + m) * N + n] = acc[mt][i];
+      }
+    }
+  }
+  if (splits == 1) return;
+  __threadfence();
+  __syncthreads();
+  int32_t* counter = counters + int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == splits - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t n = row_lo + (i >= 2 ? 8 : 0), m = m0 + mt * 8 + 2 * tq + (i & 1);
+      if (!active || n >= N || m >= M) continue;
+      float sum = 0.0f;
+      for (int sp = 0; sp < splits; ++sp) sum += __ldcg(part + (int64_t(sp) * M + m) * N + n);
+      store(m, n, sum);
+    }
+  }
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
+}
+
+// grid (ceil(chunks / 4), ceil(count / 16)), 128 threads: warp w decodes chunk
+// 4·blockIdx.x + w of row tile n0/16 + blockIdx.y into shared memory [64 inputs][16
+// rows], then writes each input's 16 values (32 contiguous bytes) to its row of out
+// [K, count] in the original input order.
+template <int Bits, class T>
+__global__ void __launch_bounds__(kThreads)
+    mma_dequantize_kernel(MmaDeviceLayout w, int64_t n0, int64_t count, T* out) {
+  pdl_begin();
+  __shared__ __align__(16) T tile[kWarps][kChunk][16];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t chunks = w.Kp / kChunk, ch = int64_t(blockIdx.x) * kWarps + warp;
+  const int64_t nt = n0 / 16 + blockIdx.y, rs = w.Nt * 16;
+  if (ch < chunks) {
+    uint32_t r[Bits];
+    load_run<Bits>(w.words + ((nt * chunks + ch) * 32 + lane) * Bits, r);
+    const int gq = lane / 4, tq = lane % 4;
+    auto decode = [&]<int J>() {
+      uint32_t a[4];
+      a_fragment<Bits, J, __half>(r, a);  // fp16 magic halves: 1024 + q, whatever T is
+      const int64_t tg = w.tile_group[ch * 4 + J];
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        const int row = gq + 8 * (p & 1), in = J * 16 + 2 * tq + 8 * (p >> 1);
+        const __half2 h = *reinterpret_cast<const __half2*>(&a[p]);
+        const int64_t n = nt * 16 + row;
+        const float s = __half2float(w.scales[tg * rs + n]), z = 1024.0f + float(w.zeros[tg * rs + n]);
+        tile[warp][in][row] = from_f32<T>(s * (__low2float(h) - z));
+        tile[warp][in + 1][row] = from_f32<T>(s * (__high2float(h) - z));
+      }
+    };
+    decode.template operator()<0>();
+    decode.template operator()<1>();
+    decode.template operator()<2>();
+    decode.template operator()<3>();
+  }
+  __syncwarp();
+  if (ch >= chunks) return;
+  const int64_t c_first = nt * 16 - n0;  // this tile's first column of out
+  const int64_t cols = min(int64_t(16), min(count - c_first, w.N - nt * 16));
+  for (int in = lane; in < kChunk; in += 32) {
+    const int64_t k = ch * kChunk + in;
+    if (k >= w.K) continue;
+    T* dst = out + (w.perm != nullptr ? w.perm[k] : k) * count + c_first;
+    if (cols == 16 && count % 8 == 0) {
+      const uint4* src = reinterpret_cast<const uint4*>(tile[warp][in]);
+      reinterpret_cast<uint4*>(dst)[0] = src[0];
+      reinterpret_cast<uint4*>(dst)[1] = src[1];
+    } else {
+      for (int c = 0; c < cols; ++c) dst[c] = tile[warp][in][c];
+    }
+  }
+}
+
+int sm_count() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+  }();
+  return n;
+}
+
+struct Plan {
+  int mt;           // 8-row batch fragments per block
+  int64_t mchunks;  // blocks along M
+  int splits, chunks_per;
+};
+
+template <class T>
+int64_t group_tiles(const MmaGroup<T>& g) {
+  int64_t t = 0;
+  for (int j = 0; j < g.count; ++j) t += block_tiles(g.job[j].w.Nt);
+  return t;
+}
+
+// Splits K so the grid fills the GPU: ~4 blocks per SM while a block's work is light
+// (few batch rows: the product streams codes), fewer as it grows (the fp32 partials
+// then cost as much as the codes).
+template <class T>
+Plan plan_for(const MmaGroup<T>& g, int64_t M) {
+  Plan p{};
+  // Up to 64 batch rows per block (MT = 8: 32 accumulators and 32 group sums per lane,
+  // ~170 registers); more rows take more blocks along M, each streaming the codes again.
+  p.mt = M <= 8 ? 1 : M <= 16 ? 2 : M <= 32 ? 4 : 8;
+  p.mchunks = (M + p.mt * 8 - 1) / (p.mt * 8);
+  const int64_t chunks = g.job[0].w.Kp / kChunk;
+  const int64_t blocks = group_tiles(g) * p.mchunks;
+  const int64_t target = int64_t(sm_count()) * (p.mt <= 2 ? 4 : 2);
+  const int64_t splits = std::clamp<int64_t>((target + blocks - 1) / blocks, 1, chunks);
+  p.chunks_per = int((chunks + splits - 1) / splits);
+  p.splits = int((chunks + p.chunks_per - 1) / p.chunks_per);
+  return p;
+}
+
+template <int Bits, int MT, class T>
+void launch_mma(const MmaGroup<T>& g, const Plan& p, const T* x, int64_t ldx, int64_t M, float* partials,
+                int32_t* counters, cudaStream_t s) {
+  constexpr int smem = smem_bytes<T>(MT);
+  auto* kernel = mma_kernel<Bits, MT, T>;
+  if constexpr (smem > 48 * 1024) {
+    static const bool raised = [&] {
+      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+      return true;
+    }();
+    (void)raised;
+  }
+  const bool vec_x = ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const dim3 grid(unsigned(group_tiles(g)), unsigned(p.splits), unsigned(p.mchunks));
+  launch(kernel, grid, kThreads, smem, s, g, x, ldx, int(M), vec_x, p.chunks_per, p.splits, partials, counters);
+}
+
+template <int Bits, class T>
+void mma_bits(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* partials, int32_t* counters,
+              cudaStream_t s) {
+  const Plan p = plan_for(g, M);
+  switch (p.mt) {
+    case 1: launch_mma<Bits, 1, T>(g, p, x, ldx, M, partials, counters, s); return;
+    case 2: launch_mma<Bits, 2, T>(g, p, x, ldx, M, partials, counters, s); return;
+    case 4: launch_mma<Bits, 4, T>(g, p, x, ldx, M, partials, counters, s); return;
+    default: launch_mma<Bits, 8, T>(g, p, x, ldx, M, partials, counters, s); return;
+  }
+}
+
+}  // namespace
+
+bool mma_supported(int bits, DType act) {
+  if (act == DType::kF16) return bits == 2 || bits == 3 || bits == 4 || bits == 8;
+  if (act == DType::kBF16) return bits == 2 || bits == 3 || bits == 4;
+  return false;
+}
+
+template <class T>
+MmaScratch gptq_mma_scratch(const MmaGroup<T>& g, int64_t M) {
+  const Plan p = plan_for(g, M);
+  int64_t floats = 0;
+  for (int j = 0; j < g.count; ++j) floats += int64_t(p.splits) * M * g.job[j].w.N;
+  return {.floats = p.splits == 1 ? 0 : floats, .counters = group_tiles(g) * p.mchunks};
+}
+
+template <class T>
+void gptq_mma(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* partials, int32_t* counters,
+              cudaStream_t s) {
+  GPTQ_CHECK(M >= 1 && g.count >= 1 && g.count <= kMaxGroup, "gptq_mma: M or group size");
+  for (int j = 1; j < g.count; ++j) {
+    GPTQ_CHECK(g.job[j].w.bits == g.job[0].w.bits && g.job[j].w.K == g.job[0].w.K, "gptq_mma: group mismatch");
+  }
+  switch (g.job[0].w.bits) {
+    case 2: mma_bits<2, T>(g, x, ldx, M, partials, counters, s); return;
+    case 3: mma_bits<3, T>(g, x, ldx, M, partials, counters, s); return;
+    case 4: mma_bits<4, T>(g, x, ldx, M, partials, counters, s); return;
+    case 8:
+      if constexpr (std::is_same_v<T, __half>) {
+        mma_bits<8, T>(g, x, ldx, M, partials, counters, s);
+        return;
+      }
+      [[fallthrough]];
+    default: GPTQ_CHECK(false, "gptq_mma: unsupported bits for these activations");
+  }
+}
+
+template <class T>
+void gptq_mma_dequantize(const MmaDeviceLayout& w, int64_t n0, int64_t count, T* out, cudaStream_t s) {
+  GPTQ_CHECK(n0 % 16 == 0 && count > 0 && n0 + count <= w.N, "gptq_mma_dequantize: columns");
+  const dim3 grid(ceil_div(w.Kp / kChunk, kWarps), ceil_div(count, 16));
+  switch (w.bits) {
+    case 2: launch(mma_dequantize_kernel<2, T>, grid, kThreads, 0, s, w, n0, count, out); break;
+    case 3: launch(mma_dequantize_kernel<3, T>, grid, kThreads, 0, s, w, n0, count, out); break;
+    case 4: launch(mma_dequantize_kernel<4, T>, grid, kThreads, 0, s, w, n0, count, out); break;
+    case 8: launch(mma_dequantize_kernel<8, T>, grid, kThreads, 0, s, w, n0, count, out); break;
+    default: GPTQ_CHECK(false, "gptq_mma_dequantize: unsupported bits");
+  }
+}
+
+template MmaScratch gptq_mma_scratch<__half>(const MmaGroup<__half>&, int64_t);
+template MmaScratch gptq_mma_scratch<__nv_bfloat16>(const MmaGroup<__nv_bfloat16>&, int64_t);
+template void gptq_mma<__half>(const MmaGroup<__half>&, const __half*, int64_t, int64_t, float*, int32_t*,
+                               cudaStream_t);
+template void gptq_mma<__nv_bfloat16>(const MmaGroup<__nv_bfloat16>&, const __nv_bfloat16*, int64_t, int64_t,
+                                      float*, int32_t*, cudaStream_t);
+template void gptq_mma_dequantize<float>(const MmaDeviceLayout&, int64_t, int64_t, float*, cudaStream_t);
+template void gptq_mma_dequantize<__half>(const MmaDeviceLayout&, int64_t, int64_t, __half*, cudaStream_t);
+template void gptq_mma_dequantize<__nv_bfloat16>(const MmaDeviceLayout&, int64_t, int64_t, __nv_bfloat16*,
+                                                 cudaStream_t);
+
+}  // namespace gptq::backend::cuda

@@ -1,0 +1,67 @@
+// GPTQ products on the tensor cores, from the fragment-order layout of
+// src/format/fragment_layout.h (built once at load). Launchers take raw device pointers
+// and a stream.
+#pragma once
+
+#include "backend/cuda/common.cuh"
+
+namespace gptq::backend::cuda {
+
+// The device copy of one layer in fragment order (every field as in FragmentLayout):
+//   words      uint32 [Nt][Kp/64][32][bits]  codes in A-fragment order
+//   scales     fp16   [G][Nt*16]             padded rows: 0
+//   zeros      uint8  [G][Nt*16]             v2 zero points
+//   tile_group int32  [Kp/16]                the group of each 16-input tile
+//   perm       int32  [K] or null            sorted input j reads x column perm[j]
+struct MmaDeviceLayout {
+  int bits = 0;
+  int64_t K = 0, N = 0, Kp = 0, Nt = 0, G = 0;
+  const uint32_t* words = nullptr;
+  const __half* scales = nullptr;
+  const uint8_t* zeros = nullptr;
+  const int32_t* tile_group = nullptr;
+  const int32_t* perm = nullptr;
+  const float* bias = nullptr;  // [N] or null
+};
+
+// Whether the mma kernels take `bits` with activations of `act`: fp16 every width;
+// bf16 2/3/4 bits (128 + q must be exact in bf16's 8-bit significand, so not 8-bit).
+bool mma_supported(int bits, DType act);
+
+template <class T>
+struct MmaJob {
+  MmaDeviceLayout w;
+  T* y = nullptr;  // [M, N], row stride ldy
+  int64_t ldy = 0;
+};
+
+// Products of one x [M, K] (q/k/v, gate/up) in one launch; the jobs share K and bits.
+template <class T>
+struct MmaGroup {
+  MmaJob<T> job[kMaxGroup];
+  int count = 0;
+  Epilogue epilogue = Epilogue::kStore;
+};
+
+// Scratch gptq_mma needs for M rows: fp32 split partials and int32 tile counters (zero
+// before the first call; every call leaves them zero).
+struct MmaScratch {
+  int64_t floats = 0;
+  int64_t counters = 0;
+};
+template <class T>
+MmaScratch gptq_mma_scratch(const MmaGroup<T>& g, int64_t M);
+
+// y_j = x W_jᵀ + b_j (or +=, per the epilogue), any M ≥ 1: codes dequantized in
+// registers into mma.m16n8k16 A fragments, fp32 accumulation, split along K with a
+// deterministic last-block reduction.
+template <class T>
+void gptq_mma(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* partials, int32_t* counters,
+              cudaStream_t s);
+
+// Wᵀ rows [0, K) x columns [n0, n0 + count) as a dense tile out [K, count] in T (rows in
+// the original input order), for products through cuBLAS at large M. n0 % 16 == 0.
+template <class T>
+void gptq_mma_dequantize(const MmaDeviceLayout& w, int64_t n0, int64_t count, T* out, cudaStream_t s);
+
+}  // namespace gptq::backend::cuda
