@@ -1,7 +1,7 @@
 // GPTQ matrix products on one GPU against cuBLAS fp16 on the same shapes, in one run.
 //   bench_cuda_qlinear [--device cuda:N] [--shapes 8b|1b|all] [--m 1,2,4,...]
 //                      [--formats LIST] [--reps N] [--bandwidth GB/s] [--json]
-//                      [--mma-max-rows N] [--tiles]
+//                      [--mma-max-rows N] [--tiles] [--gemv] [--names q/o,down,...]
 // Shapes: the linears of Llama-3.1-8B and Llama-3.2-1B (q, k/v, o, gate/up, down,
 // lm_head; published configs). Formats: 4b-g128-sym, 4b-g128-act-asym, 8b-g128,
 // 3b-g128, 2b-g64 (random codes and scales; the speed does not depend on the values).
@@ -11,7 +11,8 @@
 // in fp16; the bandwidth fraction is against --bandwidth (H200 copy: 4260 GB/s).
 // --mma-max-rows sets the backend's crossover (BackendOptions::gptq_mma_max_rows);
 // --tiles also times every format through dequantized tiles + cuBLAS (a second backend
-// with the crossover at 0, rows "FORMAT/tiles"), to measure where the crossover lies.
+// with the crossover at 0, rows "FORMAT/tiles"), to measure where the crossover lies;
+// --gemv also times the CUDA-core GEMV family (GptqKernel::kGemv, rows "FORMAT/gemv").
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -95,10 +96,10 @@ double time_product(backend::Backend& b, const backend::Linear& w, backend::Tens
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::string device = "cuda", shapes = "all", ms = "1,2,4,8,16,32,64,128,256,1024,4096", formats;
+  std::string device = "cuda", shapes = "all", ms = "1,2,4,8,16,32,64,128,256,1024,4096", formats, names;
   int reps = 5;
   double bandwidth = 4260.0;
-  bool json = false, tiles = false;
+  bool json = false, tiles = false, gemv = false;
   int64_t mma_max_rows = backend::BackendOptions{}.gptq_mma_max_rows;
   for (int i = 1; i < argc; ++i) {
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
@@ -111,12 +112,16 @@ int main(int argc, char** argv) try {
     else if (a == "--bandwidth") bandwidth = std::stod(next());
     else if (a == "--json") json = true;
     else if (a == "--tiles") tiles = true;
+    else if (a == "--gemv") gemv = true;
+    else if (a == "--names") names = next();
     else if (a == "--mma-max-rows") mma_max_rows = std::stoll(next());
     else throw Error(ErrorKind::kInvalidArgument, "unknown argument " + a);
   }
   auto b = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = mma_max_rows});
   std::unique_ptr<backend::Backend> bt;  // --tiles: every GPTQ product through cuBLAS
   if (tiles) bt = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = 0});
+  std::unique_ptr<backend::Backend> bg;  // --gemv: the CUDA-core family
+  if (gemv) bg = backend::make_backend(device, {.activations = DType::kF16, .gptq_kernel = backend::GptqKernel::kGemv});
   std::vector<int64_t> mlist;
   for (const auto& m : split(ms)) mlist.push_back(std::stoll(m));
   const std::vector<std::string> fsel = formats.empty() ? std::vector<std::string>{} : split(formats);
@@ -126,6 +131,10 @@ int main(int argc, char** argv) try {
   uint64_t seed = 1;
   for (const Shape& s : kShapes) {
     if (shapes != "all" && shapes != s.model) continue;
+    if (!names.empty()) {
+      const auto wanted = split(names);
+      if (std::find(wanted.begin(), wanted.end(), s.name) == wanted.end()) continue;
+    }
     // The fp16 baseline: a dense [N, K] weight of small random values.
     std::vector<std::byte> dense(std::size_t(s.N * s.K) * 2);
     {
@@ -138,7 +147,7 @@ int main(int argc, char** argv) try {
     }
     const io::TensorView view{.name = s.name, .dtype = DType::kF16, .shape = {s.N, s.K}, .data = dense};
     auto fp16 = b->dense_linear(view, nullptr);
-    std::vector<std::pair<const Format*, std::unique_ptr<backend::Linear>>> layers, tiled;
+    std::vector<std::pair<const Format*, std::unique_ptr<backend::Linear>>> layers, tiled, gemved;
     for (const Format& f : kFormats) {
       if (!fsel.empty() && std::find(fsel.begin(), fsel.end(), f.name) == fsel.end()) continue;
       const auto q = quant::random_quantized_linear(
@@ -147,6 +156,7 @@ int main(int argc, char** argv) try {
           seed++);
       layers.emplace_back(&f, b->gptq_linear(quant::pack(q, quant::Format::kV2)));
       if (bt) tiled.emplace_back(&f, bt->gptq_linear(quant::pack(q, quant::Format::kV2)));
+      if (bg) gemved.emplace_back(&f, bg->gptq_linear(quant::pack(q, quant::Format::kV2)));
     }
     for (int64_t M : mlist) {
       auto x = b->alloc(M, s.K), y = b->alloc(M, s.N);
@@ -172,6 +182,11 @@ int main(int argc, char** argv) try {
         auto xt = bt->alloc(M, s.K), yt = bt->alloc(M, s.N);
         for (auto& [f, l] : tiled) report(f->name + "/tiles", time_product(*bt, *l, xt.view(), yt.view(), reps),
                                           double(l->weight_bytes()) + act_bytes);
+      }
+      if (bg) {
+        auto xg = bg->alloc(M, s.K), yg = bg->alloc(M, s.N);
+        for (auto& [f, l] : gemved) report(f->name + "/gemv", time_product(*bg, *l, xg.view(), yg.view(), reps),
+                                           double(l->weight_bytes()) + act_bytes);
       }
       std::fflush(stdout);
     }

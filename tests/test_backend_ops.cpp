@@ -337,6 +337,14 @@ TEST_P(BackendOps, GptqLinearThroughTiles) {
   run_gptq_cases({1, 17});
 }
 
+// The CUDA-core family (GEMV up to 8 rows, tiles above) on 16-bit activations too.
+TEST_P(BackendOps, GptqLinearGemvFamily) {
+  if (GetParam().spec == "cpu") GTEST_SKIP() << "the CPU backend has one path";
+  dut_ = backend::make_backend(GetParam().spec,
+                               {.activations = GetParam().act, .gptq_kernel = backend::GptqKernel::kGemv});
+  run_gptq_cases({1, 8, 17});
+}
+
 TEST_P(BackendOps, DenseLinearGroupAndAccumulate) {
   // q/k/v-like products of one x (one launch on CUDA for few rows), then the residual
   // form y += x Wᵀ + b.

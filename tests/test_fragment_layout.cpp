@@ -103,6 +103,11 @@ TEST(FragmentLayout, CodesSitWhereTheHeaderSays) {
                                        : int32_t(l->G - 1);
       ASSERT_EQ(l->tile_group[std::size_t(t)], want) << "tile " << t;
     }
+    for (int64_t ch = 0; ch < l->Kp / 64; ++ch) {
+      const auto* t = &l->tile_group[std::size_t(4 * ch)];
+      const bool one = t[0] == t[1] && t[1] == t[2] && t[2] == t[3] && (ch + 1) * 64 <= c.K;
+      ASSERT_EQ(l->chunk_group[std::size_t(ch)], one ? t[0] : -1) << "chunk " << ch;
+    }
     for (int64_t n = 0; n < l->Nt * 16; ++n) {
       for (int64_t j = 0; j < l->Kp; ++j) {
         if (n < c.N && j < c.K) continue;

@@ -12,6 +12,12 @@
 
 namespace gptq::backend {
 
+// Which CUDA kernels run GPTQ layers (each layer is laid out for one family at load).
+enum class GptqKernel : uint8_t {
+  kTensorCore,  // fragment-order layout, mma.sync up to gptq_mma_max_rows (gptq_mma.cu)
+  kGemv,        // the CUDA-core GEMV for M <= 8 (gptq_gemm.cu); kept to measure against
+};
+
 struct BackendOptions {
   // Activation (and KV cache) dtype. The CPU backend computes in fp32 only and refuses
   // anything else; CUDA takes f16, bf16 or f32.
@@ -21,6 +27,7 @@ struct BackendOptions {
   // column tiles for cuBLAS. The default is the crossover measured on an H200
   // (src/backend/cuda/NOTES.md); bench_cuda_qlinear --mma-max-rows measures it.
   int64_t gptq_mma_max_rows = 256;
+  GptqKernel gptq_kernel = GptqKernel::kTensorCore;
 };
 
 // Throws kInvalidArgument for an unknown name, kDevice when the device is absent.

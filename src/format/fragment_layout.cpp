@@ -70,6 +70,12 @@ std::optional<FragmentLayout> make_fragment_layout(const PackedLinear& p) {
     }
     l.tile_group[std::size_t(t)] = g;
   }
+  l.chunk_group.assign(std::size_t(Kp / kFragmentChunk), -1);
+  for (int64_t c = 0; c < Kp / kFragmentChunk; ++c) {
+    const int32_t g = l.tile_group[std::size_t(4 * c)];
+    const bool one = l.tile_group[std::size_t(4 * c + 3)] == g;  // sorted: first == last means all
+    if (one && (c + 1) * kFragmentChunk <= K) l.chunk_group[std::size_t(c)] = g;
+  }
   if (!std::is_sorted(p.g_idx.begin(), p.g_idx.end())) l.perm = order;
 
   const int64_t chunks = Kp / kFragmentChunk;

@@ -23,7 +23,9 @@
 //       2-bit: word j/2,      bit 2·(s % 8) + 16·h
 //       3-bit: its low 2 bits as 2-bit in words 0-1; bit 2 in word 2, bit s + 16·h;
 //   - scales fp16 [G, N/16·16] and zeros uint8 [G, N/16·16] (the zero itself, v2);
-//   - tile_group [Kp/16]: the group of each 16-input tile (padding tiles: the last).
+//   - tile_group [Kp/16]: the group of each 16-input tile (padding tiles: the last);
+//   - chunk_group [Kp/64]: the group of a chunk whose 4 tiles share one and lie inside K,
+//     else -1 (the kernel's per-chunk fast path; groups of 64 and more always share).
 // A 16-input tile must lie in one group: make_fragment_layout declines (nullopt) when
 // sorted inputs change group inside a tile (group sizes that are not multiples of 16).
 #pragma once
@@ -53,7 +55,8 @@ struct FragmentLayout {
   std::vector<uint32_t> words;      // [Nt][Kp/64][32][bits]
   std::vector<uint16_t> scales;     // [G][Nt*16] fp16 bit patterns
   std::vector<uint8_t> zeros;       // [G][Nt*16]
-  std::vector<int32_t> tile_group;  // [Kp/16]
+  std::vector<int32_t> tile_group;   // [Kp/16]
+  std::vector<int32_t> chunk_group;  // [Kp/64], -1 where the tiles differ or pass K
   std::vector<int32_t> perm;        // [K]: sorted input j is input column perm[j]; empty: identity
 
   int64_t row_stride() const { return Nt * kFragmentRows; }  // of scales and zeros

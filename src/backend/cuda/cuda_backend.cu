@@ -131,7 +131,7 @@ class CudaGraph final : public Graph {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int index, const BackendOptions& o)
-      : index_(index), act_(o.activations), mma_max_rows_(o.gptq_mma_max_rows) {
+      : index_(index), act_(o.activations), mma_max_rows_(o.gptq_mma_max_rows), gptq_kernel_(o.gptq_kernel) {
     mem_.meter = meter_;
     mem_.device = index;
     CUDA_CHECK(cudaSetDevice(index));
@@ -242,7 +242,8 @@ class CudaBackend final : public Backend {
       return m.get();
     };
     const float* bias = packed.bias.empty() ? nullptr : static_cast<const float*>(put(packed.bias.data(), packed.bias.size() * 4));
-    const auto frag = mma_supported(packed.bits, act_) ? quant::make_fragment_layout(packed) : std::nullopt;
+    const bool tensor_cores = gptq_kernel_ == GptqKernel::kTensorCore && mma_supported(packed.bits, act_);
+    const auto frag = tensor_cores ? quant::make_fragment_layout(packed) : std::nullopt;
     if (frag) {
       if (!frag->perm.empty()) l->what += " act-order";
       MmaDeviceLayout d{.bits = frag->bits, .K = frag->K, .N = frag->N, .Kp = frag->Kp, .Nt = frag->Nt,
@@ -251,6 +252,7 @@ class CudaBackend final : public Backend {
       d.scales = static_cast<const __half*>(put(frag->scales.data(), frag->scales.size() * 2));
       d.zeros = static_cast<const uint8_t*>(put(frag->zeros.data(), frag->zeros.size()));
       d.tile_group = static_cast<const int32_t*>(put(frag->tile_group.data(), frag->tile_group.size() * 4));
+      d.chunk_group = static_cast<const int32_t*>(put(frag->chunk_group.data(), frag->chunk_group.size() * 4));
       if (!frag->perm.empty()) d.perm = static_cast<const int32_t*>(put(frag->perm.data(), frag->perm.size() * 4));
       l->mma = d;
       // Scratch for the largest fused batch of any group this layer joins, sized now: a
@@ -735,6 +737,7 @@ class CudaBackend final : public Backend {
   int index_;
   DType act_;
   int64_t mma_max_rows_;
+  GptqKernel gptq_kernel_;
   std::string name_;
   std::shared_ptr<AllocationMeter> meter_ = std::make_shared<AllocationMeter>();
   DeviceMemory mem_;

@@ -4,19 +4,18 @@
 // x as the B operand (16 inputs x 8 batch rows). A block of 4 warps owns 64 output rows
 // (one 16-row tile per warp), a range of K (its split) and 8·MT batch rows. Per step of
 // 256 inputs: the block stages x (gathered through perm for act-order) in shared
-// memory with each row's 16-input sums; each warp holds the step's codes in registers,
+// memory; each warp holds the step's codes in registers,
 // loaded one step ahead (one 16/32/8/12-byte run per lane per 64 inputs, streamed past
 // L1).
 //
-// Codes enter the A fragment without arithmetic: OR-ing a code q into the significand of
-// B = 1024 (fp16, 0x6400) or B = 128 (bf16, 0x4300) gives B + q exactly, two codes per
-// 32-bit operation. The mma then sums (B + q)·x exactly-multiplied in fp32, and each
-// group's result is corrected and scaled once in fp32:
-//   Σ_k s(q_k − z) x_k = s · (Σ_k (B + q_k) x_k − (B + z) Σ_k x_k)
-// with Σ x from the staged sums. Per 8 codes that is 1-2 integer operations and an
-// eighth of an mma, against ~30 instructions per 8 codes in the CUDA-core GEMV
-// (gptq_gemm.cu). The cancellation costs ~log2(B + 2^bits) bits of the fp32 sum,
-// leaving > 12 bits: below the 11 bits of an fp16 weight.
+// Codes become A fragments in two operations per register: OR-ing a code q into the
+// significand of B = 1024 (fp16, 0x6400) or B = 128 (bf16, 0x4300) gives B + q exactly,
+// two codes per 32-bit operation, and one HSUB2 of B + z gives q − z exactly (|q − z| <
+// 256). The mma sums (q − z)·x in fp32 with exact products; each group's sum is scaled
+// once in fp32, so the weights are never rounded to 16 bits. Against the CUDA-core GEMV
+// (gptq_gemm.cu, ~30 instructions per 8 codes) that is ~4 per 8 codes plus an eighth of
+// an mma; with M <= 8 the block stages its x once, and the warps then stream their codes
+// with no barrier, four accumulator chains per warp hiding the mma latency.
 //
 // Splits along K write fp32 partials [split, M, N]; the last block of each (row tile,
 // batch chunk) to finish sums them in split order (deterministic) and applies the
@@ -34,16 +33,11 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kChunk = 64;               // inputs per lane run of codes
 constexpr int kStep = 256;               // inputs staged per step
 constexpr int kStepChunks = kStep / kChunk;
-constexpr int kStepTiles = kStep / 16;
+constexpr int kMaxStagedChunks = 32;  // MT = 1: inputs staged at once, in chunks
 // Staged rows are padded by 8 elements: row stride 132 words, so the 8 rows x 4 lanes of
 // a B-fragment load fall in 32 distinct banks.
 constexpr int kRowPad = 8;
 constexpr int kRowLen = kStep + kRowPad;
-
-template <class T>
-constexpr int smem_bytes(int mt) {
-  return mt * 8 * kRowLen * int(sizeof(T)) + kStepTiles * mt * 8 * int(sizeof(float));
-}
 
 // The magic: B + q for a code q OR-ed into each 16-bit half.
 template <class T>
@@ -51,12 +45,10 @@ struct Magic;
 template <>
 struct Magic<__half> {
   static constexpr uint32_t kBits = 0x64006400u;  // 1024.0 in both halves
-  static constexpr float kBase = 1024.0f;
 };
 template <>
 struct Magic<__nv_bfloat16> {
   static constexpr uint32_t kBits = 0x43004300u;  // 128.0 in both halves
-  static constexpr float kBase = 128.0f;
 };
 
 // Register p of tile j (compile-time) from a lane's chunk words: codes at bits [0, bits)
@@ -134,17 +126,28 @@ __device__ __forceinline__ int job_of(const MmaGroup<T>& g, int64_t& tile) {
   return j;
 }
 
-// grid (Σ_j ceil(Nt_j / 4), splits, ceil(M / (8·MT))), 128 threads, smem_bytes<T>(MT).
+// Shared memory of one block: x rows staged [rows][inputs + kRowPad]. MT = 1 (M <= 8)
+// stages only the M rows, all of the split's inputs at once (no further barriers);
+// MT > 1 stages 8·MT rows, 256 inputs per step.
+template <class T>
+int64_t stage_bytes(int mt, int64_t M, int chunks_per) {
+  return mt == 1 ? M * (int64_t(chunks_per) * kChunk + kRowPad) * int64_t(sizeof(T))
+                 : int64_t(mt) * 8 * kRowLen * int64_t(sizeof(T));
+}
+
+// grid (Σ_j ceil(Nt_j / 4), splits, ceil(M / (8·MT))), 128 threads, stage_bytes<T>.
 // x [M, K] row stride ldx; vec_x: rows 16-byte aligned (ldx % 8 == 0, x aligned).
 template <int Bits, int MT, class T>
 __global__ void __launch_bounds__(kThreads)
     mma_kernel(MmaGroup<T> g, const T* __restrict__ x, int64_t ldx, int M, bool vec_x, int chunks_per_split,
                int splits, float* partials, int32_t* counters) {
   pdl_begin();
-  constexpr int R = MT * 8;  // batch rows per block
+  using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+  // Independent accumulator chains per tile of a chunk: one mma's latency (~30 cycles)
+  // would otherwise serialise a warp's whole K range when MT = 1.
+  constexpr int C = MT == 1 ? 4 : 1;
   extern __shared__ __align__(16) unsigned char smem[];
-  T(*xs)[kRowLen] = reinterpret_cast<T(*)[kRowLen]>(smem);
-  float(*xt)[R] = reinterpret_cast<float(*)[R]>(smem + sizeof(T) * R * kRowLen);
+  T* const xs = reinterpret_cast<T*>(smem);
   __shared__ bool last;
 
   int64_t tile = blockIdx.x;
@@ -156,52 +159,120 @@ __global__ void __launch_bounds__(kThreads)
   const bool active = nt < w.Nt;
   const int64_t chunks = w.Kp / kChunk;
   const int64_t c0 = int64_t(blockIdx.y) * chunks_per_split, c1 = min(chunks, c0 + chunks_per_split);
-  const int64_t m0 = int64_t(blockIdx.z) * R;
-  const uint32_t* run = w.words + (nt * chunks * 32 + lane) * Bits;  // + chunk · 32 · Bits
-  const int64_t rs = w.Nt * 16;                                       // scale / zero row stride
+  const int64_t m0 = int64_t(blockIdx.z) * MT * 8;
+  const int rows = MT == 1 ? M : MT * 8;                              // staged rows
+  const int64_t span = MT == 1 ? (c1 - c0) * kChunk : kStep;           // staged inputs
+  const int64_t ld = span + kRowPad;                                   // staged row stride
+  const int ld32 = int(ld);
+  const T* const xlane = xs + gq * ld32 + 2 * tq;                       // this lane's B elements
+  const int K32 = int(w.K);
+  const uint32_t* run = w.words + (nt * chunks * 32 + lane) * Bits;    // + chunk · 32 · Bits
+  const int64_t rs = w.Nt * 16;                                        // scale / zero row stride
   const int64_t row_lo = nt * 16 + gq;
 
+  // A quad of chunks in registers: each lane's code words, and each chunk's group
+  // (loaded with the codes, so no tile waits on a load for its group).
   uint32_t cur[kStepChunks][Bits], nxt[kStepChunks][Bits];
-  auto load_step = [&](int64_t step, uint32_t(&r)[kStepChunks][Bits]) {
+  int cur_g[kStepChunks], nxt_g[kStepChunks];
+  auto load_quad = [&](int64_t first, uint32_t(&r)[kStepChunks][Bits], int(&cg)[kStepChunks]) {
 #pragma unroll
     for (int c = 0; c < kStepChunks; ++c) {
-      const int64_t ch = c0 + step * kStepChunks + c;
-      if (active && ch < c1) load_run<Bits>(run + ch * 32 * Bits, r[c]);
+      if (active && first + c < c1) {
+        load_run<Bits>(run + (first + c) * 32 * Bits, r[c]);
+        cg[c] = __ldg(w.chunk_group + first + c);
+      }
     }
   };
-  float acc[MT][4], tmp[MT][4], xr[MT][2];
+  float acc[MT][4], tmp[C][MT][4];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) acc[mt][i] = tmp[mt][i] = 0.0f;
-    xr[mt][0] = xr[mt][1] = 0.0f;
+    for (int i = 0; i < 4; ++i) {
+      acc[mt][i] = 0.0f;
+#pragma unroll
+      for (int c = 0; c < C; ++c) tmp[c][mt][i] = 0.0f;
+    }
   }
   int group = -1;
-  float s_lo = 0.0f, s_hi = 0.0f, z_lo = 0.0f, z_hi = 0.0f;  // scale and B + zero of rows gq, gq + 8
-  // acc += s (Σ (B + q) x − (B + z) Σ x) for the group just finished.
-  auto flush = [&]() {
+  float s_lo = 0.0f, s_hi = 0.0f;  // the group's scales of rows gq, gq + 8
+  T2 z_lo, z_hi;                   // B + zero of those rows, in both halves
+  auto flush = [&]() {             // acc += s · Σ (q − z) x for the group just finished
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-      acc[mt][0] += s_lo * (tmp[mt][0] - z_lo * xr[mt][0]);
-      acc[mt][1] += s_lo * (tmp[mt][1] - z_lo * xr[mt][1]);
-      acc[mt][2] += s_hi * (tmp[mt][2] - z_hi * xr[mt][0]);
-      acc[mt][3] += s_hi * (tmp[mt][3] - z_hi * xr[mt][1]);
 #pragma unroll
-      for (int i = 0; i < 4; ++i) tmp[mt][i] = 0.0f;
-      xr[mt][0] = xr[mt][1] = 0.0f;
+      for (int i = 0; i < 4; ++i) {
+        float t = 0.0f;
+#pragma unroll
+        for (int c = 0; c < C; ++c) t += tmp[c][mt][i], tmp[c][mt][i] = 0.0f;
+        acc[mt][i] += (i < 2 ? s_lo : s_hi) * t;
+      }
+    }
+  };
+  // Group tg's parameters, the previous group's sum flushed first.
+  auto enter_group = [&](int tg) {
+    if (group >= 0) flush();
+    group = tg;
+    s_lo = __half2float(w.scales[tg * rs + row_lo]);
+    s_hi = __half2float(w.scales[tg * rs + row_lo + 8]);
+    const uint32_t zl = Magic<T>::kBits | (uint32_t(w.zeros[tg * rs + row_lo]) * 0x00010001u);
+    const uint32_t zh = Magic<T>::kBits | (uint32_t(w.zeros[tg * rs + row_lo + 8]) * 0x00010001u);
+    z_lo = *reinterpret_cast<const T2*>(&zl);
+    z_hi = *reinterpret_cast<const T2*>(&zh);
+  };
+  // Tile J of chunk words w4 at staged input kl, in the current group: A = (B + q) −
+  // (B + z) = q − z exactly, one mma per 8 batch rows (lanes past the staged rows feed 0).
+  const bool has_row = gq < rows;  // MT = 1; with MT > 1 every staged row exists
+  auto tile_product = [&]<int J>(const uint32_t(&w4)[Bits], int kl) {
+    uint32_t a[4];
+    a_fragment<Bits, J, T>(w4, a);
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const T2 d = __hsub2(*reinterpret_cast<const T2*>(&a[p]), (p & 1) ? z_hi : z_lo);
+      a[p] = *reinterpret_cast<const uint32_t*>(&d);
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      uint32_t b0 = 0, b1 = 0;
+      if (MT > 1 || has_row) {
+        const T* xrow = xlane + mt * 8 * ld32 + kl;
+        b0 = *reinterpret_cast<const uint32_t*>(xrow);
+        b1 = *reinterpret_cast<const uint32_t*>(xrow + 8);
+      }
+      mma16816<T>(tmp[J % C][mt], a, b0, b1);
+    }
+  };
+  // Chunk c of the quad: one group check when its tiles share a group (chunk_group),
+  // else per tile, skipping tiles past K.
+  auto chunk_product = [&](const uint32_t(&w4)[Bits], int cg, int k, int kl) {
+    auto per_tile = [&]<int J>() {
+      if (k + 16 * J >= K32) return;
+      const int tg = __ldg(w.tile_group + (k >> 4) + J);
+      if (tg != group) enter_group(tg);
+      tile_product.template operator()<J>(w4, kl + 16 * J);
+    };
+    if (cg >= 0) {
+      if (cg != group) enter_group(cg);
+      tile_product.template operator()<0>(w4, kl);
+      tile_product.template operator()<1>(w4, kl + 16);
+      tile_product.template operator()<2>(w4, kl + 32);
+      tile_product.template operator()<3>(w4, kl + 48);
+    } else {
+      per_tile.template operator()<0>();
+      per_tile.template operator()<1>();
+      per_tile.template operator()<2>();
+      per_tile.template operator()<3>();
     }
   };
 
-  const int64_t steps = (c1 - c0 + kStepChunks - 1) / kStepChunks;
-  load_step(0, cur);
-  for (int64_t step = 0; step < steps; ++step) {
-    const int64_t k0 = (c0 + step * kStepChunks) * kChunk;  // first sorted input of the step
-    const int64_t lim = min(min(c1 * kChunk, k0 + kStep), w.K);
-    // Stage x rows [m0, m0 + R) x sorted inputs [k0, k0 + 256), zeros outside.
-    for (int i = threadIdx.x; i < R * (kStep / 8); i += kThreads) {
-      const int m = i / (kStep / 8), kk = (i % (kStep / 8)) * 8;
-      const int64_t row = m0 + m, k = k0 + kk;
-      T* dst = &xs[m][kk];
+  load_quad(c0, cur, cur_g);
+  for (int64_t k0 = c0 * kChunk; k0 < c1 * kChunk; k0 += span) {
+    // Stage x rows [m0, m0 + rows) x sorted inputs [k0, k0 + span), zeros outside.
+    const int64_t lim = min(min(c1 * kChunk, k0 + span), w.K);
+    const int64_t vecs = span / 8;
+    for (int64_t i = threadIdx.x; i < rows * vecs; i += kThreads) {
+      const int m = int(i / vecs);
+      const int64_t kk = (i % vecs) * 8, row = m0 + m, k = k0 + kk;
+      T* dst = xs + m * ld + kk;
       if (row < M && w.perm == nullptr && vec_x && k + 8 <= lim) {
         *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(x + row * ldx + k);
       } else {
@@ -213,58 +284,26 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < R * kStepTiles; i += kThreads) {
-      const int m = i % R, t = i / R;
-      float sum = 0.0f;
-      if (m0 + m < M) {
+    const int64_t stage_end = min(c1, (k0 + span) / kChunk);
+    for (int64_t q = k0 / kChunk; q < stage_end; q += kStepChunks) {
+      if (q + kStepChunks < c1) load_quad(q + kStepChunks, nxt, nxt_g);
+      if (active) {
 #pragma unroll
-        for (int e = 0; e < 16; ++e) sum += to_f32(xs[m][t * 16 + e]);
+        for (int c = 0; c < kStepChunks; ++c) {
+          if (q + c < c1) {
+            const int k = int((q + c) * kChunk);
+            chunk_product(cur[c], cur_g[c], k, int(k - k0));
+          }
+        }
       }
-      xt[t][m] = sum;
-    }
-    __syncthreads();
-    if (step + 1 < steps) load_step(step + 1, nxt);
-    // Tile J of chunk words w, the step's tile lt: the group's parameters when it starts,
-    // then one mma per 8 batch rows.
-    auto tile_product = [&]<int J>(const uint32_t(&w4)[Bits], int lt) {
-      if (k0 + lt * 16 >= lim) return;
-      const int tg = __ldg(w.tile_group + k0 / 16 + lt);
-      if (tg != group) {
-        if (group >= 0) flush();
-        group = tg;
-        s_lo = __half2float(w.scales[tg * rs + row_lo]);
-        s_hi = __half2float(w.scales[tg * rs + row_lo + 8]);
-        z_lo = Magic<T>::kBase + float(w.zeros[tg * rs + row_lo]);
-        z_hi = Magic<T>::kBase + float(w.zeros[tg * rs + row_lo + 8]);
-      }
-      uint32_t a[4];
-      a_fragment<Bits, J, T>(w4, a);
-#pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        const T* xrow = &xs[mt * 8 + gq][lt * 16 + 2 * tq];
-        const uint32_t b0 = *reinterpret_cast<const uint32_t*>(xrow);
-        const uint32_t b1 = *reinterpret_cast<const uint32_t*>(xrow + 8);
-        mma16816<T>(tmp[mt], a, b0, b1);
-        const float2 v = *reinterpret_cast<const float2*>(&xt[lt][mt * 8 + 2 * tq]);
-        xr[mt][0] += v.x;
-        xr[mt][1] += v.y;
-      }
-    };
-    if (active) {
 #pragma unroll
       for (int c = 0; c < kStepChunks; ++c) {
-        tile_product.template operator()<0>(cur[c], c * 4 + 0);
-        tile_product.template operator()<1>(cur[c], c * 4 + 1);
-        tile_product.template operator()<2>(cur[c], c * 4 + 2);
-        tile_product.template operator()<3>(cur[c], c * 4 + 3);
+#pragma unroll
+        for (int b = 0; b < Bits; ++b) cur[c][b] = nxt[c][b];
+        cur_g[c] = nxt_g[c];
       }
     }
-#pragma unroll
-    for (int c = 0; c < kStepChunks; ++c) {
-#pragma unroll
-      for (int b = 0; b < Bits; ++b) cur[c][b] = nxt[c][b];
-    }
-    __syncthreads();  // xs is restaged next step
+    if (MT > 1) __syncthreads();  // xs is restaged next step
   }
   if (active && group >= 0) flush();
 
@@ -401,8 +440,13 @@ Plan plan_for(const MmaGroup<T>& g, int64_t M) {
   p.mchunks = (M + p.mt * 8 - 1) / (p.mt * 8);
   const int64_t chunks = g.job[0].w.Kp / kChunk;
   const int64_t blocks = group_tiles(g) * p.mchunks;
-  const int64_t target = int64_t(sm_count()) * (p.mt <= 2 ? 4 : 2);
-  const int64_t splits = std::clamp<int64_t>((target + blocks - 1) / blocks, 1, chunks);
+  // Blocks to fill the GPU: 8 per SM for one batch fragment (4 warps each, so 32 warps
+  // per SM at ~80 registers: the loads in flight decide), fewer as blocks grow.
+  const int64_t target = int64_t(sm_count()) * (p.mt == 1 ? 8 : p.mt == 2 ? 4 : 2);
+  // MT = 1 stages its whole split: at most kMaxStagedChunks chunks (8 rows x 2048
+  // inputs x 2 bytes = 32 KiB).
+  const int64_t least = p.mt == 1 ? (chunks + kMaxStagedChunks - 1) / kMaxStagedChunks : 1;
+  const int64_t splits = std::clamp<int64_t>((target + blocks - 1) / blocks, least, chunks);
   p.chunks_per = int((chunks + splits - 1) / splits);
   p.splits = int((chunks + p.chunks_per - 1) / p.chunks_per);
   return p;
@@ -411,18 +455,12 @@ Plan plan_for(const MmaGroup<T>& g, int64_t M) {
 template <int Bits, int MT, class T>
 void launch_mma(const MmaGroup<T>& g, const Plan& p, const T* x, int64_t ldx, int64_t M, float* partials,
                 int32_t* counters, cudaStream_t s) {
-  constexpr int smem = smem_bytes<T>(MT);
-  auto* kernel = mma_kernel<Bits, MT, T>;
-  if constexpr (smem > 48 * 1024) {
-    static const bool raised = [&] {
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-      return true;
-    }();
-    (void)raised;
-  }
+  const int64_t smem = stage_bytes<T>(MT, M, p.chunks_per);
+  GPTQ_CHECK(smem <= 48 * 1024, "gptq_mma: staged x exceeds 48 KiB");  // plan_for keeps it inside
   const bool vec_x = ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const dim3 grid(unsigned(group_tiles(g)), unsigned(p.splits), unsigned(p.mchunks));
-  launch(kernel, grid, kThreads, smem, s, g, x, ldx, int(M), vec_x, p.chunks_per, p.splits, partials, counters);
+  launch(mma_kernel<Bits, MT, T>, grid, kThreads, size_t(smem), s, g, x, ldx, int(M), vec_x, p.chunks_per, p.splits,
+         partials, counters);
 }
 
 template <int Bits, class T>

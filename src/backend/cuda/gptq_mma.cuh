@@ -12,6 +12,7 @@ namespace gptq::backend::cuda {
 //   scales     fp16   [G][Nt*16]             padded rows: 0
 //   zeros      uint8  [G][Nt*16]             v2 zero points
 //   tile_group int32  [Kp/16]                the group of each 16-input tile
+//   chunk_group int32 [Kp/64]                a chunk's one group, or -1
 //   perm       int32  [K] or null            sorted input j reads x column perm[j]
 struct MmaDeviceLayout {
   int bits = 0;
@@ -20,6 +21,7 @@ struct MmaDeviceLayout {
   const __half* scales = nullptr;
   const uint8_t* zeros = nullptr;
   const int32_t* tile_group = nullptr;
+  const int32_t* chunk_group = nullptr;
   const int32_t* perm = nullptr;
   const float* bias = nullptr;  // [N] or null
 };
