@@ -113,6 +113,13 @@ struct AttentionShape {
   int64_t sliding_window = 0;  // 0: unlimited
 };
 
+// Which kernel a GPU backend runs attention with (BackendOptions::attention); the CPU has one.
+enum class AttentionKernel : uint8_t {
+  kAuto,        // tensor cores for prefill (many query rows), CUDA cores for decode
+  kSimt,        // CUDA cores for every call (the decode kernel)
+  kTensorCore,  // tensor cores wherever they apply (f16/bf16, head_dim 64 or 128), any row count
+};
+
 // A recorded sequence of ops replayed as one unit (a CUDA graph). Replay reads the
 // current contents of the tensors the ops were recorded on.
 class Graph {

@@ -21,6 +21,8 @@ struct BackendOptions {
   // column tiles for cuBLAS. The default is the crossover measured on an H200
   // (src/backend/cuda/NOTES.md); bench_cuda_qlinear --mma-max-rows measures it.
   int64_t gptq_mma_max_rows = 256;
+  // The attention kernel (CUDA only; benches and tests force one to compare them).
+  AttentionKernel attention = AttentionKernel::kAuto;
 };
 
 // Throws kInvalidArgument for an unknown name, kDevice when the device is absent.

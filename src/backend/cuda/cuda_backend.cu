@@ -131,7 +131,7 @@ class CudaGraph final : public Graph {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int index, const BackendOptions& o)
-      : index_(index), act_(o.activations), mma_max_rows_(o.gptq_mma_max_rows) {
+      : index_(index), act_(o.activations), mma_max_rows_(o.gptq_mma_max_rows), attention_(o.attention) {
     mem_.meter = meter_;
     mem_.device = index;
     CUDA_CHECK(cudaSetDevice(index));
@@ -451,7 +451,7 @@ class CudaBackend final : public Backend {
     }
     const AttentionArgs a{.rows = q.rows, .heads = s.heads, .kv_heads = s.kv_heads, .head_dim = s.head_dim,
                           .window = s.sliding_window, .capacity = cache.k.rows, .ldq = q.stride,
-                          .ldk = cache.k.stride, .ldv = cache.v.stride, .ldo = out.stride};
+                          .ldk = cache.k.stride, .ldv = cache.v.stride, .ldo = out.stride, .kernel = attention_};
     float* ws = workspace(attention_workspace_floats(a));
     with_act_type(act_, [&]<class T>() {
       cuda::attention(static_cast<const T*>(q.data), static_cast<const T*>(cache.k.data),
@@ -735,6 +735,7 @@ class CudaBackend final : public Backend {
   int index_;
   DType act_;
   int64_t mma_max_rows_;
+  AttentionKernel attention_;
   std::string name_;
   std::shared_ptr<AllocationMeter> meter_ = std::make_shared<AllocationMeter>();
   DeviceMemory mem_;
