@@ -3,10 +3,9 @@
 // at a time. Scores: lane i takes key i of the 32 (its row read with 16-byte loads);
 // online softmax per warp; the value sum with lanes across the head dimension. Warps
 // merge in shared memory; splits merge in a second kernel (the log-sum-exp combine).
-#include <cfloat>
-
 #include "backend/cuda/attention.cuh"
 
+#include <cfloat>
 #include <type_traits>
 
 #include "backend/cuda/flash_attention.cuh"

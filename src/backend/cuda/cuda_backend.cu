@@ -14,6 +14,7 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dense_gemv.cuh"
 #include "backend/cuda/elementwise.cuh"
+#include "backend/cuda/flash_attention.cuh"
 #include "backend/cuda/gptq_gemm.cuh"
 #include "backend/cuda/gptq_mma.cuh"
 #include "backend/cuda/gptq_repack.h"
@@ -146,6 +147,7 @@ class CudaBackend final : public Backend {
     CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_.get(), kCublasWorkspace));
     // f32 means f32: no TF32 rounding in the conformance dtype.
     CUBLAS_CHECK(cublasSetMathMode(cublas_, act_ == DType::kF32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
+    flash_attention_init();
     CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&bad_id_host_), sizeof(int32_t), cudaHostAllocMapped));
     *bad_id_host_ = 0;
     CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&bad_id_dev_), bad_id_host_, 0));

@@ -227,12 +227,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Above 48 KB of dynamic shared memory a kernel must opt in, once per device.
+template <class T, int D>
+void allow_smem() {
+  CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  int(kSmemBytes<D>)));
+}
+
 template <class T, int D>
 void launch_flash(const T* q, const T* k, const T* v, const int32_t* pos, T* out, const AttentionArgs& a,
                   cudaStream_t s) {
-  // Above 48 KB of dynamic shared memory a kernel must opt in (per device, hence per call).
-  CUDA_CHECK(cudaFuncSetAttribute(flash_attention_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  int(kSmemBytes<D>)));
   launch(flash_attention_kernel<T, D>, dim3(unsigned(a.heads), ceil_div(a.rows, kRows)), kThreads, kSmemBytes<D>, s,
          q, k, v, pos, out, a);
 }
@@ -241,9 +245,16 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 
 }  // namespace
 
+void flash_attention_init() {
+  allow_smem<__half, 64>();
+  allow_smem<__half, 128>();
+  allow_smem<__nv_bfloat16, 64>();
+  allow_smem<__nv_bfloat16, 128>();
+}
+
 bool flash_attention_supports(const AttentionArgs& a, const void* q, const void* k, const void* v, const void* out) {
   return (a.head_dim == 64 || a.head_dim == 128) && a.kv_heads > 0 && a.heads % a.kv_heads == 0 &&
-         a.capacity <= INT_MAX && a.ldq % 8 == 0 && a.ldk % 8 == 0 && a.ldv % 8 == 0 && a.ldo % 8 == 0 &&
+         a.capacity <= INT_MAX && ceil_div(a.rows, kRows) <= 65535 && a.ldq % 8 == 0 && a.ldk % 8 == 0 && a.ldv % 8 == 0 && a.ldo % 8 == 0 &&
          aligned16(q) && aligned16(k) && aligned16(v) && aligned16(out);
 }
 

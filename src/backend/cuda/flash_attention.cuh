@@ -8,6 +8,10 @@
 
 namespace gptq::backend::cuda {
 
+// Opts the kernels in to the shared memory they use, on the current device; once per
+// device before the first flash_attention() there (the CUDA backend's constructor).
+void flash_attention_init();
+
 // Whether the tensor-core kernel takes `a` with these pointers: head_dim 64 or 128,
 // heads a multiple of kv_heads, every row stride a multiple of 8 elements and every
 // pointer 16-byte aligned (the tiles move in 16-byte copies). The element type (f16 or
