@@ -585,7 +585,8 @@ TEST_P(BackendOps, WriteKvAndAttention) {
 // several segments packed in one call (positions with gaps and out of order, so that one
 // block's rows attend disjoint key ranges); q and out as column windows of wider rows
 // (the fused q|k|v layout), and a stride that is not a multiple of 8 (the kernel declines
-// and the CUDA-core kernel runs). Rows past the output's end are checked to stay unwritten.
+// and the CUDA-core kernel runs). Rows past the output's end are checked to stay unwritten,
+// and two sequences share one q / out buffer as in the model's batched prefill.
 // Shapes: Llama-3.2-1B (32/8 heads of 64), Llama-3.1-8B (32/8 of 128), and 8/2 of each.
 TEST_P(BackendOps, PrefillAttentionTensorCores) {
   const DType act = GetParam().act;
@@ -652,6 +653,33 @@ TEST_P(BackendOps, PrefillAttentionTensorCores) {
         EXPECT_TRUE(std::all_of(tail.begin(), tail.end(), [](float x) { return std::isnan(x); }))
             << what << ": wrote past the last row";
       }
+      // Two sequences in one q / out buffer, each with its own cache (the model's batched
+      // prefill): the second is computed first, so a write past the first one's last row
+      // would land on the second's rows.
+      auto kc2 = put(random(cap * kvd), cap, kvd);
+      auto vc2 = put(random(cap * kvd), cap, kvd);
+      const backend::KvView rc2{kc2.ref.view(), vc2.ref.view()}, dc2{kc2.dut.view(), vc2.dut.view()};
+      const Segment seq[2] = {{0, 70}, {100, 60}};
+      auto q = put(random(130 * qd, -2.0f, 2.0f), 130, qd);
+      auto out = poisoned(130, qd);
+      for (int i : {1, 0}) {
+        const int64_t first_row = i == 0 ? 0 : seq[0].rows;
+        std::vector<int32_t> pos;
+        for (int64_t t = 0; t < seq[i].rows; ++t) pos.push_back(int32_t(seq[i].start + t));
+        auto p = put_i32(pos);
+        auto k = put(random(seq[i].rows * kvd), seq[i].rows, kvd);
+        auto v = put(random(seq[i].rows * kvd), seq[i].rows, kvd);
+        ref_->write_kv(k.ref.view(), v.ref.view(), i == 0 ? rc : rc2, p.ref.view());
+        dut_->write_kv(k.dut.view(), v.dut.view(), i == 0 ? dc : dc2, p.dut.view());
+        ref_->attention(q.ref.view().row_slice(first_row, seq[i].rows), i == 0 ? rc : rc2, p.ref.view(), shape,
+                        out.ref.view().row_slice(first_row, seq[i].rows));
+        dut_->attention(q.dut.view().row_slice(first_row, seq[i].rows), i == 0 ? dc : dc2, p.dut.view(), shape,
+                        out.dut.view().row_slice(first_row, seq[i].rows));
+      }
+      expect_close(out, attention_bound(s.d + 160),
+                   "tensor-core attention heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+                       " d=" + std::to_string(s.d) + " window=" + std::to_string(window) +
+                       ": sequences 0+70 and 100+60 packed in one buffer");
     }
   }
 }
