@@ -118,6 +118,15 @@ class BackendOps : public testing::TestWithParam<Target> {
     return 2.0 * (double(c + 1) * u + 2.0 * u32 * std::sqrt(double(n)));
   }
 
+  // Attention over n = d + keys terms: q, k rounded; the d-term score; exp; the
+  // keys-term weighted sum with v rounded; the output rounded (c = 6). In 16 bits the
+  // tensor-core kernel also rounds each weight P to 16 bits before P·V, one more
+  // rounding in series on every key term (c = 7); in f32 only the CUDA-core kernel runs.
+  double attention_bound(int64_t n) const {
+    const DType act = GetParam().act;
+    return bound(act == DType::kF16 || act == DType::kBF16 ? 7 : 6, n);
+  }
+
   std::vector<float> random(int64_t n, float lo = -1.0f, float hi = 1.0f) {
     std::uniform_real_distribution<float> d(lo, hi);
     std::vector<float> v(static_cast<std::size_t>(n));
@@ -564,14 +573,121 @@ TEST_P(BackendOps, WriteKvAndAttention) {
         ref_->attention(q.ref.view(), rc, p.ref.view(), shape, out.ref.view());
         dut_->attention(q.dut.view(), dc, p.dut.view(), shape, out.dut.view());
         // q, k rounded; d-term score; exp; keys-term weighted sum with v rounded;
-        // output rounded: c = 6, n = d + keys.
+        // output rounded: c = 6, n = d + keys; in 16 bits prefill may run on tensor cores,
+        // which round P to 16 bits before P·V: c = 7 (attention_bound).
         const std::string what = "attention heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
                                  " d=" + std::to_string(s.d) + " window=" + std::to_string(window) +
                                  " start=" + std::to_string(r.start) + " rows=" + std::to_string(r.rows);
-        expect_close(out, bound(6, s.d + r.start + r.rows), what);
+        expect_close(out, attention_bound(s.d + r.start + r.rows), what);
       }
       expect_close(kc, bound(1, 1), "write_kv keys");
       expect_close(vc, bound(1, 1), "write_kv values");
+    }
+  }
+}
+
+// The tensor-core prefill kernel, forced for every row count, at the edges of its tiles
+// (64 query rows per block, 64 keys per tile): a block that is mostly padding (1, 5 rows),
+// exactly one block, one row into the next, a block one row short; a continuation of a
+// cache (keys tiles starting off the 64 grid); windows shorter than a tile and longer;
+// several segments packed in one call (positions with gaps and out of order, so that one
+// block's rows attend disjoint key ranges); q and out as column windows of wider rows
+// (the fused q|k|v layout), and a stride that is not a multiple of 8 (the kernel declines
+// and the CUDA-core kernel runs). Rows past the output's end are checked to stay unwritten,
+// and two sequences share one q / out buffer as in the model's batched prefill.
+// Shapes: Llama-3.2-1B (32/8 heads of 64), Llama-3.1-8B (32/8 of 128), and 8/2 of each.
+TEST_P(BackendOps, PrefillAttentionTensorCores) {
+  const DType act = GetParam().act;
+  if (act != DType::kF16 && act != DType::kBF16) GTEST_SKIP() << "skipped: the tensor-core kernel takes f16/bf16 only";
+  dut_ = backend::make_backend(GetParam().spec, {.activations = act, .attention = backend::AttentionKernel::kTensorCore});
+  struct Shape {
+    int64_t heads, kv_heads, d;
+  };
+  struct Segment {
+    int64_t start, rows;
+  };
+  struct Run {
+    std::vector<Segment> segments;
+    int64_t pad = 0;  // extra columns in each q / out row
+  };
+  for (Shape s : {Shape{8, 2, 64}, Shape{32, 8, 64}, Shape{8, 2, 128}, Shape{32, 8, 128}}) {
+    const int64_t cap = 2048, kvd = s.kv_heads * s.d, qd = s.heads * s.d;
+    const std::vector<Run> runs = {
+        {{{0, 1}}},        {{{0, 5}}},      {{{0, 64}}},      {{{0, 65}}},
+        {{{0, 127}}},      {{{0, 200}}},    {{{300, 65}}},    {{{1000, 200}}},
+        {{{0, 70}, {1000, 60}}},          {{{500, 30}, {0, 40}}},
+        {{{0, 127}}, 2 * kvd},  // q, out inside fused q|k|v rows
+        {{{0, 65}}, 4},         // a stride the kernel declines
+    };
+    auto kc = put(random(cap * kvd), cap, kvd);
+    auto vc = put(random(cap * kvd), cap, kvd);
+    const backend::KvView rc{kc.ref.view(), vc.ref.view()}, dc{kc.dut.view(), vc.dut.view()};
+    for (int64_t window : {0, 7, 100}) {
+      const backend::AttentionShape shape{.heads = s.heads, .kv_heads = s.kv_heads, .head_dim = s.d,
+                                          .sliding_window = window};
+      for (const Run& r : runs) {
+        std::vector<int32_t> pos;
+        int64_t keys = 0;
+        std::string segs;
+        for (const Segment& g : r.segments) {
+          for (int64_t t = 0; t < g.rows; ++t) pos.push_back(int32_t(g.start + t));
+          keys = std::max(keys, g.start + g.rows);
+          segs.append(" ").append(std::to_string(g.start)).append("+").append(std::to_string(g.rows));
+        }
+        const int64_t rows = int64_t(pos.size()), width = qd + r.pad;
+        auto p = put_i32(pos);
+        auto k = put(random(rows * kvd), rows, kvd);
+        auto v = put(random(rows * kvd), rows, kvd);
+        ref_->write_kv(k.ref.view(), v.ref.view(), rc, p.ref.view());
+        dut_->write_kv(k.dut.view(), v.dut.view(), dc, p.dut.view());
+        auto q = put(random(rows * width, -2.0f, 2.0f), rows, width);
+        // 64 more output rows than the call sees: a padding row of the last block must
+        // write nothing.
+        auto out = poisoned(rows + 64, width);
+        auto window_of = [&](const Buffer& b, int64_t n) {
+          Tensor t = b.view().row_slice(0, n);
+          t.cols = qd;
+          return t;
+        };
+        ref_->attention(window_of(q.ref, rows), rc, p.ref.view(), shape, window_of(out.ref, rows));
+        dut_->attention(window_of(q.dut, rows), dc, p.dut.view(), shape, window_of(out.dut, rows));
+        const std::string what = "tensor-core attention heads=" + std::to_string(s.heads) + "/" +
+                                 std::to_string(s.kv_heads) + " d=" + std::to_string(s.d) +
+                                 " window=" + std::to_string(window) + " segments (start+rows):" + segs +
+                                 " row stride=" + std::to_string(width);
+        expect_close(window_of(out.ref, rows), window_of(out.dut, rows), attention_bound(s.d + keys), what);
+        std::vector<float> tail(std::size_t(64 * width));
+        dut_->download(out.dut.view().row_slice(rows, 64), tail);
+        EXPECT_TRUE(std::all_of(tail.begin(), tail.end(), [](float x) { return std::isnan(x); }))
+            << what << ": wrote past the last row";
+      }
+      // Two sequences in one q / out buffer, each with its own cache (the model's batched
+      // prefill): the second is computed first, so a write past the first one's last row
+      // would land on the second's rows.
+      auto kc2 = put(random(cap * kvd), cap, kvd);
+      auto vc2 = put(random(cap * kvd), cap, kvd);
+      const backend::KvView rc2{kc2.ref.view(), vc2.ref.view()}, dc2{kc2.dut.view(), vc2.dut.view()};
+      const Segment seq[2] = {{0, 70}, {100, 60}};
+      auto q = put(random(130 * qd, -2.0f, 2.0f), 130, qd);
+      auto out = poisoned(130, qd);
+      for (int i : {1, 0}) {
+        const int64_t first_row = i == 0 ? 0 : seq[0].rows;
+        std::vector<int32_t> pos;
+        for (int64_t t = 0; t < seq[i].rows; ++t) pos.push_back(int32_t(seq[i].start + t));
+        auto p = put_i32(pos);
+        auto k = put(random(seq[i].rows * kvd), seq[i].rows, kvd);
+        auto v = put(random(seq[i].rows * kvd), seq[i].rows, kvd);
+        ref_->write_kv(k.ref.view(), v.ref.view(), i == 0 ? rc : rc2, p.ref.view());
+        dut_->write_kv(k.dut.view(), v.dut.view(), i == 0 ? dc : dc2, p.dut.view());
+        ref_->attention(q.ref.view().row_slice(first_row, seq[i].rows), i == 0 ? rc : rc2, p.ref.view(), shape,
+                        out.ref.view().row_slice(first_row, seq[i].rows));
+        dut_->attention(q.dut.view().row_slice(first_row, seq[i].rows), i == 0 ? dc : dc2, p.dut.view(), shape,
+                        out.dut.view().row_slice(first_row, seq[i].rows));
+      }
+      expect_close(out, attention_bound(s.d + 160),
+                   "tensor-core attention heads=" + std::to_string(s.heads) + "/" + std::to_string(s.kv_heads) +
+                       " d=" + std::to_string(s.d) + " window=" + std::to_string(window) +
+                       ": sequences 0+70 and 100+60 packed in one buffer");
     }
   }
 }

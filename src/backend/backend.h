@@ -113,6 +113,20 @@ struct AttentionShape {
   int64_t sliding_window = 0;  // 0: unlimited
 };
 
+// Which kernel a GPU backend runs attention with (BackendOptions::attention); the CPU has one.
+enum class AttentionKernel : uint8_t {
+  kAuto,        // tensor cores for prefill (many query rows), CUDA cores for decode
+  kSimt,        // CUDA cores for every call (the decode kernel)
+  kTensorCore,  // tensor cores wherever they apply (f16/bf16, head_dim 64 or 128), any row count
+};
+
+// Which kernels a GPU backend runs GPTQ layers with (BackendOptions::gptq_kernel); each
+// layer is laid out for one family when it is loaded.
+enum class GptqKernel : uint8_t {
+  kTensorCore,  // fragment-order layout, mma.sync up to gptq_mma_max_rows (gptq_mma.cu)
+  kGemv,        // the CUDA-core GEMV for M <= 8 (gptq_gemm.cu); kept to measure against
+};
+
 // A recorded sequence of ops replayed as one unit (a CUDA graph). Replay reads the
 // current contents of the tensors the ops were recorded on.
 class Graph {

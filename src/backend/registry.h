@@ -12,12 +12,6 @@
 
 namespace gptq::backend {
 
-// Which CUDA kernels run GPTQ layers (each layer is laid out for one family at load).
-enum class GptqKernel : uint8_t {
-  kTensorCore,  // fragment-order layout, mma.sync up to gptq_mma_max_rows (gptq_mma.cu)
-  kGemv,        // the CUDA-core GEMV for M <= 8 (gptq_gemm.cu); kept to measure against
-};
-
 struct BackendOptions {
   // Activation (and KV cache) dtype. The CPU backend computes in fp32 only and refuses
   // anything else; CUDA takes f16, bf16 or f32.
@@ -28,6 +22,8 @@ struct BackendOptions {
   // (src/backend/cuda/NOTES.md); bench_cuda_qlinear --mma-max-rows measures it.
   int64_t gptq_mma_max_rows = 256;
   GptqKernel gptq_kernel = GptqKernel::kTensorCore;
+  // The attention kernel (CUDA only; benches and tests force one to compare them).
+  AttentionKernel attention = AttentionKernel::kAuto;
 };
 
 // Throws kInvalidArgument for an unknown name, kDevice when the device is absent.

@@ -1,10 +1,14 @@
+// The CUDA-core kernel, and the dispatch between it and the tensor-core one.
 // Each block handles one (query row, head, key split): 4 warps walk the split's keys 32
 // at a time. Scores: lane i takes key i of the 32 (its row read with 16-byte loads);
 // online softmax per warp; the value sum with lanes across the head dimension. Warps
 // merge in shared memory; splits merge in a second kernel (the log-sum-exp combine).
-#include <cfloat>
-
 #include "backend/cuda/attention.cuh"
+
+#include <cfloat>
+#include <type_traits>
+
+#include "backend/cuda/flash_attention.cuh"
 
 namespace gptq::backend::cuda {
 namespace {
@@ -154,6 +158,14 @@ template <class T>
 void attention(const T* q, const T* k, const T* v, const int32_t* pos, T* out, const AttentionArgs& a,
                float* workspace, cudaStream_t s) {
   if (a.rows == 0) return;
+  if constexpr (!std::is_same_v<T, float>) {
+    const bool want = a.kernel == AttentionKernel::kTensorCore ||
+                      (a.kernel == AttentionKernel::kAuto && a.rows >= kTensorCoreMinRows);
+    if (want && flash_attention_supports(a, q, k, v, out)) {
+      flash_attention(q, k, v, pos, out, a, s);
+      return;
+    }
+  }
   const int splits = splits_for(a);
   const dim3 grid(unsigned(a.rows), unsigned(a.heads), unsigned(splits));
   if (a.head_dim <= 64) {

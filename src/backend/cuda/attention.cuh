@@ -1,7 +1,10 @@
-// Causal GQA attention over a KV cache, for prefill (many query rows) and decode (one),
-// split along the keys ("flash-decoding") so that a long cache fills the GPU.
+// Causal GQA attention over a KV cache, for prefill (many query rows) and decode (one).
+// Two kernels: on CUDA cores, one block per query row, split along the keys
+// ("flash-decoding") so that a long cache fills the GPU; and for prefill in f16/bf16, on
+// tensor cores, one block per 64 query rows (flash_attention.cuh).
 #pragma once
 
+#include "backend/backend.h"
 #include "backend/cuda/common.cuh"
 
 namespace gptq::backend::cuda {
@@ -14,9 +17,13 @@ struct AttentionArgs {
   int64_t window = 0;      // sliding window, 0: unlimited
   int64_t capacity = 0;    // cache rows; every position is < capacity
   int64_t ldq = 0, ldk = 0, ldv = 0, ldo = 0;  // row strides (elements)
+  AttentionKernel kernel = AttentionKernel::kAuto;
 };
 
 inline constexpr int64_t kMaxHeadDim = 256;
+// kAuto runs the tensor-core kernel from this many query rows up (where it applies).
+// Below it the blocks of 64 rows are mostly padding and the per-row kernel is tuned.
+inline constexpr int64_t kTensorCoreMinRows = 16;
 
 // Scratch floats attention() needs for `a` (the split partials), 0 when none.
 int64_t attention_workspace_floats(const AttentionArgs& a);

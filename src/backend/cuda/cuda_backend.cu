@@ -14,6 +14,7 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/dense_gemv.cuh"
 #include "backend/cuda/elementwise.cuh"
+#include "backend/cuda/flash_attention.cuh"
 #include "backend/cuda/gptq_gemm.cuh"
 #include "backend/cuda/gptq_mma.cuh"
 #include "backend/cuda/gptq_repack.h"
@@ -131,7 +132,8 @@ class CudaGraph final : public Graph {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int index, const BackendOptions& o)
-      : index_(index), act_(o.activations), mma_max_rows_(o.gptq_mma_max_rows), gptq_kernel_(o.gptq_kernel) {
+      : index_(index), act_(o.activations), mma_max_rows_(o.gptq_mma_max_rows), gptq_kernel_(o.gptq_kernel),
+        attention_(o.attention) {
     mem_.meter = meter_;
     mem_.device = index;
     CUDA_CHECK(cudaSetDevice(index));
@@ -146,6 +148,7 @@ class CudaBackend final : public Backend {
     CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_ws_.get(), kCublasWorkspace));
     // f32 means f32: no TF32 rounding in the conformance dtype.
     CUBLAS_CHECK(cublasSetMathMode(cublas_, act_ == DType::kF32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
+    flash_attention_init();
     CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&bad_id_host_), sizeof(int32_t), cudaHostAllocMapped));
     *bad_id_host_ = 0;
     CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&bad_id_dev_), bad_id_host_, 0));
@@ -453,7 +456,7 @@ class CudaBackend final : public Backend {
     }
     const AttentionArgs a{.rows = q.rows, .heads = s.heads, .kv_heads = s.kv_heads, .head_dim = s.head_dim,
                           .window = s.sliding_window, .capacity = cache.k.rows, .ldq = q.stride,
-                          .ldk = cache.k.stride, .ldv = cache.v.stride, .ldo = out.stride};
+                          .ldk = cache.k.stride, .ldv = cache.v.stride, .ldo = out.stride, .kernel = attention_};
     float* ws = workspace(attention_workspace_floats(a));
     with_act_type(act_, [&]<class T>() {
       cuda::attention(static_cast<const T*>(q.data), static_cast<const T*>(cache.k.data),
@@ -738,6 +741,7 @@ class CudaBackend final : public Backend {
   DType act_;
   int64_t mma_max_rows_;
   GptqKernel gptq_kernel_;
+  AttentionKernel attention_;
   std::string name_;
   std::shared_ptr<AllocationMeter> meter_ = std::make_shared<AllocationMeter>();
   DeviceMemory mem_;

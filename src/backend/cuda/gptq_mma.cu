@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "backend/cuda/gptq_mma.cuh"
+#include "backend/cuda/mma.cuh"
 
 namespace gptq::backend::cuda {
 namespace {
@@ -79,23 +80,6 @@ __device__ __forceinline__ void a_fragment(const uint32_t (&w)[Bits], uint32_t (
   a[1] = a_register<Bits, J, 1, T>(w);
   a[2] = a_register<Bits, J, 2, T>(w);
   a[3] = a_register<Bits, J, 3, T>(w);
-}
-
-template <class T>
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  if constexpr (std::is_same_v<T, __half>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
 }
 
 // One lane's words of one chunk; codes are read once per product, so past L1.
@@ -238,7 +222,7 @@ __global__ void __launch_bounds__(kThreads)
         b0 = *reinterpret_cast<const uint32_t*>(xrow);
         b1 = *reinterpret_cast<const uint32_t*>(xrow + 8);
       }
-      mma16816<T>(tmp[J % C][mt], a, b0, b1);
+      mma_16816<T>(tmp[J % C][mt], a, b0, b1);
     }
   };
   // Chunk c of the quad: one group check when its tiles share a group (chunk_group),
