@@ -9,7 +9,8 @@
 // times, divided by that count (launch gaps included, as a decode step sees them).
 // Effective bytes: resident weight bytes (codes, scales, zeros, permutation) + x + y
 // in fp16; the bandwidth fraction is against --bandwidth (H200 copy: 4260 GB/s).
-// --mma-max-rows sets the backend's crossover (BackendOptions::gptq_mma_max_rows);
+// The FORMAT rows run the tensor-core family (GptqKernel::kTensorCore);
+// --mma-max-rows sets its crossover (BackendOptions::gptq_mma_max_rows);
 // --tiles also times every format through dequantized tiles + cuBLAS (a second backend
 // with the crossover at 0, rows "FORMAT/tiles"), to measure where the crossover lies;
 // --gemv also times the CUDA-core GEMV family (GptqKernel::kGemv, rows "FORMAT/gemv").
@@ -117,9 +118,14 @@ int main(int argc, char** argv) try {
     else if (a == "--mma-max-rows") mma_max_rows = std::stoll(next());
     else throw Error(ErrorKind::kInvalidArgument, "unknown argument " + a);
   }
-  auto b = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = mma_max_rows});
+  // The format rows: the tensor-core family (fragment layout; mma up to --mma-max-rows).
+  auto b = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = mma_max_rows,
+                                          .gptq_kernel = backend::GptqKernel::kTensorCore});
   std::unique_ptr<backend::Backend> bt;  // --tiles: every GPTQ product through cuBLAS
-  if (tiles) bt = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = 0});
+  if (tiles) {
+    bt = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = 0,
+                                        .gptq_kernel = backend::GptqKernel::kTensorCore});
+  }
   std::unique_ptr<backend::Backend> bg;  // --gemv: the CUDA-core family
   if (gemv) bg = backend::make_backend(device, {.activations = DType::kF16, .gptq_kernel = backend::GptqKernel::kGemv});
   std::vector<int64_t> mlist;

@@ -1,6 +1,7 @@
 // Prefill and decode speed of a model on a backend, with the decode roofline.
 //   build/bench_inference [MODEL] [--device cpu|cuda:N] [--dtype f16|bf16|f32]
 //                         [--prefill N] [--decode N] [--reps N] [--bandwidth GB/s] [--json]
+//                         [--gptq-kernel gemv|tensor-core]
 // Prefill: one window of N tokens (default min(2048, context)), last logits only.
 // Decode: N tokens (default 128) one at a time through the KV cache after a 16-token
 // prompt, greedy on the backend (one id comes back per step). Prints medians of the
@@ -35,7 +36,7 @@ DType parse_dtype(const std::string& s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string dir = GPTQ_BENCH_MODEL, device = "cpu", dtype = "f32";
+  std::string dir = GPTQ_BENCH_MODEL, device = "cpu", dtype = "f32", gptq_kernel = "gemv";
   int reps = 5;
   int64_t prefill_len = 0, decode_len = 128;
   double bandwidth = 0.0;
@@ -46,6 +47,7 @@ int main(int argc, char** argv) {
     if (a == "--reps") reps = std::max(1, std::stoi(next()));
     else if (a == "--device") device = next();
     else if (a == "--dtype") dtype = next();
+    else if (a == "--gptq-kernel") gptq_kernel = next();
     else if (a == "--prefill") prefill_len = std::stoll(next());
     else if (a == "--decode") decode_len = std::stoll(next());
     else if (a == "--bandwidth") bandwidth = std::stod(next());
@@ -53,7 +55,9 @@ int main(int argc, char** argv) {
     else dir = a;
   }
   try {
-    auto be = backend::make_backend(device, {.activations = parse_dtype(dtype)});
+    auto be = backend::make_backend(
+        device, {.activations = parse_dtype(dtype),
+                 .gptq_kernel = gptq_kernel == "tensor-core" ? backend::GptqKernel::kTensorCore : backend::GptqKernel::kGemv});
     auto m = model::Model::load(dir, *be);
     const auto& c = m.config();
     const int64_t window = prefill_len > 0 ? std::min(prefill_len, c.max_positions) : std::min<int64_t>(2048, c.max_positions);

@@ -190,6 +190,14 @@ class BackendOps : public testing::TestWithParam<Target> {
     EXPECT_LE(err, tol) << what << " (" << GetParam().spec << " " << dtype_name(GetParam().act) << ")";
   }
 
+  // The backend under test anew, its GPTQ layers on `family` with the tensor-core kernel
+  // up to max_rows (CUDA; the CPU has one path).
+  void use_gptq_family(backend::GptqKernel family, int64_t max_rows) {
+    if (GetParam().spec == "cpu") return;
+    dut_ = backend::make_backend(GetParam().spec,
+                                 {.activations = GetParam().act, .gptq_mma_max_rows = max_rows, .gptq_kernel = family});
+  }
+
   // Every gptq_cases() layer at each batch size, against the reference.
   void run_gptq_cases(std::initializer_list<int64_t> batches) {
     for (const GptqCase& c : gptq_cases()) {
@@ -332,21 +340,20 @@ TEST_P(BackendOps, EmbedAndDenseLinear) {
 }
 
 TEST_P(BackendOps, GptqLinear) {
-  // CUDA, 16-bit activations: the tensor-core kernel up to gptq_mma_max_rows (256),
-  // every M class (1, 2, 4, 8 row fragments; several batch blocks at 65, 130) and
-  // dequantized tiles + cuBLAS above (300); f32 (and bf16 8-bit): GEMV for M <= 8, tiles
-  // above.
+  // The tensor-core family on CUDA with 16-bit activations: its kernel up to 256 rows,
+  // every M class (1, 2, 4, 8 row fragments; several batch blocks at 65, 130), and
+  // dequantized tiles + cuBLAS above (300); f32 (and bf16 8-bit) keep the GEMV family.
+  use_gptq_family(backend::GptqKernel::kTensorCore, 256);
   run_gptq_cases({1, 3, 8, 9, 17, 40, 64, 65, 130, 300});
 }
 
-// The dequantize-to-tiles path on every format, at small M too (the crossover at 0).
+// The fragment layout's dequantize-to-tiles path, at small M too (the crossover at 0).
 TEST_P(BackendOps, GptqLinearThroughTiles) {
   if (GetParam().spec == "cpu") GTEST_SKIP() << "the CPU backend has one path";
-  dut_ = backend::make_backend(GetParam().spec, {.activations = GetParam().act, .gptq_mma_max_rows = 0});
+  use_gptq_family(backend::GptqKernel::kTensorCore, 0);
   run_gptq_cases({1, 17});
 }
 
-// The CUDA-core family (GEMV up to 8 rows, tiles above) on 16-bit activations too.
 TEST_P(BackendOps, GptqLinearGemvFamily) {
   if (GetParam().spec == "cpu") GTEST_SKIP() << "the CPU backend has one path";
   dut_ = backend::make_backend(GetParam().spec,
@@ -475,44 +482,49 @@ TEST_P(BackendOps, BnbLinear) {
 }
 
 TEST_P(BackendOps, GptqLinearGroupAndAccumulate) {
-  // Three layers of one K with their own act-order permutations, zeros and biases in one
-  // grouped GEMV; then a mixed dense + GPTQ group (the backend may split it).
-  for (int bits : {3, 4, 8}) {
-    const GptqCase cases[] = {{bits, 512, 384, 128, true, true, false},
-                              {bits, 512, 100, 128, false, false, true},
-                              {bits, 512, 1000, 128, true, false, true}};
-    std::vector<std::unique_ptr<backend::Linear>> lr, ld;
-    for (const GptqCase& c : cases) {
-      const quant::PackedLinear p = random_gptq(c, rng_);
-      lr.push_back(ref_->gptq_linear(p));
-      ld.push_back(dut_->gptq_linear(p));
+  for (const backend::GptqKernel family : {backend::GptqKernel::kGemv, backend::GptqKernel::kTensorCore}) {
+    if (GetParam().spec == "cpu" && family == backend::GptqKernel::kTensorCore) continue;
+    use_gptq_family(family, 256);
+    SCOPED_TRACE(family == backend::GptqKernel::kGemv ? "gemv family" : "tensor-core family");
+    // Three layers of one K with their own act-order permutations, zeros and biases in one
+    // grouped GEMV; then a mixed dense + GPTQ group (the backend may split it).
+    for (int bits : {3, 4, 8}) {
+      const GptqCase cases[] = {{bits, 512, 384, 128, true, true, false},
+                                {bits, 512, 100, 128, false, false, true},
+                                {bits, 512, 1000, 128, true, false, true}};
+      std::vector<std::unique_ptr<backend::Linear>> lr, ld;
+      for (const GptqCase& c : cases) {
+        const quant::PackedLinear p = random_gptq(c, rng_);
+        lr.push_back(ref_->gptq_linear(p));
+        ld.push_back(dut_->gptq_linear(p));
+      }
+      for (int64_t M : {1, 3, 8, 17, 40}) {
+        auto x = put(random(M * 512), M, 512);
+        const std::vector<Pair> y = run_group(lr, ld, x);
+        const std::string what = "bits=" + std::to_string(bits) + " M=" + std::to_string(M);
+        // As GptqLinear: c = 4.
+        for (int j = 0; j < 3; ++j) expect_close(y[std::size_t(j)], bound(4, 512), "gptq group " + what);
+        auto acc = put(random(M * 100), M, 100);
+        ref_->linear(*lr[1], x.ref.view(), acc.ref.view(), backend::Accumulate::kYes);
+        dut_->linear(*ld[1], x.dut.view(), acc.dut.view(), backend::Accumulate::kYes);
+        expect_close(acc, bound(6, 512), "gptq accumulate " + what);  // as the dense accumulate: c = 6
+      }
     }
-    for (int64_t M : {1, 3, 8, 17, 40}) {
-      auto x = put(random(M * 512), M, 512);
-      const std::vector<Pair> y = run_group(lr, ld, x);
-      const std::string what = "bits=" + std::to_string(bits) + " M=" + std::to_string(M);
-      // As GptqLinear: c = 4.
-      for (int j = 0; j < 3; ++j) expect_close(y[std::size_t(j)], bound(4, 512), "gptq group " + what);
-      auto acc = put(random(M * 100), M, 100);
-      ref_->linear(*lr[1], x.ref.view(), acc.ref.view(), backend::Accumulate::kYes);
-      dut_->linear(*ld[1], x.dut.view(), acc.dut.view(), backend::Accumulate::kYes);
-      expect_close(acc, bound(6, 512), "gptq accumulate " + what);  // as the dense accumulate: c = 6
-    }
+    const HostWeight w = host_weight(random(64 * 256, -0.1f, 0.1f), 64, 256, DType::kF16);
+    const quant::PackedLinear p = random_gptq({4, 256, 256, 128, false, true, false}, rng_);
+    auto dr = ref_->dense_linear(w.view, nullptr), dd = dut_->dense_linear(w.view, nullptr);
+    auto gr = ref_->gptq_linear(p), gd = dut_->gptq_linear(p);
+    auto x = put(random(2 * 256), 2, 256);
+    auto y0 = poisoned(2, 64), y1 = poisoned(2, 256);
+    const backend::Linear* wr[] = {dr.get(), gr.get()};
+    const backend::Linear* wd[] = {dd.get(), gd.get()};
+    const Tensor yr[] = {y0.ref.view(), y1.ref.view()};
+    const Tensor yd[] = {y0.dut.view(), y1.dut.view()};
+    ref_->linear_group(wr, x.ref.view(), yr);
+    dut_->linear_group(wd, x.dut.view(), yd);
+    expect_close(y0, bound(4, 256), "mixed group: dense");
+    expect_close(y1, bound(4, 256), "mixed group: gptq");
   }
-  const HostWeight w = host_weight(random(64 * 256, -0.1f, 0.1f), 64, 256, DType::kF16);
-  const quant::PackedLinear p = random_gptq({4, 256, 256, 128, false, true, false}, rng_);
-  auto dr = ref_->dense_linear(w.view, nullptr), dd = dut_->dense_linear(w.view, nullptr);
-  auto gr = ref_->gptq_linear(p), gd = dut_->gptq_linear(p);
-  auto x = put(random(2 * 256), 2, 256);
-  auto y0 = poisoned(2, 64), y1 = poisoned(2, 256);
-  const backend::Linear* wr[] = {dr.get(), gr.get()};
-  const backend::Linear* wd[] = {dd.get(), gd.get()};
-  const Tensor yr[] = {y0.ref.view(), y1.ref.view()};
-  const Tensor yd[] = {y0.dut.view(), y1.dut.view()};
-  ref_->linear_group(wr, x.ref.view(), yr);
-  dut_->linear_group(wd, x.dut.view(), yd);
-  expect_close(y0, bound(4, 256), "mixed group: dense");
-  expect_close(y1, bound(4, 256), "mixed group: gptq");
 }
 
 TEST_P(BackendOps, RopeWriteKv) {

@@ -16,6 +16,11 @@ void add_device_flags(CLI::App& app, DeviceArgs& a) {
                  "Activation dtype: f16, bf16, f32, or auto (the checkpoint's on CUDA; the CPU computes in f32)")
       ->check(CLI::IsMember({"auto", "f16", "bf16", "f32"}))
       ->capture_default_str();
+  app.add_option("--gptq-kernel", a.gptq_kernel,
+                 "CUDA kernels for GPTQ layers: gemv (CUDA cores; fastest at batch 1) or tensor-core "
+                 "(mma; fastest at batch 8-32 on large layers, slower at batch 1: src/backend/cuda/NOTES.md)")
+      ->check(CLI::IsMember({"gemv", "tensor-core"}))
+      ->capture_default_str();
 }
 
 std::unique_ptr<backend::Backend> open_backend(const DeviceArgs& a, const std::string& model) {
@@ -24,7 +29,9 @@ std::unique_ptr<backend::Backend> open_backend(const DeviceArgs& a, const std::s
   if (a.dtype == "f16") act = DType::kF16;
   if (a.dtype == "bf16") act = DType::kBF16;
   if (a.dtype == "auto") act = model::default_activations(model, spec);
-  auto b = backend::make_backend(spec, {.activations = act});
+  const backend::GptqKernel kernel =
+      a.gptq_kernel == "tensor-core" ? backend::GptqKernel::kTensorCore : backend::GptqKernel::kGemv;
+  auto b = backend::make_backend(spec, {.activations = act, .gptq_kernel = kernel});
   std::fprintf(stderr, "device: %s, activations %s\n", b->name().c_str(), std::string(dtype_name(act)).c_str());
   return b;
 }

@@ -1,4 +1,5 @@
-// --device and --dtype, shared by every command that runs a model: declared once here.
+// --device, --dtype and --gptq-kernel, shared by every command that runs a model:
+// declared once here.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -13,6 +14,7 @@ namespace gptq::cli {
 struct DeviceArgs {
   std::string device = "auto";  // cpu | cuda | cuda:N | auto
   std::string dtype = "auto";   // f16 | bf16 | f32 | auto
+  std::string gptq_kernel = "gemv";  // gemv | tensor-core (backend::GptqKernel)
 };
 
 void add_device_flags(CLI::App& app, DeviceArgs& a);

@@ -429,8 +429,11 @@ Plan plan_for(const MmaGroup<T>& g, int64_t M) {
   const int64_t target = int64_t(sm_count()) * (p.mt == 1 ? 8 : p.mt == 2 ? 4 : 2);
   // MT = 1 stages its whole split: at most kMaxStagedChunks chunks (8 rows x 2048
   // inputs x 2 bytes = 32 KiB).
+  // And at least two quads per warp: a block's fixed cost (staging, the split's partials
+  // and its reduction) is ~15 instructions per tile at one quad.
   const int64_t least = p.mt == 1 ? (chunks + kMaxStagedChunks - 1) / kMaxStagedChunks : 1;
-  const int64_t splits = std::clamp<int64_t>((target + blocks - 1) / blocks, least, chunks);
+  const int64_t most = std::max<int64_t>(least, chunks / (2 * kStepChunks));
+  const int64_t splits = std::clamp<int64_t>((target + blocks - 1) / blocks, least, most);
   p.chunks_per = int((chunks + splits - 1) / splits);
   p.splits = int((chunks + p.chunks_per - 1) / p.chunks_per);
   return p;
