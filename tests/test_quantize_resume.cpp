@@ -69,6 +69,18 @@ TEST_F(Resume, ContinuedRunWritesTheSameCheckpoint) {
                         << (diff.first - a.begin());
   }
   EXPECT_EQ(r.modules.size(), 6u * 7u);
+  // Phase times: layers 0-2 replayed (the next layer's inputs, one pass), 3-5
+  // quantized (q/k/v, o, gate/up, down, then the next layer's inputs); the phases are
+  // parts of the layer's time (other() ≥ 0 up to the clock's rounding).
+  ASSERT_EQ(r.layers.size(), 6u);
+  for (const quant::LayerTimes& t : r.layers) {
+    const bool replayed = t.layer < 3;
+    EXPECT_EQ(t.replayed, replayed) << "layer " << t.layer;
+    EXPECT_EQ(t.passes, replayed ? 1 : 5) << "layer " << t.layer;
+    EXPECT_GT(t.forward, 0.0) << "layer " << t.layer;
+    EXPECT_EQ(t.factor > 0.0, !replayed) << "layer " << t.layer;
+    EXPECT_GE(t.other(), -1e-6) << quant::describe(t);
+  }
 }
 
 TEST_F(Resume, OtherSettingsAreRefused) {

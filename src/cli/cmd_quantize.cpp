@@ -213,6 +213,10 @@ Runner add_quantize(CLI::App& app) {
                    m.damp, m.seconds, m.retries > 0 ? "  (damping raised)" : "");
     };
     const std::unique_ptr<backend::Backend> be = open_backend(a->device, a->model);
+    po.on_layer_times = [](const quant::LayerTimes& t) {
+      std::fprintf(stderr, "  %s: %s\n", t.layer < 0 ? "lm_head" : ("layer " + std::to_string(t.layer)).c_str(),
+                   quant::describe(t).c_str());
+    };
     po.on_layer = [&layers, &be](int64_t done, int64_t, double) {
       if (be->device() == backend::Device::kCpu) return layers.update(done);
       const backend::MemoryStats m = be->memory();
@@ -251,6 +255,8 @@ Runner add_quantize(CLI::App& app) {
                                 {"shards", r.checkpoint.shards.size()}, {"bpw_quantized", r.bpw_quantized},
                                 {"bpw_total", r.bpw_total},             {"quantized_params", r.quantized_params},
                                 {"total_params", r.total_params},       {"modules", r.modules.size()}};
+      j["layers"] = nlohmann::json::array();
+      for (const auto& t : r.layers) j["layers"].push_back(nlohmann::json(quant::to_json(t)));
       if (!memory.is_null()) j.update(memory);
       std::printf("%s\n", j.dump(1).c_str());
     }

@@ -164,7 +164,10 @@ QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N,
     out.g_idx[perm[j]] = group_of[j];
   }
 
+  using Clock = std::chrono::steady_clock;
+  const auto t_factor = Clock::now();
   const Factorised f = factorise(ops, H, perm, dead, mean_diag, o);
+  const auto t_sweep = Clock::now();
   // Ungrouped: one (scale, zero) per row from the original W, before dead columns are
   // zeroed (the reference calls find_params(W) first). Static groups: every group's
   // parameters from the un-permuted W with dead columns zeroed, before any error
@@ -181,13 +184,15 @@ QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N,
       .group_of = group_of,
       .dead = dead};
   const double loss = ops.sweep(W, *f.U, plan, out);
+  const auto t_end = Clock::now();
 
   if (stats != nullptr) {
     stats->loss = loss;
     stats->damp_percent = f.damp_percent;
     stats->retries = f.retries;
-    stats->seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    stats->seconds = std::chrono::duration<double>(t_end - t0).count();
+    stats->factor_seconds = std::chrono::duration<double>(t_sweep - t_factor).count();
+    stats->sweep_seconds = std::chrono::duration<double>(t_end - t_sweep).count();
   }
   return out;
 }

@@ -60,6 +60,8 @@ struct GptqStats {
   double damp_percent = 0.0;  // the damping that finally factorised
   int retries = 0;            // failed factorisations before that
   double seconds = 0.0;       // wall time of gptq_quantize
+  double factor_seconds = 0.0;  // of which the factorisations (ends with the device's result read back)
+  double sweep_seconds = 0.0;   // and the sweep (ends with the codes on the host)
 };
 
 // W: [N, K] fp32 row-major (torch Linear.weight), host; H: the module's input Hessian,

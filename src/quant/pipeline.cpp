@@ -1,6 +1,7 @@
 #include "quant/pipeline.h"
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -52,7 +53,10 @@ std::vector<std::vector<Slot>> slot_groups(bool true_sequential) {
 // the activations are (the backend's QuantOps): nothing is copied to the host.
 class HessianObserver final : public model::LinearObserver {
  public:
-  HessianObserver(backend::QuantOps& ops, const model::ModelConfig& c, const std::vector<Slot>& slots) : ops_(ops) {
+  // `seconds` gathers the accumulation time (the device synchronised around each).
+  HessianObserver(backend::Backend& b, backend::QuantOps& ops, const model::ModelConfig& c,
+                  const std::vector<Slot>& slots, double* seconds)
+      : b_(b), ops_(ops), seconds_(seconds) {
     for (Slot s : slots) {
       const Slot src = input_source(s);
       if (!hessians_.count(src)) hessians_.emplace(src, ops.hessian(model::slot_shape(c, s).second));
@@ -61,12 +65,18 @@ class HessianObserver final : public model::LinearObserver {
   void observe(int64_t, Slot slot, backend::Tensor x) override {
     const auto it = hessians_.find(slot);
     if (it == hessians_.end()) return;  // a slot that shares its source reports the same x
+    b_.synchronize();  // the forward so far is the forward's time
+    const auto t0 = Clock::now();
     ops_.accumulate(*it->second, x);
+    b_.synchronize();
+    *seconds_ += since(t0);
   }
   const backend::Hessian& hessian(Slot s) const { return *hessians_.at(input_source(s)); }
 
  private:
+  backend::Backend& b_;
   backend::QuantOps& ops_;
+  double* seconds_;
   std::map<Slot, std::unique_ptr<backend::Hessian>> hessians_;
 };
 
@@ -151,6 +161,26 @@ class Run {
     if (o_.on_module) o_.on_module(m);
     result_.modules.push_back(std::move(m));
   }
+  // Runs f as a phase of the current layer: what the device had queued before is waited
+  // for first (it belongs to the phase that queued it), f's own work at the end.
+  template <class F>
+  void timed(double LayerTimes::*phase, F&& f) {
+    b_.synchronize();
+    const auto t0 = Clock::now();
+    f();
+    b_.synchronize();
+    times_.*phase += since(t0);
+  }
+  void begin_times(int64_t layer) {
+    times_ = {.layer = layer};
+    layer_start_ = Clock::now();
+  }
+  void end_times() {
+    b_.synchronize();
+    times_.seconds = since(layer_start_);
+    if (o_.on_layer_times) o_.on_layer_times(times_);
+    result_.layers.push_back(times_);
+  }
 
   fs::path dir_;
   const CalibSet& calib_;
@@ -178,6 +208,8 @@ class Run {
   int64_t quantized_bits_ = 0;
   std::optional<LayerJournal> journal_;
   bool recording_ = false;
+  LayerTimes times_;  // the layer being quantized
+  Clock::time_point layer_start_;
 };
 
 void Run::embed_calibration() {
@@ -264,9 +296,14 @@ int64_t Run::load_chunk(std::size_t c) {
 
 void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back,
                       std::optional<Slot> stop_after) {
+  b_.synchronize();
+  const auto t0 = Clock::now();
+  const double nested = times_.hessian + times_.transfer;
   std::vector<model::Sequence> seqs;
   for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
-    const int64_t rows = load_chunk(c), base = offsets_[chunks_[c]];
+    int64_t rows = 0;
+    timed(&LayerTimes::transfer, [&] { rows = load_chunk(c); });
+    const int64_t base = offsets_[chunks_[c]];
     seqs.clear();
     for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) {
       const int64_t r = offsets_[s] - base, len = offsets_[s + 1] - offsets_[s];
@@ -276,9 +313,14 @@ void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool w
     const backend::Tensor h = scratch_.rows(rows);
     runner_->forward(L, h, positions_.view().col_slice(0, rows), seqs, obs, stop_after);
     if (write_back) {
-      b_.download(h, std::span<float>(&acts_[std::size_t(base * c_.hidden)], std::size_t(rows * c_.hidden)));
+      timed(&LayerTimes::transfer, [&] {
+        b_.download(h, std::span<float>(&acts_[std::size_t(base * c_.hidden)], std::size_t(rows * c_.hidden)));
+      });
     }
   }
+  b_.synchronize();
+  times_.forward += since(t0) - (times_.hessian + times_.transfer - nested);
+  ++times_.passes;
 }
 
 ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
@@ -286,38 +328,54 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
                                   std::unique_ptr<backend::Linear>* swap_in) {
   ModuleReport m{.name = name, .layer = layer, .bits = s.bits, .group_size = s.group_size, .desc_act = s.desc_act};
   const auto t0 = Clock::now();
-  const std::vector<float> W = io::to_f32(ckpt_.get(weight_name), {out, in}, dir_.string());
+  std::vector<float> W;
+  timed(&LayerTimes::convert, [&] { W = io::to_f32(ckpt_.get(weight_name), {out, in}, dir_.string()); });
   QuantizedLinear q;
   if (gptq_) {
     GptqStats st;
+    const auto tq = Clock::now();
     q = gptq_quantize(*ops_, W.data(), out, in, *h, gptq_options(o_.config, s, name), &st);
     m.loss = st.loss;
     m.damp = st.damp_percent;
     m.retries = st.retries;
+    times_.factor += st.factor_seconds;
+    times_.sweep += st.sweep_seconds;
+    times_.quantize += since(tq) - st.factor_seconds - st.sweep_seconds;
   } else {
-    q = rtn_quantize(W.data(), out, in, {.quant = quantizer_config(o_.config, s), .group_size = s.group_size});
+    timed(&LayerTimes::quantize, [&] {
+      q = rtn_quantize(W.data(), out, in, {.quant = quantizer_config(o_.config, s), .group_size = s.group_size});
+    });
   }
   if (o_.on_quantized) o_.on_quantized(name, q);
-  const PackedLinear saved = pack(q, o_.config.format);
-  emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
-  emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
-  emit(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales));
-  emit(name + ".g_idx", DType::kI32, {in}, bytes_of(saved.g_idx));
-  if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
+  PackedLinear saved;
+  timed(&LayerTimes::pack, [&] { saved = pack(q, o_.config.format); });
+  timed(&LayerTimes::write, [&] {
+    emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
+    emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
+    emit(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales));
+    emit(name + ".g_idx", DType::kI32, {in}, bytes_of(saved.g_idx));
+    if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
+  });
   quantized_bits_ += int64_t(saved.qweight.size() * 32 + saved.qzeros.size() * 32 + saved.scales.size() * 16 +
                              saved.g_idx.size() * 32);
   result_.quantized_params += out * in;
   if (swap_in != nullptr) {
     // The in-memory model runs exactly what a reload of the checkpoint runs.
-    PackedLinear live = pack(q, Format::kV2);
-    *swap_in = b_.gptq_linear(std::move(live));
+    PackedLinear live;
+    timed(&LayerTimes::pack, [&] { live = pack(q, Format::kV2); });
+    timed(&LayerTimes::swap_in, [&] { *swap_in = b_.gptq_linear(std::move(live)); });
   }
   m.seconds = since(t0);
   return m;
 }
 
 void Run::quantize_layer(int64_t i) {
-  if (journal_ && i < journal_->layers_done()) return replay_layer(i);
+  begin_times(i);
+  if (journal_ && i < journal_->layers_done()) {
+    replay_layer(i);
+    times_.replayed = true;
+    return end_times();
+  }
   const std::size_t first_report = result_.modules.size();
   const int64_t bits_before = quantized_bits_, params_before = result_.quantized_params;
   if (journal_) {
@@ -325,15 +383,19 @@ void Run::quantize_layer(int64_t i) {
     recording_ = true;
   }
   const std::string p = "model.layers." + std::to_string(i) + ".";
-  for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"}) copy_raw(p + norm);
-  if (c_.qk_norm) {
-    copy_raw(p + "self_attn.q_norm.weight");
-    copy_raw(p + "self_attn.k_norm.weight");
-  }
+  timed(&LayerTimes::write, [&] {
+    for (const char* norm : {"input_layernorm.weight", "post_attention_layernorm.weight"}) copy_raw(p + norm);
+    if (c_.qk_norm) {
+      copy_raw(p + "self_attn.q_norm.weight");
+      copy_raw(p + "self_attn.k_norm.weight");
+    }
+  });
   std::optional<model::DecoderLayer> L;
   if (gptq_) {
-    model::DenseLoader dense(b_);
-    L = model::load_layer(ckpt_, c_, i, dense, b_);
+    timed(&LayerTimes::load, [&] {
+      model::DenseLoader dense(b_);
+      L = model::load_layer(ckpt_, c_, i, dense, b_);
+    });
   }
   for (const auto& group : slot_groups(o_.config.true_sequential)) {
     std::vector<Slot> todo;
@@ -342,15 +404,17 @@ void Run::quantize_layer(int64_t i) {
       if (o_.config.resolve(name)) {
         todo.push_back(s);
       } else {
-        copy_raw(name + ".weight");
-        if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
+        timed(&LayerTimes::write, [&] {
+          copy_raw(name + ".weight");
+          if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
+        });
         report({.name = name, .layer = i, .quantized = false});
       }
     }
     if (todo.empty()) continue;
     std::optional<HessianObserver> obs;
     if (gptq_) {
-      obs.emplace(*ops_, c_, todo);
+      obs.emplace(b_, *ops_, c_, todo, &times_.hessian);
       // Nothing after the group's last input is needed: the pass stops there.
       run_samples(*L, &*obs, false, todo.back());
     }
@@ -370,10 +434,13 @@ void Run::quantize_layer(int64_t i) {
       modules.push_back(std::move(j));
     }
     recording_ = false;
-    journal_->commit({{"modules", modules},
-                      {"quantized_bits", quantized_bits_ - bits_before},
-                      {"quantized_params", result_.quantized_params - params_before}});
+    timed(&LayerTimes::write, [&] {
+      journal_->commit({{"modules", modules},
+                        {"quantized_bits", quantized_bits_ - bits_before},
+                        {"quantized_params", result_.quantized_params - params_before}});
+    });
   }
+  end_times();
 }
 
 // Layer i as recorded: its tensors to the output in their order, its reports, and (for
@@ -391,17 +458,22 @@ void Run::replay_layer(int64_t i) {
   quantized_bits_ += io::json_get<int64_t>(l.meta, "quantized_bits", what);
   result_.quantized_params += io::json_get<int64_t>(l.meta, "quantized_params", what);
   if (!gptq_) return;
-  model::DenseLoader dense(b_);
-  model::DecoderLayer L = model::load_layer(ckpt_, c_, i, dense, b_);
+  std::optional<model::DecoderLayer> L;
+  timed(&LayerTimes::load, [&] {
+    model::DenseLoader dense(b_);
+    L = model::load_layer(ckpt_, c_, i, dense, b_);
+  });
   for (Slot s : model::kAllSlots) {
     const std::string name = model::module_name(i, s);
     const auto settings = o_.config.resolve(name);
     if (!settings) continue;
     const auto [out, in] = model::slot_shape(c_, s);
-    L.linears[std::size_t(s)] =
-        b_.gptq_linear(model::read_packed(*l.tensors, name, out, in, *settings, o_.config.format, false));
+    timed(&LayerTimes::swap_in, [&] {
+      L->linears[std::size_t(s)] =
+          b_.gptq_linear(model::read_packed(*l.tensors, name, out, in, *settings, o_.config.format, false));
+    });
   }
-  run_samples(L, nullptr, true);
+  run_samples(*L, nullptr, true);
 }
 
 nlohmann::ordered_json Run::fingerprint() const {
@@ -430,18 +502,22 @@ void Run::quantize_lm_head() {
     if (o_.config.lm_head) report({.name = "lm_head", .quantized = false});
     return;
   }
+  begin_times(-1);
   std::unique_ptr<backend::Hessian> h;
   if (gptq_) {
     // The head reads the final-normed residual stream.
     h = ops_->hessian(c_.hidden);
     const backend::Buffer norm = b_.vector(model::load_vector(ckpt_, "model.norm.weight", c_.hidden));
     for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
-      const backend::Tensor x = scratch_.rows(load_chunk(c));
-      b_.rms_norm(x, norm, float(c_.rms_eps), x);
-      ops_->accumulate(*h, x);
+      backend::Tensor x;
+      timed(&LayerTimes::transfer, [&] { x = scratch_.rows(load_chunk(c)); });
+      timed(&LayerTimes::forward, [&] { b_.rms_norm(x, norm, float(c_.rms_eps), x); });
+      timed(&LayerTimes::hessian, [&] { ops_->accumulate(*h, x); });
     }
+    ++times_.passes;
   }
   report(quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, h.get(), nullptr));
+  end_times();
 }
 
 void Run::write_metadata(QuantizeResult& r) {
@@ -469,13 +545,16 @@ void Run::write_metadata(QuantizeResult& r) {
   }
   ojson modules = ojson::array();
   for (const auto& m : r.modules) modules.push_back(report_json(m));
+  ojson layers = ojson::array();
+  for (const auto& t : r.layers) layers.push_back(to_json(t));
   const ojson log = {{"quantizer", "gptq.cpp:" + o_.version},
                      {"source", dir_.string()},
                      {"calibration", calib_.describe()},
                      {"quantization_config", qc},
                      {"seconds", since(start_)},
                      {"peak_rss_bytes", peak_rss_bytes()},
-                     {"modules", modules}};
+                     {"modules", modules},
+                     {"layers", layers}};
   writer_.add_file("quant_log.json", log.dump(2) + "\n");
 }
 
@@ -512,6 +591,23 @@ QuantizeResult Run::go() {
 }
 
 }  // namespace
+
+std::string describe(const LayerTimes& t) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "%.2f s, %d pass%s%s: forward %.2f, hessian %.2f, transfer %.2f, load %.2f, convert %.2f, factor %.2f, "
+                "sweep %.2f, quantize %.2f, pack %.2f, write %.2f, swap-in %.2f, other %.2f",
+                t.seconds, t.passes, t.passes == 1 ? "" : "es", t.replayed ? " (replayed)" : "", t.forward, t.hessian,
+                t.transfer, t.load, t.convert, t.factor, t.sweep, t.quantize, t.pack, t.write, t.swap_in, t.other());
+  return buf;
+}
+
+nlohmann::ordered_json to_json(const LayerTimes& t) {
+  return {{"layer", t.layer},       {"replayed", t.replayed}, {"passes", t.passes},   {"seconds", t.seconds},
+          {"forward", t.forward},   {"hessian", t.hessian},   {"transfer", t.transfer}, {"load", t.load},
+          {"convert", t.convert},   {"factor", t.factor},     {"sweep", t.sweep},     {"quantize", t.quantize},
+          {"pack", t.pack},         {"write", t.write},       {"swap_in", t.swap_in}, {"other", t.other()}};
+}
 
 void check_quantizable(const fs::path& dir, const QuantizeConfig& config) {
   config.validate();

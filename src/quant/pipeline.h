@@ -20,6 +20,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "backend/backend.h"
 #include "io/checkpoint_writer.h"
 #include "quant/calibration.h"
@@ -42,8 +44,36 @@ struct ModuleReport {
   double seconds = 0.0;
 };
 
+// Where one layer's time went, in seconds of wall clock. Device work is synchronised at
+// every phase's end, so each phase is charged for what it enqueued, not for what the
+// device still had queued from the phase before. lm_head has layer -1.
+struct LayerTimes {
+  int64_t layer = -1;
+  bool replayed = false;  // from the journal of an interrupted run (one forward pass only)
+  int passes = 0;         // calibration forward passes over every chunk
+  double seconds = 0.0;   // the whole layer
+  double forward = 0.0;   // the passes, less the Hessian accumulation and copies inside them
+  double hessian = 0.0;   // H += XᵀX
+  double transfer = 0.0;  // activation copies between their store and a forward's rows
+  double load = 0.0;      // the layer's dense weights onto the backend
+  double convert = 0.0;   // module weights to fp32 for GPTQ
+  double factor = 0.0;    // damping and the inverse-Hessian factor, retries included
+  double sweep = 0.0;     // the column sweep, with its weight upload and code download
+  double quantize = 0.0;  // the rest of GPTQ (checks, diagonal, column order) or RTN
+  double pack = 0.0;      // codes, zeros and scales into checkpoint tensors
+  double write = 0.0;     // tensors to the writer (and the journal)
+  double swap_in = 0.0;   // quantized modules built on the backend for the later passes
+  double other() const {
+    return seconds - (forward + hessian + transfer + load + convert + factor + sweep + quantize + pack + write + swap_in);
+  }
+};
+// "2.81 s, 5 passes: forward 1.20, hessian 0.30, ..." and its quant_log.json object.
+std::string describe(const LayerTimes& t);
+nlohmann::ordered_json to_json(const LayerTimes& t);
+
 struct QuantizeResult {
   std::vector<ModuleReport> modules;
+  std::vector<LayerTimes> layers;  // decoder layers in order, then lm_head when quantized
   io::CheckpointSummary checkpoint;
   double seconds = 0.0;
   uint64_t peak_rss = 0;
@@ -82,6 +112,8 @@ struct PipelineOptions {
   std::function<void(const std::string&, const QuantizedLinear&)> on_quantized;
   // (layers done, layers total, seconds so far)
   std::function<void(int64_t, int64_t, double)> on_layer;
+  // Each layer's phase times, as it finishes (before on_layer).
+  std::function<void(const LayerTimes&)> on_layer_times;
 };
 
 // `model_dir`: a Hugging Face checkpoint directory or a .gguf file (its config and
