@@ -209,9 +209,10 @@ TEST_F(CudaQuant, CapBelowOneLayerIsRefusedWithTheBytes) {
   EXPECT_FALSE(fs::exists(tmp.path() / "out"));
 }
 
-// A cap that holds one layer and 300 tokens of activations: the 16-sample batch (2048
-// tokens) is shrunk to chunks of ≤ 300 tokens (2 samples), with a note, and the
-// device never allocates past the cap.
+// A cap that holds one layer, the positions and 300 tokens of activations: the
+// 16-sample batch (2048 tokens) is shrunk to chunks of ≤ 300 tokens (2 samples), the
+// activations streamed from host memory, with one note, and the device never
+// allocates past the cap.
 TEST_F(CudaQuant, CapShrinksTheBatch) {
   test::TempDir tmp;
   const quant::CalibSet calib = stories_calibration(16);
@@ -219,11 +220,12 @@ TEST_F(CudaQuant, CapShrinksTheBatch) {
   std::vector<std::string> notes;
   quant::PipelineOptions po{.out_dir = tmp.path() / "out",
                             .batch_samples = 16,
-                            .max_device_bytes = need.fixed() + 300 * need.per_row,
+                            .max_device_bytes = need.fixed() + 4 * 2048 + 300 * need.per_row,
                             .on_note = [&](const std::string& n) { notes.push_back(n); }};
   quant::quantize_model(test::stories15m_dir(), calib, *gpu_, po);
   ASSERT_EQ(notes.size(), 1u);
   EXPECT_NE(notes[0].find("chunks of at most 300 tokens"), std::string::npos) << notes[0];
+  EXPECT_NE(notes[0].find("streamed from page-locked host memory"), std::string::npos) << notes[0];
   EXPECT_LE(gpu_->memory().peak_allocated, po.max_device_bytes);
 }
 

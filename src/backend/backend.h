@@ -167,6 +167,14 @@ class Backend {
   virtual void download(Tensor src, std::span<float> host) = 0;
   virtual void download(Tensor src, std::span<int32_t> host) = 0;
   virtual void synchronize() = 0;
+  // Host memory for activations kept off the device ([rows, cols] of any float dtype, a
+  // Tensor with device kCpu): page-locked where that makes transfers faster and
+  // asynchronous (CUDA); on the CPU, ordinary memory (this default). Not counted in
+  // MemoryStats::peak_allocated.
+  virtual Buffer alloc_host(int64_t rows, int64_t cols, DType dtype) { return alloc(rows, cols, dtype); }
+  // dst = src, element for element: same dtype and shape, any row strides; each side in
+  // this backend's memory or in its alloc_host memory. Ordered with the ops.
+  virtual void copy(Tensor src, Tensor dst) = 0;
   virtual MemoryStats memory() const = 0;
   // A resident fp32 vector [1, n] (norm weights, RoPE frequencies).
   Buffer vector(std::span<const float> host);

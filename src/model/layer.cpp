@@ -99,25 +99,32 @@ LayerRunner::LayerRunner(backend::Backend& b, const ModelConfig& c, int64_t max_
 
 LayerRunner::~LayerRunner() = default;
 
+namespace {
+// Shows slot s's input to the observer; true when the caller wants nothing past it.
+bool observe_input(LinearObserver* observer, const DecoderLayer& L, Slot s, Tensor x, std::optional<Slot> stop_after) {
+  if (observer != nullptr) observer->observe(L.index, s, x);
+  return stop_after == s;
+}
+}  // namespace
+
 void LayerRunner::forward(const DecoderLayer& L, Tensor hidden, Tensor positions,
                           std::span<const Sequence> sequences, LinearObserver* observer,
-                          std::optional<Slot> stop_after) {
+                          std::optional<Slot> stop_after, Block start) {
   const int64_t T = hidden.rows;
   if (T > max_tokens_) {
     throw Error(ErrorKind::kInvalidArgument, "layer forward: " + std::to_string(T) +
                                                  " tokens exceed the scratch size " + std::to_string(max_tokens_));
   }
   GPTQ_CHECK(positions.cols == T, "layer forward: one position per row");
+  GPTQ_CHECK(start == Block::kAttention || !stop_after || *stop_after >= Slot::kGate,
+             "layer forward: a pass from the MLP block cannot stop in the attention block");
   const auto& c = config_;
   auto& b = backend_;
   const float eps = float(c.rms_eps);
+  if (start == Block::kMlp) return mlp_block(L, hidden, observer, stop_after);
   const Tensor norm = s_->norm.rows(T), q = s_->q.rows(T), k = s_->k.rows(T), v = s_->v.rows(T),
-               attn = s_->attn.rows(T), gate = s_->gate.rows(T), up = s_->up.rows(T);
-  // True when the caller wants nothing past this slot.
-  auto observe = [&](Slot s, Tensor x) {
-    if (observer != nullptr) observer->observe(L.index, s, x);
-    return stop_after == s;
-  };
+               attn = s_->attn.rows(T);
+  auto observe = [&](Slot s, Tensor x) { return observe_input(observer, L, s, x, stop_after); };
 
   // Attention block: x += o_proj(attention(rope(q), rope(k), v)) on rms_norm(x).
   b.rms_norm(hidden, L.input_norm, eps, norm);
@@ -139,9 +146,17 @@ void LayerRunner::forward(const DecoderLayer& L, Tensor hidden, Tensor positions
   }
   if (observe(Slot::kO, attn)) return;
   b.linear(L.linear(Slot::kO), attn, hidden, backend::Accumulate::kYes);
+  mlp_block(L, hidden, observer, stop_after);
+}
 
+void LayerRunner::mlp_block(const DecoderLayer& L, Tensor hidden, LinearObserver* observer,
+                            std::optional<Slot> stop_after) {
+  const int64_t T = hidden.rows;
+  auto& b = backend_;
+  const Tensor norm = s_->norm.rows(T), gate = s_->gate.rows(T), up = s_->up.rows(T);
+  auto observe = [&](Slot s, Tensor x) { return observe_input(observer, L, s, x, stop_after); };
   // MLP block: x += down(silu(gate(h)) * up(h)), h = rms_norm(x).
-  b.rms_norm(hidden, L.post_norm, eps, norm);
+  b.rms_norm(hidden, L.post_norm, float(config_.rms_eps), norm);
   if (observe(Slot::kGate, norm) || observe(Slot::kUp, norm)) return;
   const backend::Linear* gate_up[] = {&L.linear(Slot::kGate), &L.linear(Slot::kUp)};
   const Tensor gate_up_out[] = {gate, up};

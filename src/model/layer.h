@@ -81,6 +81,11 @@ struct Sequence {
   backend::KvView cache;
 };
 
+// Where a forward begins: at the attention block, or at the MLP block with `hidden`
+// already holding the residual after attention (what a pass that stopped in the MLP
+// block leaves there), so that passes needing only the MLP do not recompute attention.
+enum class Block { kAttention, kMlp };
+
 struct LayerScratch;  // activations sized for up to T tokens (defined in layer.cpp)
 
 class LayerRunner {
@@ -92,12 +97,16 @@ class LayerRunner {
   // calibration forward batches many samples so that every linear is one product of
   // R rows); norms, linears and RoPE run on all rows at once, attention per sequence.
   // With `stop_after`, the pass ends as soon as that slot's input has been observed
-  // (calibration passes need no more), leaving `hidden` partly updated.
+  // (calibration passes need no more), leaving `hidden` partly updated. Starting at
+  // Block::kMlp, the sequences are not read and stop_after must be an MLP slot or none.
   void forward(const DecoderLayer& layer, backend::Tensor hidden, backend::Tensor positions,
                std::span<const Sequence> sequences, LinearObserver* observer = nullptr,
-               std::optional<Slot> stop_after = std::nullopt);
+               std::optional<Slot> stop_after = std::nullopt, Block start = Block::kAttention);
 
  private:
+  void mlp_block(const DecoderLayer& layer, backend::Tensor hidden, LinearObserver* observer,
+                 std::optional<Slot> stop_after);
+
   backend::Backend& backend_;
   ModelConfig config_;
   backend::RopeTable rope_;

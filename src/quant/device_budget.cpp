@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "model/layer.h"
 
 namespace gptq::quant {
@@ -10,12 +11,15 @@ namespace {
 std::string mib(uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20) + " MiB"; }
 
 uint64_t gptq_work(uint64_t n, uint64_t k) { return std::max(12 * k * k, 4 * k * k + 9 * n * k + 512 * n); }
+
+// Chunks of this many rows keep every linear a large product; beyond it residency wins.
+constexpr int64_t kEfficientRows = 2048;
 }  // namespace
 
 std::string DeviceBudget::describe() const {
   return "weights " + mib(weights) + " + Hessians " + mib(hessians) + " + GPTQ work " + mib(gptq_work) + " + workspaces " +
-         mib(reserve) + ", plus " +
-         std::to_string(per_row) + " bytes per calibration token of a forward chunk";
+         mib(reserve) + ", plus " + std::to_string(per_row) + " bytes per calibration token of a forward chunk and " +
+         std::to_string(per_token) + " per calibration token and activation store kept on the device";
 }
 
 DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q, DType activations) {
@@ -39,8 +43,40 @@ DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q,
     b.gptq_work = std::max(b.gptq_work, gptq_work(uint64_t(c.vocab), uint64_t(c.hidden)));
   }
   const uint64_t qd = uint64_t(c.heads * c.head_dim), kvd = uint64_t(c.kv_heads * c.head_dim);
-  b.per_row = e * (3 * uint64_t(c.hidden) + 2 * qd + 4 * kvd + 2 * uint64_t(c.intermediate)) + 4;
+  b.per_row = e * (4 * uint64_t(c.hidden) + 2 * qd + 4 * kvd + 2 * uint64_t(c.intermediate));
+  b.per_token = e * uint64_t(c.hidden);
   return b;
+}
+
+ActivationPlan plan_activations(const DeviceBudget& need, uint64_t cap, const ActivationNeeds& a) {
+  const uint64_t positions = 4 * uint64_t(a.tokens), store = need.per_token * uint64_t(a.tokens);
+  const StoreHome kept = a.keep_residual ? StoreHome::kHost : StoreHome::kNone;
+  struct Option {
+    StoreHome activations, residual;
+    int stores_on_device;
+  };
+  std::vector<Option> options;
+  if (a.device_stores) {
+    if (a.keep_residual) options.push_back({StoreHome::kDevice, StoreHome::kDevice, 2});
+    options.push_back({StoreHome::kDevice, kept, 1});
+  }
+  options.push_back({StoreHome::kHost, kept, 0});
+  const int64_t enough = std::min(a.wanted_rows, std::max(a.longest, kEfficientRows));
+  for (std::size_t i = 0; i < options.size(); ++i) {
+    const Option& o = options[i];
+    const uint64_t resident = need.fixed() + positions + uint64_t(o.stores_on_device) * store;
+    const int64_t fit = cap > resident ? int64_t((cap - resident) / need.per_row) : 0;
+    const bool last = i + 1 == options.size();
+    if (fit >= (last ? a.longest : enough)) {
+      const int64_t rows = std::min(a.wanted_rows, fit);
+      return {.activations = o.activations, .residual = o.residual, .chunk_rows = rows,
+              .bytes = resident + uint64_t(rows) * need.per_row};
+    }
+  }
+  const uint64_t least = need.fixed() + positions + uint64_t(a.longest) * need.per_row;
+  throw Error(ErrorKind::kDevice, "quantizing needs at least " + std::to_string(least) + " bytes of device memory (" +
+                                      need.describe() + "; the longest sample has " + std::to_string(a.longest) +
+                                      " tokens), more than the " + std::to_string(cap) + " bytes available");
 }
 
 }  // namespace gptq::quant

@@ -133,12 +133,24 @@ class Run {
   QuantizeResult go();
 
  private:
-  void embed_calibration();
+  // A [tokens, hidden] activation store; `resident`: in memory the backend's ops read
+  // (device memory, or any memory on the CPU), so a pass may run on its rows in place.
+  struct Store {
+    backend::Buffer rows;
+    bool resident = false;
+    bool empty() const { return rows.empty(); }
+    backend::Tensor chunk(int64_t first, int64_t count) const { return rows.view().row_slice(first, count); }
+  };
+
+  void measure_calibration();
   void plan_chunks();
-  // Uploads chunk c's activations into scratch_ and its positions; returns its rows.
-  int64_t load_chunk(std::size_t c);
-  void run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back,
-                   std::optional<Slot> stop_after = std::nullopt);
+  void allocate(StoreHome activations, StoreHome residual);
+  void embed_calibration();
+  // One pass of L over every chunk: rows from `from`, beginning at `start`, ending once
+  // `stop_after`'s input was observed (nullopt: the whole layer); the rows as the pass
+  // leaves them go to `into` (null: nowhere, and `from` is left as it was).
+  void run_samples(model::DecoderLayer& L, model::LinearObserver* obs, Store& from, Store* into, model::Block start,
+                   std::optional<Slot> stop_after);
   void quantize_layer(int64_t i);
   ModuleReport quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
                                int64_t in, const std::string& weight_name, const backend::Hessian* h,
@@ -193,8 +205,10 @@ class Run {
   QuantizeResult result_;
   bool gptq_ = true;
   // Calibration activations: sample s occupies rows [offsets_[s], offsets_[s + 1]) of
-  // acts_ ([total tokens, hidden] fp32), the residual stream entering the next layer.
-  std::vector<float> acts_;
+  // each store. acts_: the residual stream entering the layer; mid_: the current layer's
+  // residual after its attention block (empty when not kept), valid once mid_ready_.
+  Store acts_, mid_;
+  bool mid_ready_ = false;
   std::vector<int64_t> offsets_;
   int64_t max_len_ = 0;
   // Forward chunks: chunk c holds samples [chunks_[c], chunks_[c + 1]).
@@ -202,8 +216,8 @@ class Run {
   int64_t chunk_rows_ = 0;  // rows of the largest chunk
   std::unique_ptr<model::LayerRunner> runner_;
   std::unique_ptr<backend::QuantOps> ops_;  // GPTQ's compute, on b_
-  backend::Buffer scratch_;    // [chunk_rows, hidden]
-  backend::Buffer positions_;  // I32 [1, chunk_rows]
+  backend::Buffer scratch_;    // [chunk_rows, hidden]: a pass's rows when not in place
+  backend::Buffer positions_;  // I32 [1, total tokens]: each row's position in its sample
   backend::KvLayer kv_;        // [chunk_rows, kv_heads * head_dim]: sample s of a chunk at its rows
   int64_t quantized_bits_ = 0;
   std::optional<LayerJournal> journal_;
@@ -212,58 +226,110 @@ class Run {
   Clock::time_point layer_start_;
 };
 
-void Run::embed_calibration() {
-  const auto& emb = ckpt_.get("model.embed_tokens.weight");
-  if (emb.shape != std::vector<int64_t>{c_.vocab, c_.hidden}) {
-    throw Error(ErrorKind::kFormat, dir_.string() + ": model.embed_tokens.weight has shape " + emb.shape_string());
-  }
+void Run::measure_calibration() {
   offsets_ = {0};
   for (const auto& s : calib_.samples) {
     offsets_.push_back(offsets_.back() + int64_t(s.size()));
     max_len_ = std::max<int64_t>(max_len_, int64_t(s.size()));
+    for (int32_t id : s) {
+      if (id < 0 || id >= c_.vocab) throw Error(ErrorKind::kInvalidArgument, "calibration token id out of range");
+    }
   }
   if (max_len_ > c_.max_positions) {
     throw Error(ErrorKind::kInvalidArgument, "calibration samples of " + std::to_string(max_len_) +
                                                  " tokens exceed the model's context of " + std::to_string(c_.max_positions));
   }
-  acts_.resize(std::size_t(offsets_.back() * c_.hidden));
+}
+
+void Run::allocate(StoreHome activations, StoreHome residual) {
+  const int64_t tokens = offsets_.back();
+  auto store = [&](StoreHome home) {
+    if (home == StoreHome::kNone) return Store{};
+    const bool device = home == StoreHome::kDevice;
+    return Store{.rows = device ? b_.alloc(tokens, c_.hidden) : b_.alloc_host(tokens, c_.hidden, b_.activation_dtype()),
+                 .resident = device};
+  };
+  acts_ = store(activations);
+  mid_ = store(residual);
+  scratch_ = b_.alloc(chunk_rows_, c_.hidden);
+  kv_ = {b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim), b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim)};
+  std::vector<int32_t> pos;
+  pos.reserve(std::size_t(tokens));
+  for (std::size_t s = 0; s + 1 < offsets_.size(); ++s) {
+    for (int64_t t = 0; t < offsets_[s + 1] - offsets_[s]; ++t) pos.push_back(int32_t(t));
+  }
+  positions_ = b_.alloc(1, tokens, DType::kI32);
+  b_.upload(pos, positions_.view());
+}
+
+// Chunk by chunk, so that the host holds one chunk of fp32 rows, not the whole set.
+void Run::embed_calibration() {
+  const auto& emb = ckpt_.get("model.embed_tokens.weight");
+  if (emb.shape != std::vector<int64_t>{c_.vocab, c_.hidden}) {
+    throw Error(ErrorKind::kFormat, dir_.string() + ": model.embed_tokens.weight has shape " + emb.shape_string());
+  }
   const std::size_t row_bytes = std::size_t(c_.hidden) * dtype_size(emb.dtype);
   io::TensorView row = emb;
   row.shape = {c_.hidden};
-  int64_t r = 0;
-  for (const auto& s : calib_.samples) {
-    for (int32_t id : s) {
-      if (id < 0 || id >= c_.vocab) throw Error(ErrorKind::kInvalidArgument, "calibration token id out of range");
-      row.data = emb.data.subspan(std::size_t(id) * row_bytes, row_bytes);
-      io::to_f32(row, &acts_[std::size_t(r++ * c_.hidden)]);
+  std::vector<float> host;
+  for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
+    const int64_t first = offsets_[chunks_[c]], rows = offsets_[chunks_[c + 1]] - first;
+    host.resize(std::size_t(rows * c_.hidden));
+    float* out = host.data();
+    for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) {
+      for (int32_t id : calib_.samples[s]) {
+        row.data = emb.data.subspan(std::size_t(id) * row_bytes, row_bytes);
+        io::to_f32(row, out);
+        out += c_.hidden;
+      }
+    }
+    const backend::Tensor dst = acts_.chunk(first, rows);
+    if (acts_.resident) {
+      b_.upload(host, dst);
+    } else {
+      b_.upload(host, scratch_.rows(rows));  // converted to the activation dtype there
+      b_.copy(scratch_.rows(rows), dst);
     }
   }
+  b_.synchronize();  // `host` goes
 }
 
 void Run::plan_chunks() {
   const bool by_samples = o_.batch_samples > 0;
   int64_t max_rows = by_samples ? std::numeric_limits<int64_t>::max() : o_.batch_tokens;
   const int64_t max_samples = by_samples ? o_.batch_samples : std::numeric_limits<int64_t>::max();
+  const bool keep_residual = o_.config.true_sequential && o_.attention_reuse == AttentionReuse::kAuto;
+  const bool device_stores = o_.activations == ActivationHome::kAuto;
+  StoreHome acts = device_stores ? StoreHome::kDevice : StoreHome::kHost;
+  StoreHome residual = keep_residual ? acts : StoreHome::kNone;
   if (b_.device() != backend::Device::kCpu) {
     const DeviceBudget need = device_budget(c_, o_.config, b_.activation_dtype());
     const backend::MemoryStats m = b_.memory();
     const uint64_t cap = o_.max_device_bytes > 0 ? o_.max_device_bytes : m.device_total - m.device_used;
-    const uint64_t one_sample = need.fixed() + uint64_t(max_len_) * need.per_row;
-    if (one_sample > cap) {
-      throw Error(ErrorKind::kDevice, b_.name() + ": quantizing needs at least " + std::to_string(one_sample) +
-                                          " bytes of device memory (" + need.describe() + "; the longest sample has " +
-                                          std::to_string(max_len_) + " tokens), more than the " +
-                                          std::to_string(cap) + " bytes available");
+    const int64_t wanted = by_samples ? o_.batch_samples * max_len_ : o_.batch_tokens;
+    ActivationPlan plan;
+    try {
+      plan = plan_activations(need, cap, {.tokens = offsets_.back(), .longest = max_len_, .wanted_rows = wanted,
+                                          .keep_residual = keep_residual, .device_stores = device_stores});
+    } catch (const Error& e) {
+      throw Error(e.kind(), b_.name() + ": " + e.what());
     }
-    const int64_t fit = int64_t((cap - need.fixed()) / need.per_row);
-    if (fit < max_rows && (by_samples ? o_.batch_samples * max_len_ : o_.batch_tokens) > fit) {
-      if (o_.on_note) {
-        o_.on_note("a forward chunk of " + (by_samples ? std::to_string(o_.batch_samples) + " samples"
-                                                       : std::to_string(o_.batch_tokens) + " tokens") +
-                   " does not fit in " + std::to_string(cap >> 20) + " MiB of device memory (" + need.describe() +
-                   "): chunks of at most " + std::to_string(fit) + " tokens instead");
-      }
-      max_rows = fit;
+    acts = plan.activations;
+    residual = plan.residual;
+    std::string why;
+    if (plan.chunk_rows < wanted) {
+      why = "a forward chunk of " +
+            (by_samples ? std::to_string(o_.batch_samples) + " samples" : std::to_string(o_.batch_tokens) + " tokens") +
+            " does not fit: chunks of at most " + std::to_string(plan.chunk_rows) + " tokens instead";
+      max_rows = plan.chunk_rows;
+    }
+    if (device_stores && (acts == StoreHome::kHost || residual == StoreHome::kHost)) {
+      why += std::string(why.empty() ? "" : "; ") + "the calibration activations" +
+             (acts == StoreHome::kHost ? "" : "' residual after attention") +
+             " streamed from page-locked host memory";
+    }
+    if (!why.empty() && o_.on_note) {
+      o_.on_note(why + " (" + std::to_string(cap >> 20) + " MiB of device memory; " + need.describe() + ")");
     }
   }
   chunks_ = {0};
@@ -280,42 +346,34 @@ void Run::plan_chunks() {
     chunk_rows_ = std::max(chunk_rows_, rows);
   }
   chunks_.push_back(offsets_.size() - 1);
+  allocate(acts, residual);
 }
 
-int64_t Run::load_chunk(std::size_t c) {
-  const int64_t first = offsets_[chunks_[c]], rows = offsets_[chunks_[c + 1]] - first;
-  b_.upload(std::span<const float>(&acts_[std::size_t(first * c_.hidden)], std::size_t(rows * c_.hidden)),
-            scratch_.rows(rows));
-  std::vector<int32_t> pos;
-  for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) {
-    for (int64_t t = 0; t < offsets_[s + 1] - offsets_[s]; ++t) pos.push_back(int32_t(t));
-  }
-  b_.upload(pos, positions_.view().col_slice(0, rows));
-  return rows;
-}
-
-void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, bool write_back,
-                      std::optional<Slot> stop_after) {
+void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, Store& from, Store* into,
+                      model::Block start, std::optional<Slot> stop_after) {
+  // Whether the pass changes its rows: the o_proj and down_proj products add to them.
+  const bool writes = !stop_after || (start == model::Block::kAttention && *stop_after >= Slot::kGate);
   b_.synchronize();
   const auto t0 = Clock::now();
   const double nested = times_.hessian + times_.transfer;
   std::vector<model::Sequence> seqs;
   for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
-    int64_t rows = 0;
-    timed(&LayerTimes::transfer, [&] { rows = load_chunk(c); });
-    const int64_t base = offsets_[chunks_[c]];
+    const int64_t base = offsets_[chunks_[c]], rows = offsets_[chunks_[c + 1]] - base;
+    const backend::Tensor src = from.chunk(base, rows);
+    backend::Tensor h = src;  // in place
+    if (!from.resident || (writes && into != &from)) {
+      h = into != nullptr && into->resident ? into->chunk(base, rows) : scratch_.rows(rows);
+      timed(&LayerTimes::transfer, [&] { b_.copy(src, h); });
+    }
     seqs.clear();
     for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) {
       const int64_t r = offsets_[s] - base, len = offsets_[s + 1] - offsets_[s];
       seqs.push_back({.first_row = r, .rows = len,
                       .cache = {kv_.k.view().row_slice(r, len), kv_.v.view().row_slice(r, len)}});
     }
-    const backend::Tensor h = scratch_.rows(rows);
-    runner_->forward(L, h, positions_.view().col_slice(0, rows), seqs, obs, stop_after);
-    if (write_back) {
-      timed(&LayerTimes::transfer, [&] {
-        b_.download(h, std::span<float>(&acts_[std::size_t(base * c_.hidden)], std::size_t(rows * c_.hidden)));
-      });
+    runner_->forward(L, h, positions_.view().col_slice(base, rows), seqs, obs, stop_after, start);
+    if (into != nullptr && into->chunk(base, rows).data != h.data) {
+      timed(&LayerTimes::transfer, [&] { b_.copy(h, into->chunk(base, rows)); });
     }
   }
   b_.synchronize();
@@ -397,6 +455,7 @@ void Run::quantize_layer(int64_t i) {
       L = model::load_layer(ckpt_, c_, i, dense, b_);
     });
   }
+  mid_ready_ = false;
   for (const auto& group : slot_groups(o_.config.true_sequential)) {
     std::vector<Slot> todo;
     for (Slot s : group) {
@@ -415,8 +474,18 @@ void Run::quantize_layer(int64_t i) {
     std::optional<HessianObserver> obs;
     if (gptq_) {
       obs.emplace(b_, *ops_, c_, todo, &times_.hessian);
-      // Nothing after the group's last input is needed: the pass stops there.
-      run_samples(*L, &*obs, false, todo.back());
+      // Nothing after the group's last input is needed: the pass stops there. The first
+      // pass into the MLP block of a true-sequential layer (its attention quantized by
+      // now) keeps the residual after attention for the MLP passes after it.
+      const bool mlp = group.front() >= Slot::kGate;
+      if (mlp && mid_ready_) {
+        run_samples(*L, &*obs, mid_, nullptr, model::Block::kMlp, todo.back());
+      } else if (mlp && !mid_.empty()) {
+        run_samples(*L, &*obs, acts_, &mid_, model::Block::kAttention, todo.back());
+        mid_ready_ = true;
+      } else {
+        run_samples(*L, &*obs, acts_, nullptr, model::Block::kAttention, todo.back());
+      }
     }
     for (Slot s : todo) {
       const std::string name = model::module_name(i, s);
@@ -425,7 +494,13 @@ void Run::quantize_layer(int64_t i) {
                              gptq_ ? &obs->hessian(s) : nullptr, gptq_ ? &L->linears[std::size_t(s)] : nullptr));
     }
   }
-  if (gptq_) run_samples(*L, nullptr, true);  // the next layer's inputs
+  if (gptq_) {  // the next layer's inputs
+    if (mid_ready_) {
+      run_samples(*L, nullptr, mid_, &acts_, model::Block::kMlp, std::nullopt);
+    } else {
+      run_samples(*L, nullptr, acts_, &acts_, model::Block::kAttention, std::nullopt);
+    }
+  }
   if (journal_) {
     nlohmann::ordered_json modules = nlohmann::ordered_json::array();
     for (std::size_t m = first_report; m < result_.modules.size(); ++m) {
@@ -473,7 +548,7 @@ void Run::replay_layer(int64_t i) {
           b_.gptq_linear(model::read_packed(*l.tensors, name, out, in, *settings, o_.config.format, false));
     });
   }
-  run_samples(*L, nullptr, true);
+  run_samples(*L, nullptr, acts_, &acts_, model::Block::kAttention, std::nullopt);
 }
 
 nlohmann::ordered_json Run::fingerprint() const {
@@ -509,9 +584,14 @@ void Run::quantize_lm_head() {
     h = ops_->hessian(c_.hidden);
     const backend::Buffer norm = b_.vector(model::load_vector(ckpt_, "model.norm.weight", c_.hidden));
     for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
-      backend::Tensor x;
-      timed(&LayerTimes::transfer, [&] { x = scratch_.rows(load_chunk(c)); });
-      timed(&LayerTimes::forward, [&] { b_.rms_norm(x, norm, float(c_.rms_eps), x); });
+      const int64_t base = offsets_[chunks_[c]], rows = offsets_[chunks_[c + 1]] - base;
+      const backend::Tensor x = scratch_.rows(rows);
+      backend::Tensor src = acts_.chunk(base, rows);
+      if (!acts_.resident) {
+        timed(&LayerTimes::transfer, [&] { b_.copy(src, x); });
+        src = x;
+      }
+      timed(&LayerTimes::forward, [&] { b_.rms_norm(src, norm, float(c_.rms_eps), x); });
       timed(&LayerTimes::hessian, [&] { ops_->accumulate(*h, x); });
     }
     ++times_.passes;
@@ -562,13 +642,11 @@ QuantizeResult Run::go() {
   gptq_ = o_.config.method == Method::kGptq;
   if (gptq_) {
     if (calib_.samples.empty()) throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration samples");
-    embed_calibration();
+    measure_calibration();
     plan_chunks();
+    embed_calibration();
     runner_ = std::make_unique<model::LayerRunner>(b_, c_, chunk_rows_);
     ops_ = backend::make_quant_ops(b_);
-    scratch_ = b_.alloc(chunk_rows_, c_.hidden);
-    positions_ = b_.alloc(1, chunk_rows_, DType::kI32);
-    kv_ = {b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim), b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim)};
   }
   if (!o_.journal_dir.empty()) journal_.emplace(o_.journal_dir, fingerprint(), o_.journal_mode);
   copy_raw("model.embed_tokens.weight");

@@ -9,10 +9,17 @@
 //     run the layer once more to produce the next layer's inputs
 //   (lm_head last, on the final-normed activations, when asked)
 //
-// Peak memory ≈ calibration activations (n_samples · seq_len · hidden · 4 bytes)
-//             + one layer's weights in fp32 + the largest group's Hessian(s) (K² · 8 bytes
-//             each) + GPTQ's per-module work (K² · 4 + N · K · 4 bytes)
-// and the output is streamed to disk, never held whole.
+// Between passes the calibration activations are kept in the backend's activation dtype
+// in one [tokens, hidden] store, on the device when it fits; under true-sequential a
+// second store keeps the residual after the layer's quantized attention block, so the
+// MLP passes (gate/up, down, the next layer's inputs) do not recompute attention. A
+// pass runs in place on a store's rows where it leaves them unchanged or is meant to
+// update them; otherwise on a copy.
+//
+// Peak memory on the CPU ≈ the stores (2 · n_samples · seq_len · hidden · 4 bytes under
+// true-sequential, 1 · without) + one layer's weights in fp32 + the largest group's
+// Hessian(s) (K² · 8 bytes each) + GPTQ's per-module work (K² · 4 + N · K · 4 bytes);
+// on a device, quant/device_budget.h. The output is streamed to disk, never held whole.
 #pragma once
 
 #include <filesystem>
@@ -85,6 +92,9 @@ struct QuantizeResult {
   double bpw_total = 0.0;
 };
 
+enum class ActivationHome { kAuto, kHost };
+enum class AttentionReuse { kAuto, kRecompute };
+
 struct PipelineOptions {
   QuantizeConfig config;
   std::filesystem::path out_dir;
@@ -101,6 +111,16 @@ struct PipelineOptions {
   // start). A chunk larger than what fits is shrunk, with a note; a layer that does not
   // fit at all is refused before any work (quant/device_budget.h has the formula).
   uint64_t max_device_bytes = 0;
+  // Where the calibration activations are kept between passes. kAuto: in device memory
+  // when the budget allows (quant/device_budget.h), else streamed through page-locked
+  // host memory in the activation dtype; kHost: streamed whatever fits (the CPU backend
+  // then runs every pass through a chunk copy, the path a small device takes).
+  ActivationHome activations = ActivationHome::kAuto;
+  // Under true-sequential, whether the gate/up, down and final passes start from the
+  // residual after the (quantized) attention block, kept from the first of them
+  // (kAuto, memory allowing; the same operations on the same inputs, so the same
+  // values), or recompute attention each time (kRecompute).
+  AttentionReuse attention_reuse = AttentionReuse::kAuto;
   std::function<void(const std::string&)> on_note;
   // Where finished layers are kept until the output is committed (empty: nowhere), and
   // whether to continue from the layers already there (quant/layer_journal.h). A

@@ -67,6 +67,15 @@ class CpuBackend final : public Backend {
   void download(Tensor src, std::span<float> host) override { copy_out(f32(src), src, host.data(), host.size()); }
   void download(Tensor src, std::span<int32_t> host) override { copy_out(i32(src), src, host.data(), host.size()); }
   void synchronize() override {}
+  void copy(Tensor src, Tensor dst) override {
+    check(src.device == Device::kCpu && dst.device == Device::kCpu, "copy: tensor is not in host memory");
+    check(src.dtype == dst.dtype && src.rows == dst.rows && src.cols == dst.cols, "copy: shapes or dtypes differ");
+    const std::size_t e = dtype_size(src.dtype), row = std::size_t(src.cols) * e;
+    for (int64_t r = 0; r < src.rows; ++r) {
+      std::memmove(static_cast<std::byte*>(dst.data) + std::size_t(r * dst.stride) * e,
+                   static_cast<const std::byte*>(src.data) + std::size_t(r * src.stride) * e, row);
+    }
+  }
   // peak_allocated counts tensors only; weights are in the process's RSS.
   MemoryStats memory() const override { return {.peak_allocated = meter_->peak()}; }
 

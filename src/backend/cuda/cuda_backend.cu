@@ -218,6 +218,26 @@ class CudaBackend final : public Backend {
       throw Error(ErrorKind::kInvalidArgument, "a token id is outside the model's vocabulary");
     }
   }
+  Buffer alloc_host(int64_t rows, int64_t cols, DType dtype) override {
+    GPTQ_CHECK(rows >= 0 && cols >= 0, "cuda backend: negative buffer size");
+    const uint64_t bytes = uint64_t(std::max<int64_t>(rows * cols, 1)) * dtype_size(dtype);
+    void* p = nullptr;
+    if (cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
+      cudaGetLastError();
+      throw Error(ErrorKind::kDevice, name_ + ": cannot allocate " + mib(bytes) + " of page-locked host memory for a [" +
+                                          std::to_string(rows) + ", " + std::to_string(cols) + "] tensor");
+    }
+    std::shared_ptr<void> mem(p, [](void* q) { cudaFreeHost(q); });
+    return make_buffer(mem, {.data = p, .dtype = dtype, .device = Device::kCpu, .rows = rows, .cols = cols,
+                             .stride = cols});
+  }
+  void copy(Tensor src, Tensor dst) override {
+    GPTQ_CHECK(src.dtype == dst.dtype && src.rows == dst.rows && src.cols == dst.cols,
+               "cuda copy: shapes or dtypes differ");
+    const int64_t e = int64_t(dtype_size(src.dtype));
+    // Unified addressing tells device from page-locked host memory.
+    copy_2d(dst.data, dst.stride * e, src.data, src.stride * e, src.cols * e, src.rows, cudaMemcpyDefault);
+  }
   MemoryStats memory() const override {
     size_t free = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free, &total));
