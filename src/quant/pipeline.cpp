@@ -418,9 +418,13 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
                              saved.g_idx.size() * 32);
   result_.quantized_params += out * in;
   if (swap_in != nullptr) {
-    // The in-memory model runs exactly what a reload of the checkpoint runs.
+    // The in-memory model runs exactly what a reload of the checkpoint runs, bias
+    // included (GPTQ quantizes the weight only).
     PackedLinear live;
-    timed(&LayerTimes::pack, [&] { live = pack(q, Format::kV2); });
+    timed(&LayerTimes::pack, [&] {
+      live = pack(q, Format::kV2);
+      if (ckpt_.find(name + ".bias") != nullptr) live.bias = model::load_vector(ckpt_, name + ".bias", out);
+    });
     timed(&LayerTimes::swap_in, [&] { *swap_in = b_.gptq_linear(std::move(live)); });
   }
   m.seconds = since(t0);
@@ -521,7 +525,7 @@ void Run::quantize_layer(int64_t i) {
 // Layer i as recorded: its tensors to the output in their order, its reports, and (for
 // GPTQ) the next layer's inputs from the layer as the recording run had it in memory:
 // the original weights with each quantized module swapped for its packed form (as
-// quantize_module swaps it in: v2 zeros, no bias).
+// quantize_module swaps it in: v2 zeros, with its bias).
 void Run::replay_layer(int64_t i) {
   const LayerJournal::Layer l = journal_->read(i);
   for (const std::string& name : l.order) {
@@ -545,7 +549,8 @@ void Run::replay_layer(int64_t i) {
     const auto [out, in] = model::slot_shape(c_, s);
     timed(&LayerTimes::swap_in, [&] {
       L->linears[std::size_t(s)] =
-          b_.gptq_linear(model::read_packed(*l.tensors, name, out, in, *settings, o_.config.format, false));
+          b_.gptq_linear(model::read_packed(*l.tensors, name, out, in, *settings, o_.config.format,
+                                            l.tensors->find(name + ".bias") != nullptr));
     });
   }
   run_samples(*L, nullptr, acts_, &acts_, model::Block::kAttention, std::nullopt);
