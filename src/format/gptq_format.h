@@ -95,6 +95,10 @@ constexpr uint32_t get_code(const int32_t* words, int64_t stride, int64_t i, int
   return v & code_mask(bits);
 }
 
+// Columns that packing loops over together: 16 int32 words, one 64-byte cache line of a
+// qweight row.
+inline constexpr int64_t kPackColumns = 16;
+
 // Writes code i (only its low `bits` bits) into the stream, leaving other codes intact.
 constexpr void set_code(int32_t* words, int64_t stride, int64_t i, int bits, uint32_t code) {
   const int64_t bit = i * bits;

@@ -1,5 +1,6 @@
 #include "format/packing.h"
 
+#include <algorithm>
 #include <string>
 
 #include "core/dtype.h"
@@ -130,9 +131,16 @@ PackedLinear pack(const QuantizedLinear& q, Format format) {
   p.qweight.assign(std::size_t(p.qweight_shape[0] * N), 0);
   p.qzeros.assign(std::size_t(G * p.qzeros_shape[1]), 0);
 
-  // Column n of qweight is the stream of codes q[n, 0..K) with word stride N.
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t k = 0; k < K; ++k) set_code(&p.qweight[n], N, k, bits, q.q[n * K + k]);
+  // Column n of qweight is the stream of codes q[n, 0..K) with word stride N. Columns go
+  // in blocks of kPackColumns, k outer, so that each word row's piece of the block (one
+  // cache line) is written code after code while it is in cache, instead of one word N
+  // words away per code; blocks write disjoint words, so they run in parallel.
+#pragma omp parallel for schedule(static)
+  for (int64_t n0 = 0; n0 < N; n0 += kPackColumns) {
+    const int64_t n1 = std::min(N, n0 + kPackColumns);
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t n = n0; n < n1; ++n) set_code(&p.qweight[n], N, k, bits, q.q[n * K + k]);
+    }
   }
   // Row g of qzeros is the stream of stored zeros of columns 0..N.
   for (int64_t g = 0; g < G; ++g) {

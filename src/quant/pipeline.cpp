@@ -223,6 +223,9 @@ class Run {
   std::optional<LayerJournal> journal_;
   bool recording_ = false;
   LayerTimes times_;  // the layer being quantized
+  // The module being quantized, fp32 [out, in]; kept across modules, since a fresh
+  // vector of a large module is a page fault per 4 KiB on first touch.
+  std::vector<float> w_;
   Clock::time_point layer_start_;
 };
 
@@ -386,13 +389,17 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
                                   std::unique_ptr<backend::Linear>* swap_in) {
   ModuleReport m{.name = name, .layer = layer, .bits = s.bits, .group_size = s.group_size, .desc_act = s.desc_act};
   const auto t0 = Clock::now();
-  std::vector<float> W;
-  timed(&LayerTimes::convert, [&] { W = io::to_f32(ckpt_.get(weight_name), {out, in}, dir_.string()); });
+  timed(&LayerTimes::convert, [&] {
+    const io::TensorView& t = io::expect_shape(ckpt_.get(weight_name), {out, in}, dir_.string());
+    w_.resize(std::size_t(out * in));
+    io::to_f32(t, w_.data());
+  });
+  const float* W = w_.data();
   QuantizedLinear q;
   if (gptq_) {
     GptqStats st;
     const auto tq = Clock::now();
-    q = gptq_quantize(*ops_, W.data(), out, in, *h, gptq_options(o_.config, s, name), &st);
+    q = gptq_quantize(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st);
     m.loss = st.loss;
     m.damp = st.damp_percent;
     m.retries = st.retries;
@@ -401,7 +408,7 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
     times_.quantize += since(tq) - st.factor_seconds - st.sweep_seconds;
   } else {
     timed(&LayerTimes::quantize, [&] {
-      q = rtn_quantize(W.data(), out, in, {.quant = quantizer_config(o_.config, s), .group_size = s.group_size});
+      q = rtn_quantize(W, out, in, {.quant = quantizer_config(o_.config, s), .group_size = s.group_size});
     });
   }
   if (o_.on_quantized) o_.on_quantized(name, q);
@@ -418,11 +425,12 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
                              saved.g_idx.size() * 32);
   result_.quantized_params += out * in;
   if (swap_in != nullptr) {
-    // The in-memory model runs exactly what a reload of the checkpoint runs, bias
-    // included (GPTQ quantizes the weight only).
-    PackedLinear live;
+    // The in-memory model runs exactly what a reload of the checkpoint runs: the tensors
+    // just written, v1 zeros converted as the loader converts them, bias included (GPTQ
+    // quantizes the weight only).
+    PackedLinear live = std::move(saved);
     timed(&LayerTimes::pack, [&] {
-      live = pack(q, Format::kV2);
+      if (o_.config.format == Format::kV1) convert_v1_zeros_to_v2(live);
       if (ckpt_.find(name + ".bias") != nullptr) live.bias = model::load_vector(ckpt_, name + ".bias", out);
     });
     timed(&LayerTimes::swap_in, [&] { *swap_in = b_.gptq_linear(std::move(live)); });

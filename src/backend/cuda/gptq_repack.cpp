@@ -28,11 +28,24 @@ std::optional<GptqHostLayout> repack_for_cuda(const quant::PackedLinear& p) {
   }
   const bool identity = std::is_sorted(p.g_idx.begin(), p.g_idx.end());
   if (!identity) l.perm = order;
-  l.qweight.assign(std::size_t(quant::qweight_rows(K, bits) * Np), 0);
-  for (int64_t n = 0; n < N; ++n) {
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t src = identity ? k : order[std::size_t(k)];
-      quant::set_code(l.qweight.data() + n, Np, k, bits, quant::get_code(p.qweight.data() + n, N, src, bits));
+  const int64_t rows = quant::qweight_rows(K, bits);
+  l.qweight.assign(std::size_t(rows * Np), 0);
+  if (identity) {  // the same words, each row padded from N to Np columns
+    for (int64_t r = 0; r < rows; ++r) {
+      std::copy_n(p.qweight.data() + r * N, N, l.qweight.data() + r * Np);
+    }
+  } else {
+    // Blocks of columns, k outer, in parallel: as quant::pack, one cache line of each
+    // word row at a time.
+#pragma omp parallel for schedule(static)
+    for (int64_t n0 = 0; n0 < N; n0 += quant::kPackColumns) {
+      const int64_t n1 = std::min(N, n0 + quant::kPackColumns);
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t src = order[std::size_t(k)];
+        for (int64_t n = n0; n < n1; ++n) {
+          quant::set_code(l.qweight.data() + n, Np, k, bits, quant::get_code(p.qweight.data() + n, N, src, bits));
+        }
+      }
     }
   }
   const int64_t zcols = quant::qzeros_cols(N, bits);
