@@ -9,9 +9,10 @@
 //   fixed     = one layer's dense weights in the activation dtype
 //             + the Hessians alive at once (fp32 K² per distinct input of the largest
 //               true-sequential group; every input's without true-sequential)
-//             + GPTQ's work for the largest module: max(12 K² (the fp64 factorisation
-//               and the fp32 factor), 4 K² + 9 N K + 512 N (factor, weights, working
-//               weights, codes, block errors))
+//             + GPTQ's work: the fp32 factor U (4 K² for the largest K) and the
+//               QuantOps' scratch, kept at its largest over the modules: max(8 K² (the
+//               fp64 factorisation), 10 N K + 512 N (weights, working weights, codes,
+//               block errors, scales and zeros))
 //             + a reserve of 192 MiB for the backend's workspaces (cuBLAS 32 MiB, the
 //               GPTQ GEMM's dequantization tiles, 64 MiB, held twice while the
 //               workspace grows, cuSOLVER's few MiB)

@@ -424,37 +424,44 @@ class CudaQuantOps final : public QuantOps {
     const CudaHessian& c = mine(h);
     const int64_t K = c.in_features();
     GPTQ_CHECK(int64_t(perm.size()) == K && int64_t(dead.size()) == K, "cuda inverse_factor: plan size");
-    const auto dperm = put(perm.data(), perm.size_bytes(), "the column order");
-    const auto ddead = put(dead.data(), dead.size_bytes(), "the dead-column mask");
     const bool f64 = precision_ == FactorPrecision::kF64;
     const uint64_t elem = f64 ? 8 : 4;
-    const auto A = ctx_.alloc(uint64_t(K * K) * elem, "the " + std::string(f64 ? "fp64" : "fp32") +
-                                                            " factorisation of a [" + std::to_string(K) + ", " +
-                                                            std::to_string(K) + "] Hessian");
+    begin(piece(perm.size_bytes()) + piece(dead.size_bytes()) + piece(uint64_t(K * K) * elem),
+          "the " + std::string(f64 ? "fp64" : "fp32") + " factorisation of a [" + std::to_string(K) + ", " +
+              std::to_string(K) + "] Hessian");
+    const auto dperm = put(perm.data(), perm.size_bytes());
+    const auto ddead = put(dead.data(), dead.size_bytes());
+    const auto A = take(uint64_t(K * K) * elem);
     const dim3 grid = matrix_grid(K, K);
     const auto* hp = c.data();
-    const auto* pp = static_cast<const int64_t*>(dperm.get());
-    const auto* dp = static_cast<const char*>(ddead.get());
+    const auto* pp = static_cast<const int64_t*>(dperm);
+    const auto* dp = static_cast<const char*>(ddead);
     if (f64) {
       launch(reversed_damped_kernel<double>, grid, 256, 0, ctx_.stream, hp, pp, dp, lambda, K,
-             static_cast<double*>(A.get()));
+             static_cast<double*>(A));
     } else {
       launch(reversed_damped_kernel<float>, grid, 256, 0, ctx_.stream, hp, pp, dp, lambda, K,
-             static_cast<float*>(A.get()));
+             static_cast<float*>(A));
     }
     const cudaDataType_t t = f64 ? CUDA_R_64F : CUDA_R_32F;
     size_t dev_bytes = 0, host_bytes = 0, dev2 = 0, host2 = 0;
-    CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A.get(), K, t,
+    CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A, K, t,
                                                &dev_bytes, &host_bytes));
-    CUSOLVER_CHECK(cusolverDnXtrtri_bufferSize(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, K, t, A.get(),
+    CUSOLVER_CHECK(cusolverDnXtrtri_bufferSize(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, K, t, A,
                                                K, &dev2, &host2));
-    const auto work = ctx_.alloc(std::max(dev_bytes, dev2), "the cuSOLVER workspace");
+    if (std::max(dev_bytes, dev2) > solver_work_bytes_) {
+      sync();  // the old workspace may still be in use
+      solver_work_.reset();
+      solver_work_ = ctx_.alloc(std::max(dev_bytes, dev2), "the cuSOLVER workspace");
+      solver_work_bytes_ = std::max(dev_bytes, dev2);
+    }
+    const auto& work = solver_work_;
     std::vector<std::byte> host_work(std::max(host_bytes, host2));
     clear_flag();
-    CUSOLVER_CHECK(cusolverDnXpotrf(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A.get(), K, t, work.get(),
+    CUSOLVER_CHECK(cusolverDnXpotrf(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A, K, t, work.get(),
                                     std::max(dev_bytes, dev2), host_work.data(), host_work.size(), flag()));
     if (read_flag() != 0) return nullptr;  // not positive definite at this λ
-    CUSOLVER_CHECK(cusolverDnXtrtri(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, K, t, A.get(), K,
+    CUSOLVER_CHECK(cusolverDnXtrtri(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, K, t, A, K,
                                     work.get(), std::max(dev_bytes, dev2), host_work.data(), host_work.size(),
                                     flag()));
     if (read_flag() != 0) return nullptr;
@@ -462,10 +469,10 @@ class CudaQuantOps final : public QuantOps {
     f->U = ctx_.alloc(uint64_t(K * K) * 4, "the inverse-Hessian factor");
     auto* up = static_cast<float*>(f->U.get());
     if (f64) {
-      launch(factor_from_inverse_kernel<double>, grid, 256, 0, ctx_.stream, static_cast<const double*>(A.get()), K, up,
+      launch(factor_from_inverse_kernel<double>, grid, 256, 0, ctx_.stream, static_cast<const double*>(A), K, up,
              flag());
     } else {
-      launch(factor_from_inverse_kernel<float>, grid, 256, 0, ctx_.stream, static_cast<const float*>(A.get()), K, up,
+      launch(factor_from_inverse_kernel<float>, grid, 256, 0, ctx_.stream, static_cast<const float*>(A), K, up,
              flag());
     }
     if (read_flag() != 0) return nullptr;
@@ -489,41 +496,44 @@ class CudaQuantOps final : public QuantOps {
                              .grid = qc.mse.grid,
                              .norm = qc.mse.norm,
                              .min_zero = qc.min_zero};
-    const auto dperm = put(plan.perm.data(), plan.perm.size_bytes(), "the column order");
-    const auto dgroup = put(plan.group_of.data(), plan.group_of.size_bytes(), "the column groups");
-    const auto ddead = put(plan.dead.data(), plan.dead.size_bytes(), "the dead-column mask");
-    const auto scales = zeroed(uint64_t(G * N) * 4, "group scales");
-    const auto zeros = zeroed(uint64_t(G * N) * 4, "group zeros");
-    const auto row_loss = zeroed(uint64_t(N) * 8, "per-row losses");
-    const auto codes = zeroed(uint64_t(N * K), "codes");
-    const auto Wp = ctx_.alloc(uint64_t(N * K) * 4, "the working weights");
+    const int64_t B = std::min<int64_t>(plan.block_size, K);
+    begin(piece(plan.perm.size_bytes()) + piece(plan.group_of.size_bytes()) + piece(plan.dead.size_bytes()) +
+              2 * piece(uint64_t(G * N) * 4) + piece(uint64_t(N) * 8) + piece(uint64_t(N * K)) +
+              2 * piece(uint64_t(N * K) * 4) + piece(uint64_t(N * B) * 4),
+          "the sweep of a [" + std::to_string(N) + ", " + std::to_string(K) + "] module");
+    const auto dperm = put(plan.perm.data(), plan.perm.size_bytes());
+    const auto dgroup = put(plan.group_of.data(), plan.group_of.size_bytes());
+    const auto ddead = put(plan.dead.data(), plan.dead.size_bytes());
+    const auto scales = zeroed(uint64_t(G * N) * 4);
+    const auto zeros = zeroed(uint64_t(G * N) * 4);
+    const auto row_loss = zeroed(uint64_t(N) * 8);
+    const auto codes = zeroed(uint64_t(N * K));
+    const auto Wp = take(uint64_t(N * K) * 4);
     {
-      const auto Wd = put(W, uint64_t(N * K) * 4, "the weights");
-      const float* w = static_cast<const float*>(Wd.get());
-      const char* dd = static_cast<const char*>(ddead.get());
+      const auto Wd = put(W, uint64_t(N * K) * 4);
+      const float* w = static_cast<const float*>(Wd);
+      const char* dd = static_cast<const char*>(ddead);
       if (plan.params != GroupParams::kDynamic) {
         const int64_t pg = plan.params == GroupParams::kPerRow ? 1 : G;
         const int64_t pw = plan.params == GroupParams::kPerRow ? K : gs;
         launch(group_params_kernel, ceil_div(N * pg * 32, 256), 256, 0, ctx_.stream, w, dd, N, K, pg, pw,
-               plan.params == GroupParams::kStatic, dq, static_cast<float*>(scales.get()),
-               static_cast<int32_t*>(zeros.get()));
+               plan.params == GroupParams::kStatic, dq, static_cast<float*>(scales),
+               static_cast<int32_t*>(zeros));
       }
-      launch(gather_kernel, matrix_grid(N, K), 256, 0, ctx_.stream, w, static_cast<const int64_t*>(dperm.get()), dd, N,
-             K, static_cast<float*>(Wp.get()));
-      sync();  // before the weights' memory goes
+      launch(gather_kernel, matrix_grid(N, K), 256, 0, ctx_.stream, w, static_cast<const int64_t*>(dperm), dd, N,
+             K, static_cast<float*>(Wp));
     }
-    const int64_t B = std::min<int64_t>(plan.block_size, K);
-    const auto E1 = ctx_.alloc(uint64_t(N * B) * 4, "the block errors");
+    const auto E1 = take(uint64_t(N * B) * 4);
     const float* U = static_cast<const float*>(cf->U.get());
     SweepArgs a{.U = U,
-                .Wp = static_cast<float*>(Wp.get()),
-                .q = static_cast<uint8_t*>(codes.get()),
-                .E1 = static_cast<float*>(E1.get()),
-                .scales = static_cast<float*>(scales.get()),
-                .zeros = static_cast<int32_t*>(zeros.get()),
-                .row_loss = static_cast<double*>(row_loss.get()),
-                .perm = static_cast<const int64_t*>(dperm.get()),
-                .group_of = static_cast<const int32_t*>(dgroup.get()),
+                .Wp = static_cast<float*>(Wp),
+                .q = static_cast<uint8_t*>(codes),
+                .E1 = static_cast<float*>(E1),
+                .scales = static_cast<float*>(scales),
+                .zeros = static_cast<int32_t*>(zeros),
+                .row_loss = static_cast<double*>(row_loss),
+                .perm = static_cast<const int64_t*>(dperm),
+                .group_of = static_cast<const int32_t*>(dgroup),
                 .N = N,
                 .K = K,
                 .gs = gs,
@@ -546,10 +556,10 @@ class CudaQuantOps final : public QuantOps {
     out.scales.resize(size_t(G * N));
     out.zeros.resize(size_t(G * N));
     std::vector<double> losses(static_cast<size_t>(N));
-    get(out.q.data(), codes.get(), out.q.size());
-    get(out.scales.data(), scales.get(), out.scales.size() * 4);
-    get(out.zeros.data(), zeros.get(), out.zeros.size() * 4);
-    get(losses.data(), row_loss.get(), losses.size() * 8);
+    get(out.q.data(), codes, out.q.size());
+    get(out.scales.data(), scales, out.scales.size() * 4);
+    get(out.zeros.data(), zeros, out.zeros.size() * 4);
+    get(losses.data(), row_loss, losses.size() * 8);
     sync();
     double loss = 0.0;
     for (double l : losses) loss += l;
@@ -565,15 +575,38 @@ class CudaQuantOps final : public QuantOps {
   const CudaHessian& mine(const Hessian& h) const { return mine(const_cast<Hessian&>(h)); }
 
   void sync() { CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
-  std::shared_ptr<void> put(const void* host, uint64_t bytes, const std::string& what) {
-    auto m = ctx_.alloc(bytes, what);
-    CUDA_CHECK(cudaMemcpyAsync(m.get(), host, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+  // A call's temporaries (column order, masks, the factorisation, the sweep's weights,
+  // codes and errors) are carved from one block kept from call to call: a cudaMalloc and
+  // a cudaFree (which waits for the whole device) per buffer and module cost more than a
+  // small module's arithmetic. begin() sizes the block for the call, growing it (the old
+  // one freed first, so the peak is the larger, not the sum); take() carves the pieces in
+  // order, each rounded by piece(). The factor U, which outlives its call, is allocated
+  // on its own. One stream orders a call's use of the block after the previous call's.
+  static uint64_t piece(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
+  void begin(uint64_t bytes, const std::string& what) {
+    scratch_used_ = 0;
+    if (bytes <= scratch_bytes_) return;
+    sync();
+    scratch_.reset();
+    scratch_bytes_ = 0;
+    scratch_ = ctx_.alloc(bytes, "GPTQ's scratch (" + what + ")");
+    scratch_bytes_ = bytes;
+  }
+  void* take(uint64_t bytes) {
+    GPTQ_CHECK(scratch_used_ + piece(bytes) <= scratch_bytes_, "cuda quant ops: scratch sized too small");
+    void* p = static_cast<std::byte*>(scratch_.get()) + scratch_used_;
+    scratch_used_ += piece(bytes);
+    return p;
+  }
+  void* put(const void* host, uint64_t bytes) {
+    void* m = take(bytes);
+    CUDA_CHECK(cudaMemcpyAsync(m, host, bytes, cudaMemcpyHostToDevice, ctx_.stream));
     sync();  // pageable host memory: the caller may free it on return
     return m;
   }
-  std::shared_ptr<void> zeroed(uint64_t bytes, const std::string& what) {
-    auto m = ctx_.alloc(bytes, what);
-    CUDA_CHECK(cudaMemsetAsync(m.get(), 0, bytes, ctx_.stream));
+  void* zeroed(uint64_t bytes) {
+    void* m = take(bytes);
+    CUDA_CHECK(cudaMemsetAsync(m, 0, bytes, ctx_.stream));
     return m;
   }
   void get(void* host, const void* dev, uint64_t bytes) {
@@ -593,6 +626,10 @@ class CudaQuantOps final : public QuantOps {
   cusolverDnHandle_t solver_ = nullptr;
   cusolverDnParams_t params_ = nullptr;
   std::shared_ptr<void> flag_;  // int: cuSOLVER info, or a kernel's "bad value seen"
+  std::shared_ptr<void> scratch_;
+  uint64_t scratch_bytes_ = 0, scratch_used_ = 0;
+  std::shared_ptr<void> solver_work_;  // cuSOLVER's device workspace, grown as needed
+  uint64_t solver_work_bytes_ = 0;
 };
 
 }  // namespace
