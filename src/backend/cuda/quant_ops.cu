@@ -509,20 +509,16 @@ class CudaQuantOps final : public QuantOps {
     const auto row_loss = zeroed(uint64_t(N) * 8);
     const auto codes = zeroed(uint64_t(N * K));
     const auto Wp = take(uint64_t(N * K) * 4);
-    {
-      const auto Wd = put(W, uint64_t(N * K) * 4);
-      const float* w = static_cast<const float*>(Wd);
-      const char* dd = static_cast<const char*>(ddead);
-      if (plan.params != GroupParams::kDynamic) {
-        const int64_t pg = plan.params == GroupParams::kPerRow ? 1 : G;
-        const int64_t pw = plan.params == GroupParams::kPerRow ? K : gs;
-        launch(group_params_kernel, ceil_div(N * pg * 32, 256), 256, 0, ctx_.stream, w, dd, N, K, pg, pw,
-               plan.params == GroupParams::kStatic, dq, static_cast<float*>(scales),
-               static_cast<int32_t*>(zeros));
-      }
-      launch(gather_kernel, matrix_grid(N, K), 256, 0, ctx_.stream, w, static_cast<const int64_t*>(dperm), dd, N,
-             K, static_cast<float*>(Wp));
+    const float* w = static_cast<const float*>(put(W, uint64_t(N * K) * 4));
+    const char* dd = static_cast<const char*>(ddead);
+    if (plan.params != GroupParams::kDynamic) {
+      const int64_t pg = plan.params == GroupParams::kPerRow ? 1 : G;
+      const int64_t pw = plan.params == GroupParams::kPerRow ? K : gs;
+      launch(group_params_kernel, ceil_div(N * pg * 32, 256), 256, 0, ctx_.stream, w, dd, N, K, pg, pw,
+             plan.params == GroupParams::kStatic, dq, static_cast<float*>(scales), static_cast<int32_t*>(zeros));
     }
+    launch(gather_kernel, matrix_grid(N, K), 256, 0, ctx_.stream, w, static_cast<const int64_t*>(dperm), dd, N, K,
+           static_cast<float*>(Wp));
     const auto E1 = take(uint64_t(N * B) * 4);
     const float* U = static_cast<const float*>(cf->U.get());
     SweepArgs a{.U = U,
