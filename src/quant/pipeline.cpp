@@ -223,9 +223,11 @@ class Run {
   std::optional<LayerJournal> journal_;
   bool recording_ = false;
   LayerTimes times_;  // the layer being quantized
-  // The module being quantized, fp32 [out, in]; kept across modules, since a fresh
-  // vector of a large module is a page fault per 4 KiB on first touch.
-  std::vector<float> w_;
+  // The module being quantized, fp32 [out, in] in its first out · in elements, in the
+  // backend's host staging memory (page-locked on CUDA: the sweep's upload is one fast
+  // transfer). Kept across modules and grown as needed: a fresh buffer of a large
+  // module costs a page fault per 4 KiB on first touch.
+  backend::Buffer w_;
   Clock::time_point layer_start_;
 };
 
@@ -391,10 +393,10 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   const auto t0 = Clock::now();
   timed(&LayerTimes::convert, [&] {
     const io::TensorView& t = io::expect_shape(ckpt_.get(weight_name), {out, in}, dir_.string());
-    w_.resize(std::size_t(out * in));
-    io::to_f32(t, w_.data());
+    if (w_.empty() || w_.view().cols < out * in) w_ = b_.alloc_host(1, out * in, DType::kF32);
+    io::to_f32(t, w_.view().as<float>());
   });
-  const float* W = w_.data();
+  const float* W = w_.view().as<float>();
   QuantizedLinear q;
   if (gptq_) {
     GptqStats st;
