@@ -229,5 +229,26 @@ TEST_F(CudaQuant, CapShrinksTheBatch) {
   EXPECT_LE(gpu_->memory().peak_allocated, po.max_device_bytes);
 }
 
+// The activations resident on the device, streamed from page-locked host memory, with
+// the residual after attention kept or attention recomputed: the same kernels on the same
+// values (bf16 activations, the dtype a real run uses), so the same checkpoint, byte for byte.
+TEST_F(CudaQuant, ActivationPlacementGivesTheSameCheckpoint) {
+  const auto gpu = backend::make_backend("cuda:0", {.activations = DType::kBF16});
+  test::TempDir tmp;
+  const quant::CalibSet calib = stories_calibration(8);
+  auto run = [&](const std::string& name, quant::ActivationHome home, quant::AttentionReuse reuse) {
+    quant::PipelineOptions po{.out_dir = tmp.path() / name, .batch_samples = 3, .activations = home,
+                              .attention_reuse = reuse};
+    po.config.defaults = {.bits = 4, .group_size = 32, .sym = true, .desc_act = false};
+    const quant::QuantizeResult r = quant::quantize_model(test::stories15m_dir(), calib, *gpu, po);
+    for (const auto& t : r.layers) EXPECT_EQ(t.passes, 5) << quant::describe(t);
+    return test::read_file(po.out_dir / "model.safetensors");
+  };
+  const std::string reference = run("recompute-host", quant::ActivationHome::kHost, quant::AttentionReuse::kRecompute);
+  EXPECT_TRUE(run("reuse-device", quant::ActivationHome::kAuto, quant::AttentionReuse::kAuto) == reference);
+  EXPECT_TRUE(run("reuse-host", quant::ActivationHome::kHost, quant::AttentionReuse::kAuto) == reference);
+  EXPECT_TRUE(run("recompute-device", quant::ActivationHome::kAuto, quant::AttentionReuse::kRecompute) == reference);
+}
+
 }  // namespace
 }  // namespace gptq

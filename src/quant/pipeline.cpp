@@ -311,7 +311,8 @@ void Run::plan_chunks() {
     const DeviceBudget need = device_budget(c_, o_.config, b_.activation_dtype());
     const backend::MemoryStats m = b_.memory();
     const uint64_t cap = o_.max_device_bytes > 0 ? o_.max_device_bytes : m.device_total - m.device_used;
-    const int64_t wanted = by_samples ? o_.batch_samples * max_len_ : o_.batch_tokens;
+    // A sample longer than the chunk gets a chunk of its own.
+    const int64_t wanted = std::max(max_len_, by_samples ? o_.batch_samples * max_len_ : o_.batch_tokens);
     ActivationPlan plan;
     try {
       plan = plan_activations(need, cap, {.tokens = offsets_.back(), .longest = max_len_, .wanted_rows = wanted,
