@@ -2,8 +2,9 @@
 // this machine's CPU: the weight's conversion to fp32 (bf16 checkpoint; into a fresh
 // vector, whose first touch costs a page fault per 4 KiB, and into a reused one), packing the
 // codes into checkpoint tensors (v1 and v2), the v1 → v2 zero conversion that lets the
-// swap-in reuse the checkpoint pack, and (CUDA builds) the repack into the CUDA kernels'
-// layout that the swap-in's gptq_linear does. Each time is the median of --reps runs.
+// swap-in reuse the checkpoint pack, and the repacks into the CUDA kernels' layouts that
+// the swap-in's gptq_linear does (the tensor-core fragment order; the older layout, CUDA
+// builds). Each time is the median of --reps runs.
 //   bench_quant_host [--reps N] [--json]
 #include <algorithm>
 #include <chrono>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "format/fragment_layout.h"
 #include "format/packing.h"
 #include "format/random_layer.h"
 #include "io/checkpoint.h"
@@ -79,6 +81,7 @@ int main(int argc, char** argv) {
       quant::PackedLinear p = v1;
       quant::convert_v1_zeros_to_v2(p);
     });
+    r["fragment_layout"] = median_seconds(reps, [&] { (void)quant::make_fragment_layout(v2); });
 #if GPTQ_HAVE_CUDA
     r["repack_for_cuda"] = median_seconds(reps, [&] { (void)backend::cuda::repack_for_cuda(v2); });
 #endif

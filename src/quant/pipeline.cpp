@@ -488,7 +488,7 @@ void Run::quantize_layer(int64_t i) {
     if (todo.empty()) continue;
     std::optional<HessianObserver> obs;
     if (gptq_) {
-      obs.emplace(b_, *ops_, c_, todo, &times_.hessian);
+      timed(&LayerTimes::hessian, [&] { obs.emplace(b_, *ops_, c_, todo, &times_.hessian); });  // zeroed K²
       // Nothing after the group's last input is needed: the pass stops there. The first
       // pass into the MLP block of a true-sequential layer (its attention quantized by
       // now) keeps the residual after attention for the MLP passes after it.
