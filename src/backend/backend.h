@@ -169,8 +169,8 @@ class Backend {
   virtual void synchronize() = 0;
   // Host memory for activations kept off the device ([rows, cols] of any float dtype, a
   // Tensor with device kCpu): page-locked where that makes transfers faster and
-  // asynchronous (CUDA); on the CPU, ordinary memory (this default). Not counted in
-  // MemoryStats::peak_allocated.
+  // asynchronous (CUDA; not counted in MemoryStats::peak_allocated, which is device
+  // memory); on the CPU, ordinary memory (this default, counted like any tensor).
   virtual Buffer alloc_host(int64_t rows, int64_t cols, DType dtype) { return alloc(rows, cols, dtype); }
   // dst = src, element for element: same dtype and shape, any row strides; each side in
   // this backend's memory or in its alloc_host memory. Ordered with the ops.
