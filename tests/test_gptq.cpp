@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -610,6 +611,18 @@ TEST(Gptq, InvalidArguments) {
   bad_damp.damp_percent = 1.0;
   EXPECT_THROW(gptq_quantize(W.data(), N, K, H.data(), bad_damp, nullptr), Error);
   EXPECT_THROW(rtn_quantize(W.data(), N, K, {.quant = {.bits = 4}, .group_size = 0}), Error);
+  // A weight that is not finite, anywhere (the check runs in parallel chunks).
+  for (const int64_t at : {int64_t(0), N * K / 2 + 3, N * K - 1}) {
+    std::vector<float> bad = W;
+    bad[std::size_t(at)] = at == 0 ? std::nanf("") : std::numeric_limits<float>::infinity();
+    try {
+      gptq_quantize(bad.data(), N, K, H.data(), options(4, 32), nullptr);
+      ADD_FAILURE() << "no exception for a bad weight at " << at;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("W has NaN or Inf"), std::string::npos) << e.what();
+    }
+  }
 }
 
 // ---------------------------------------------------------------- dead columns
