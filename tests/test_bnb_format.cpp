@@ -147,7 +147,9 @@ TEST(BnbPacked, FourBitRoundTripIsWithinHalfTheLocalGapOfEachBlock) {
         const double bound = (half_gap(book, q) + 2 * std::ldexp(1.0, -24)) * a;
         EXPECT_LE(std::fabs(double(d[std::size_t(i)]) - w[std::size_t(i)]), bound) << "weight " << i;
         // The block's absmax weight comes back exactly (its code is ±1).
-        if (std::fabs(w[std::size_t(i)]) == a) EXPECT_EQ(d[std::size_t(i)], w[std::size_t(i)]);
+        if (std::fabs(w[std::size_t(i)]) == a) {
+          EXPECT_EQ(d[std::size_t(i)], w[std::size_t(i)]);
+        }
       }
     }
   }
