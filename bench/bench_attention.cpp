@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "backend/registry.h"
+#include "graph_timer.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -50,33 +51,9 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-// Seconds per call of `work`: a graph of `inner` calls replayed reps times, median.
+// Seconds per call of `work`: a graph of calls lasting ~20 ms replayed reps times, median.
 double time_call(backend::Backend& b, const std::function<void()>& work, int reps) {
-  work();  // warm-up outside the capture
-  b.synchronize();
-  const double t0 = now();
-  work();
-  b.synchronize();
-  const double once = now() - t0;
-  const int inner = int(std::clamp(2e-2 / std::max(once, 1e-7), 1.0, 50.0));
-  auto graph = b.capture([&] {
-    for (int i = 0; i < inner; ++i) work();
-  });
-  std::vector<double> t;
-  for (int r = 0; r < reps + 1; ++r) {
-    const double s = now();
-    if (graph) {
-      graph->replay();
-    } else {
-      for (int i = 0; i < inner; ++i) work();
-    }
-    b.synchronize();
-    if (r > 0) t.push_back((now() - s) / inner);  // the first replay warms up
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return bench::seconds_per_call(b, work, reps, 2e-2);
 }
 
 }  // namespace

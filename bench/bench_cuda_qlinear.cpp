@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "backend/registry.h"
+#include "graph_timer.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "format/packing.h"
@@ -65,33 +66,9 @@ std::vector<std::string> split(const std::string& s) {
   return out;
 }
 
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-// Seconds per product: a graph of `inner` products replayed reps times, median.
+// Seconds per product: a graph of products lasting ~2 ms replayed reps times, median.
 double time_product(backend::Backend& b, const backend::Linear& w, backend::Tensor x, backend::Tensor y, int reps) {
-  b.linear(w, x, y);  // sizes workspaces outside the capture
-  b.synchronize();
-  const double t0 = now();
-  b.linear(w, x, y);
-  b.synchronize();
-  const double once = now() - t0;
-  const int inner = int(std::clamp(2e-3 / std::max(once, 1e-7), 1.0, 50.0));
-  auto graph = b.capture([&] {
-    for (int i = 0; i < inner; ++i) b.linear(w, x, y);
-  });
-  std::vector<double> t;
-  for (int r = 0; r < reps + 1; ++r) {
-    const double s = now();
-    if (graph) {
-      graph->replay();
-    } else {
-      for (int i = 0; i < inner; ++i) b.linear(w, x, y);
-    }
-    b.synchronize();
-    if (r > 0) t.push_back((now() - s) / inner);  // the first replay warms up
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return bench::seconds_per_call(b, [&] { b.linear(w, x, y); }, reps, 2e-3);
 }
 
 }  // namespace

@@ -97,6 +97,30 @@ enum class Epilogue { kStore, kAccumulate };
 // Most products one grouped launch runs (q/k/v is the largest group).
 inline constexpr int kMaxGroup = 3;
 
+// One product of a grouped launch: y[M, N] (row stride ldy) from layer w, whose device
+// layout is Layout (GptqDeviceLayout for the GEMV, MmaDeviceLayout for the mma kernel).
+template <class Layout, class T>
+struct ProductJob {
+  Layout w;
+  T* y = nullptr;
+  int64_t ldy = 0;
+};
+
+// Products of the same x [M, K] (q/k/v, gate/up) in one launch; all jobs share K and bits.
+template <class Layout, class T>
+struct ProductGroup {
+  ProductJob<Layout, T> job[kMaxGroup];
+  int count = 0;
+  Epilogue epilogue = Epilogue::kStore;
+};
+
+// Scratch a split-K launch needs: fp32 partials and int32 tile counters. The counters
+// must be zero before the first call; every call leaves them zero.
+struct SplitScratch {
+  int64_t floats = 0;
+  int64_t counters = 0;
+};
+
 inline unsigned ceil_div(int64_t a, int64_t b) { return unsigned((a + b - 1) / b); }
 
 }  // namespace gptq::backend::cuda

@@ -28,28 +28,12 @@ struct GptqDeviceLayout {
 
 inline constexpr int kGemvMaxRows = 8;
 
-// One product of a grouped GEMV: y[M, N] (row stride ldy) from layer w.
+// Products of the GEMV (common.cuh's grouped-launch types on this layout).
 template <class T>
-struct GptqGemvJob {
-  GptqDeviceLayout w;
-  T* y = nullptr;
-  int64_t ldy = 0;
-};
+using GptqGemvGroup = ProductGroup<GptqDeviceLayout, T>;
+using GemvScratch = SplitScratch;
 
-// Products of the same x [M, K] (q/k/v, gate/up), one launch; all jobs share K and bits.
-template <class T>
-struct GptqGemvGroup {
-  GptqGemvJob<T> job[kMaxGroup];
-  int count = 0;
-  Epilogue epilogue = Epilogue::kStore;
-};
-
-// Scratch gptq_gemv needs for M rows of g: fp32 split partials and int32 tile counters.
-// The counters must be zero before the first call; every call leaves them zero.
-struct GemvScratch {
-  int64_t floats = 0;
-  int64_t counters = 0;
-};
+// Scratch gptq_gemv needs for M rows of g.
 template <class T>
 GemvScratch gptq_gemv_scratch(const GptqGemvGroup<T>& g, int64_t M);
 

@@ -301,20 +301,22 @@ __global__ void __launch_bounds__(kThreads)
   };
   float* part = partials;
   for (int i = 0; i < j; ++i) part += int64_t(splits) * M * g.job[i].w.N;
+  // f(m, n, v) for each output element this thread computed (inside [M, N]).
+  auto for_each_element = [&](auto&& f) {
 #pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
+    for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t n = row_lo + (i >= 2 ? 8 : 0), m = m0 + mt * 8 + 2 * tq + (i & 1);
-      if (!active || n >= N || m >= M) continue;
-      if (splits == 1) {
-        store(m, n, acc[mt][i]);
-      } else {
-        part[(int64_t(blockIdx.y) * M + m) * N + n] = acc[mt][i];
+      for (int i = 0; i < 4; ++i) {
+        const int64_t n = row_lo + (i >= 2 ? 8 : 0), m = m0 + mt * 8 + 2 * tq + (i & 1);
+        if (active && n < N && m < M) f(m, n, acc[mt][i]);
       }
     }
+  };
+  if (splits == 1) {
+    for_each_element(store);
+    return;
   }
-  if (splits == 1) return;
+  for_each_element([&](int64_t m, int64_t n, float v) { part[(int64_t(blockIdx.y) * M + m) * N + n] = v; });
   __threadfence();
   __syncthreads();
   int32_t* counter = counters + int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
@@ -322,17 +324,11 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (!last) return;
   __threadfence();
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t n = row_lo + (i >= 2 ? 8 : 0), m = m0 + mt * 8 + 2 * tq + (i & 1);
-      if (!active || n >= N || m >= M) continue;
-      float sum = 0.0f;
-      for (int sp = 0; sp < splits; ++sp) sum += __ldcg(part + (int64_t(sp) * M + m) * N + n);
-      store(m, n, sum);
-    }
-  }
+  for_each_element([&](int64_t m, int64_t n, float) {
+    float sum = 0.0f;
+    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(part + (int64_t(sp) * M + m) * N + n);
+    store(m, n, sum);
+  });
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
 }
 

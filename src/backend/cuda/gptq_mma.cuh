@@ -30,27 +30,11 @@ struct MmaDeviceLayout {
 // bf16 2/3/4 bits (128 + q must be exact in bf16's 8-bit significand, so not 8-bit).
 bool mma_supported(int bits, DType act);
 
+// Products of one x [M, K] (q/k/v, gate/up) in one launch, and their split scratch
+// (common.cuh's grouped-launch types on this layout).
 template <class T>
-struct MmaJob {
-  MmaDeviceLayout w;
-  T* y = nullptr;  // [M, N], row stride ldy
-  int64_t ldy = 0;
-};
-
-// Products of one x [M, K] (q/k/v, gate/up) in one launch; the jobs share K and bits.
-template <class T>
-struct MmaGroup {
-  MmaJob<T> job[kMaxGroup];
-  int count = 0;
-  Epilogue epilogue = Epilogue::kStore;
-};
-
-// Scratch gptq_mma needs for M rows: fp32 split partials and int32 tile counters (zero
-// before the first call; every call leaves them zero).
-struct MmaScratch {
-  int64_t floats = 0;
-  int64_t counters = 0;
-};
+using MmaGroup = ProductGroup<MmaDeviceLayout, T>;
+using MmaScratch = SplitScratch;
 template <class T>
 MmaScratch gptq_mma_scratch(const MmaGroup<T>& g, int64_t M);
 
