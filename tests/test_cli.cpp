@@ -73,6 +73,19 @@ TEST(Cli, GeneratePromptFromStdinAndReportsSpeed) {
   EXPECT_NE(r.out.find("tok/s"), std::string::npos);
 }
 
+// The thread policy and the OpenMP wait policy reach the run: passive unless the user
+// chose (main re-executes itself with it set, core/omp_policy.h), auto threads unless fixed.
+TEST(Cli, PassiveWaitAndFittedThreadsByDefault) {
+  const std::string gen = "generate " + model_dir() + " --device cpu --prompt hi --max-new-tokens 1 2>&1";
+  auto r = run(gen, "env -u OMP_WAIT_POLICY ");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("CPU threads auto, up to "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("OpenMP wait passive"), std::string::npos) << r.out;
+  r = run(gen + " --threads 1", "OMP_WAIT_POLICY=active ");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("CPU threads 1, OpenMP wait active"), std::string::npos) << r.out;
+}
+
 TEST(Cli, PplJsonHasTheFields) {
   const auto r = run("ppl " + model_dir() + " --text " + (test::source_dir() / "data/stories15M-samples.txt").string() +
                      " --max-windows 3 --json 2>/dev/null");
@@ -142,6 +155,9 @@ TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
       {"ppl " + m + " --text x --nope", "not expected: --nope"},
       {"ppl " + m + " --text x --ctx 1.5", "Could not convert: --ctx = 1.5"},
       {"ppl " + m + " --text x --max-windows all", "Could not convert: --max-windows = all"},
+      {"ppl " + m + " --text x --threads 0", "--threads: expected auto or a whole number >= 1"},
+      {"generate " + m + " --prompt hi --threads many", "--threads: expected auto or a whole number >= 1"},
+      {"quantize " + m + " --out o --calib c --threads -2", "--threads: expected auto or a whole number >= 1"},
       // quantize
       {"quantize --out o", "model is required"},
       {"quantize " + m, "--out is required"},

@@ -1,13 +1,29 @@
 #include "cli/device_options.h"
 
+#include <charconv>
 #include <cstdio>
+#include <cstdlib>
 
 #include "backend/registry.h"
+#include "core/cpu_threads.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "model/config.h"
 
 namespace gptq::cli {
+
+namespace {
+
+// "auto" or a whole number >= 1; anything else is refused by the flag's check.
+ThreadPolicy parse_threads(const std::string& s) {
+  if (s == "auto") return {.mode = ThreadMode::kAuto};
+  int n = 0;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), n);
+  if (r.ec != std::errc() || r.ptr != s.data() + s.size() || n < 1) return {.mode = ThreadMode::kFixed, .count = 0};
+  return {.mode = ThreadMode::kFixed, .count = n};
+}
+
+}  // namespace
 
 void add_device_flags(CLI::App& app, DeviceArgs& a) {
   app.add_option("--device", a.device, "cpu, cuda, cuda:N, or auto (the first GPU when present, else cpu)")
@@ -21,6 +37,13 @@ void add_device_flags(CLI::App& app, DeviceArgs& a) {
                  "(mma; fastest at batch 8-32 on large layers, slower at batch 1: src/backend/cuda/NOTES.md)")
       ->check(CLI::IsMember({"gemv", "tensor-core"}))
       ->capture_default_str();
+  app.add_option("--threads", a.threads,
+                 "CPU threads: N, or auto (the cores other processes leave free, refitted about once a second)")
+      ->check([](const std::string& s) {
+        const ThreadPolicy p = parse_threads(s);
+        return p.mode == ThreadMode::kAuto || p.count >= 1 ? std::string() : "expected auto or a whole number >= 1";
+      })
+      ->capture_default_str();
 }
 
 std::unique_ptr<backend::Backend> open_backend(const DeviceArgs& a, const std::string& model) {
@@ -31,8 +54,15 @@ std::unique_ptr<backend::Backend> open_backend(const DeviceArgs& a, const std::s
   if (a.dtype == "auto") act = model::default_activations(model, spec);
   const backend::GptqKernel kernel =
       a.gptq_kernel == "tensor-core" ? backend::GptqKernel::kTensorCore : backend::GptqKernel::kGemv;
+  const ThreadPolicy threads = parse_threads(a.threads);
+  set_thread_policy(threads);
   auto b = backend::make_backend(spec, {.activations = act, .gptq_kernel = kernel});
-  std::fprintf(stderr, "device: %s, activations %s\n", b->name().c_str(), std::string(dtype_name(act)).c_str());
+  const std::string cpu = threads.mode == ThreadMode::kAuto
+                              ? "auto, up to " + std::to_string(usable_cores())
+                              : std::to_string(threads.count);
+  const char* wait = std::getenv("OMP_WAIT_POLICY");  // core/omp_policy.h: main() sets it
+  std::fprintf(stderr, "device: %s, activations %s, CPU threads %s, OpenMP wait %s\n", b->name().c_str(),
+               std::string(dtype_name(act)).c_str(), cpu.c_str(), wait != nullptr ? wait : "default");
   return b;
 }
 

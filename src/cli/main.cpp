@@ -4,6 +4,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "core/omp_policy.h"
 
 namespace {
 
@@ -36,6 +37,7 @@ int parse_failure(const CLI::App& app, const std::map<CLI::App*, gptq::cli::Runn
 }  // namespace
 
 int main(int argc, char** argv) {
+  gptq::reexec_with_passive_omp_wait(argv);
   CLI::App app{"gptq.cpp " GPTQ_VERSION ": quantize Hugging Face models with GPTQ and run them"};
   app.require_subcommand(1);
   app.set_version_flag("--version", GPTQ_VERSION);

@@ -82,6 +82,14 @@ inline uint16_t f32_to_f16(float f) {
 
 inline float bf16_to_f32(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
 
+// dst[i] = f16_to_f32(src[i]) / bf16_to_f32(src[i]) for i < n, vectorised, bit for bit
+// except that F16C turns a signalling-NaN half into a quiet NaN (still NaN; every other
+// half, subnormals included, converts exactly). The
+// CPU's 16-bit dense products widen their whole weight through this on every call, so at
+// decode its speed is the product's: the scalar loop ran at 83 tok/s on stories15M.
+void widen_f16(const uint16_t* src, float* dst, int64_t n);
+void widen_bf16(const uint16_t* src, float* dst, int64_t n);
+
 inline uint16_t f32_to_bf16(float f) {
   uint32_t x = std::bit_cast<uint32_t>(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return uint16_t((x >> 16) | 0x40u);  // quiet nan

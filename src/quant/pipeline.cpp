@@ -8,6 +8,7 @@
 #include <optional>
 #include <map>
 
+#include "core/cpu_threads.h"
 #include "core/error.h"
 #include "core/memory.h"
 #include "io/checkpoint.h"
@@ -667,6 +668,7 @@ QuantizeResult Run::go() {
   if (!o_.journal_dir.empty()) journal_.emplace(o_.journal_dir, fingerprint(), o_.journal_mode);
   copy_raw("model.embed_tokens.weight");
   for (int64_t i = 0; i < c_.layers; ++i) {
+    fit_threads_to_load();  // host work of this layer (loading, packing, writing) on the free cores
     quantize_layer(i);
     if (o_.on_layer) o_.on_layer(i + 1, c_.layers, since(start_));
   }

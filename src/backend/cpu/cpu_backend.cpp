@@ -15,7 +15,7 @@
 #include "backend/cpu/gptq_linear.h"
 #include "backend/cpu/sampling.h"
 #include "core/error.h"
-#include "core/omp_policy.h"
+#include "core/cpu_threads.h"
 
 namespace gptq::backend {
 namespace {
@@ -92,6 +92,7 @@ class CpuBackend final : public Backend {
   }
 
   void linear(const Linear& w, Tensor x, Tensor y, Accumulate acc) override {
+    fit_threads_to_load();  // the products are most of the CPU work: resize the team to the load here
     const auto* l = dynamic_cast<const CpuLinear*>(&w);
     check(l != nullptr, "linear layer was not made by the cpu backend");
     check(x.cols == w.in_features() && y.cols == w.out_features() && x.rows == y.rows,
@@ -324,7 +325,6 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend() {
-  omp_policy_hook_linked();
   return std::make_unique<CpuBackend>();
 }
 

@@ -63,9 +63,9 @@ void DenseLinear::widen_rows(int64_t first, int64_t count, float* dst) const {
   }
   const auto* src = reinterpret_cast<const uint16_t*>(bytes_.data()) + off;
   if (dtype_ == DType::kF16) {
-    for (int64_t i = 0; i < n; ++i) dst[i] = f16_to_f32(src[i]);
+    widen_f16(src, dst, n);
   } else {
-    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+    widen_bf16(src, dst, n);
   }
 }
 

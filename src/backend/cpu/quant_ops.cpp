@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "backend/cpu/hessian.h"
+#include "core/cpu_threads.h"
 #include "core/error.h"
 
 namespace gptq::backend {
@@ -45,6 +46,7 @@ class CpuQuantOps final : public QuantOps {
 
   void accumulate(Hessian& h, Tensor x) override {
     GPTQ_CHECK(x.device == Device::kCpu && x.cols == h.in_features(), "cpu accumulate: tensor shape or device");
+    fit_threads_to_load();
     CpuHessian& c = cpu_hessian(h);
     c.acc.add(x.as<float>(), x.rows, x.stride);
     c.sync();
@@ -92,6 +94,7 @@ class CpuQuantOps final : public QuantOps {
 // A[(K−1−i)·K + (K−1−j)]: U is the buffer read backwards.
 std::unique_ptr<InverseFactor> CpuQuantOps::inverse_factor(const Hessian& h, std::span<const int64_t> perm,
                                                            std::span<const char> dead, double lambda) {
+  fit_threads_to_load();
   const int64_t K = h.in_features();
   const double* H = cpu_hessian(h).acc.matrix().data();
   std::vector<double> A(static_cast<size_t>(K * K));
@@ -125,6 +128,7 @@ std::unique_ptr<InverseFactor> CpuQuantOps::inverse_factor(const Hessian& h, std
 
 double CpuQuantOps::sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
                           quant::QuantizedLinear& out) {
+  fit_threads_to_load();
   const auto* cf = dynamic_cast<const CpuFactor*>(&factor);
   GPTQ_CHECK(cf != nullptr, "cpu quant ops: factor made by another backend");
   const quant::QuantizerConfig& qc = plan.quant;
