@@ -5,6 +5,10 @@
 #include <algorithm>
 #include <cstring>
 
+#if defined(__F16C__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
 #include "core/error.h"
 #include "io/checkpoint.h"
 
@@ -12,6 +16,46 @@ namespace gptq::backend::cpu {
 
 namespace {
 constexpr int64_t kTileRows = 64;  // rows of W widened per tile (see widened_product)
+
+#if defined(__F16C__) && defined(__FMA__)
+// 8 weights of a 16-bit row widened to fp32 in registers.
+template <DType D>
+inline __m256 widen8(const uint16_t* w) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
+  if constexpr (D == DType::kF16) {
+    return _mm256_cvtph_ps(h);
+  } else {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+// y[n] = Σ_k W[n, k] x[k] for a 16-bit W [N, K] row-major: the decode product (M = 1),
+// bound by reading W. Widening in registers reads its 2 bytes per weight once; the tiled
+// path writes and rereads a 4-byte copy. Four accumulators of 8 lanes per row, fp32.
+template <DType D>
+void gemv_16bit(const uint16_t* W, int64_t N, int64_t K, const float* x, float* y) {
+#pragma omp parallel for schedule(static) if (N * K >= kParallelMacs)
+  for (int64_t n = 0; n < N; ++n) {
+    const uint16_t* w = W + n * K;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t k = 0;
+    for (; k + 32 <= K; k += 32) {
+      a0 = _mm256_fmadd_ps(widen8<D>(w + k), _mm256_loadu_ps(x + k), a0);
+      a1 = _mm256_fmadd_ps(widen8<D>(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+      a2 = _mm256_fmadd_ps(widen8<D>(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+      a3 = _mm256_fmadd_ps(widen8<D>(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+    }
+    for (; k + 8 <= K; k += 8) a0 = _mm256_fmadd_ps(widen8<D>(w + k), _mm256_loadu_ps(x + k), a0);
+    const __m256 s8 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    float sum = _mm_cvtss_f32(s4);
+    for (; k < K; ++k) sum += (D == DType::kF16 ? f16_to_f32(w[k]) : bf16_to_f32(w[k])) * x[k];
+    y[n] = sum;
+  }
+}
+#endif
 }  // namespace
 
 void widened_product(int64_t N, int64_t K, const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy,
@@ -82,6 +126,18 @@ void DenseLinear::forward(const float* x, int64_t M, int64_t ldx, float* y, int6
                   int(in_), 0.0f, y, int(ldy));
     }
   } else {
+#if defined(__F16C__) && defined(__FMA__)
+    if (M == 1) {
+      const auto* w = reinterpret_cast<const uint16_t*>(bytes_.data());
+      if (dtype_ == DType::kF16) {
+        gemv_16bit<DType::kF16>(w, out_, in_, x, y);
+      } else {
+        gemv_16bit<DType::kBF16>(w, out_, in_, x, y);
+      }
+      add_bias(bias_, M, y, ldy);
+      return;
+    }
+#endif
     widened_product(out_, in_, x, M, ldx, y, ldy,
                     [this](int64_t first, int64_t count, float* dst) { widen_rows(first, count, dst); });
   }

@@ -35,7 +35,8 @@ class CpuLinear : public Linear {
 
 // Dense weights kept in the checkpoint's dtype (F32, F16 or BF16): no fp32 copy of a
 // 16-bit model. F32 multiplies straight through OpenBLAS; 16-bit weights are widened
-// tile by tile into per-thread fp32 scratch and multiplied there.
+// tile by tile into per-thread fp32 scratch and multiplied there; one row of x (decode)
+// multiplies them widened in registers instead (gemv_16bit in cpu_linear.cpp).
 class DenseLinear final : public CpuLinear {
  public:
   DenseLinear(const io::TensorView& weight, const io::TensorView* bias);
