@@ -149,6 +149,7 @@ class CudaBackend final : public Backend {
     // f32 means f32: no TF32 rounding in the conformance dtype.
     CUBLAS_CHECK(cublasSetMathMode(cublas_, act_ == DType::kF32 ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH));
     flash_attention_init();
+    gptq_mma_init();
     CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&bad_id_host_), sizeof(int32_t), cudaHostAllocMapped));
     *bad_id_host_ = 0;
     CUDA_CHECK(cudaHostGetDevicePointer(reinterpret_cast<void**>(&bad_id_dev_), bad_id_host_, 0));

@@ -15,7 +15,11 @@
 // once in fp32, so the weights are never rounded to 16 bits. Against the CUDA-core GEMV
 // (gptq_gemm.cu, ~30 instructions per 8 codes) that is ~4 per 8 codes plus an eighth of
 // an mma; with M <= 8 the block stages its x once, and the warps then stream their codes
-// with no barrier, four accumulator chains per warp hiding the mma latency.
+// with no barrier, four accumulator chains per warp hiding the mma latency. There the
+// codes arrive through a ring of quads (4 chunks) in shared memory filled by cp.async,
+// several quads ahead of the mma: holding one quad ahead in registers (the first
+// version) took 122 registers, allowed 4 blocks per SM and kept too few bytes in flight
+// (15-30% of the bandwidth at batch 1, latency-bound).
 //
 // Splits along K write fp32 partials [split, M, N]; the last block of each (row tile,
 // batch chunk) to finish sums them in split order (deterministic) and applies the
@@ -35,6 +39,14 @@ constexpr int kChunk = 64;               // inputs per lane run of codes
 constexpr int kStep = 256;               // inputs staged per step
 constexpr int kStepChunks = kStep / kChunk;
 constexpr int kMaxStagedChunks = 32;  // MT = 1: inputs staged at once, in chunks
+// MT = 1: quads in each warp's ring, about 8 KiB per warp whatever the width (a quad is
+// 4 chunks x 32 lanes x Bits words): S − 1 quads in flight while one is multiplied.
+template <int Bits>
+constexpr int kRingQuads = Bits == 8 ? 2 : Bits == 4 ? 4 : Bits == 3 ? 5 : 8;
+template <int Bits>
+constexpr int64_t kRingBytes = int64_t(kWarps) * kRingQuads<Bits> * kStepChunks * 32 * Bits * 4;
+// Dynamic shared memory a block may use (opted into once per device, gptq_mma_init).
+constexpr int kMaxSmem = 96 * 1024;
 // Staged rows are padded by 8 elements: row stride 132 words, so the 8 rows x 4 lanes of
 // a B-fragment load fall in 32 distinct banks.
 constexpr int kRowPad = 8;
@@ -100,6 +112,41 @@ __device__ __forceinline__ void load_run(const uint32_t* p, uint32_t (&r)[Bits])
   }
 }
 
+// The same run into shared memory by cp.async (no registers held while it flies); dst
+// and src are 16-byte aligned at 2/4/8 bits (runs of 8/16/32 bytes), 4-byte at 3.
+template <int Bits>
+__device__ __forceinline__ void load_run_async(uint32_t* dst, const uint32_t* src) {
+  if constexpr (Bits == 4) {
+    cp_async_16(dst, src, true);
+  } else if constexpr (Bits == 8) {
+    cp_async_16(dst, src, true);
+    cp_async_16(dst + 4, src + 4, true);
+  } else if constexpr (Bits == 2) {
+    cp_async_small<8>(dst, src);
+  } else {
+    cp_async_small<4>(dst, src), cp_async_small<4>(dst + 1, src + 1), cp_async_small<4>(dst + 2, src + 2);
+  }
+}
+
+// A lane's run back from its ring slot, as one vector load where the width allows (a
+// warp then reads 32 consecutive runs: no bank conflicts; 3-bit runs are 3 words apart,
+// odd, so their word loads are conflict-free too).
+template <int Bits>
+__device__ __forceinline__ void read_run(const uint32_t* p, uint32_t (&r)[Bits]) {
+  if constexpr (Bits == 4) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
+  } else if constexpr (Bits == 8) {
+    const uint4 v = reinterpret_cast<const uint4*>(p)[0], u = reinterpret_cast<const uint4*>(p)[1];
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w, r[4] = u.x, r[5] = u.y, r[6] = u.z, r[7] = u.w;
+  } else if constexpr (Bits == 2) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    r[0] = v.x, r[1] = v.y;
+  } else {
+    r[0] = p[0], r[1] = p[1], r[2] = p[2];
+  }
+}
+
 __host__ __device__ constexpr int64_t block_tiles(int64_t nt) { return (nt + kWarps - 1) / kWarps; }
 
 // Which job of g the block belongs to; `tile` becomes the block tile within it.
@@ -111,12 +158,17 @@ __device__ __forceinline__ int job_of(const MmaGroup<T>& g, int64_t& tile) {
 }
 
 // Shared memory of one block: x rows staged [rows][inputs + kRowPad]. MT = 1 (M <= 8)
-// stages only the M rows, all of the split's inputs at once (no further barriers);
-// MT > 1 stages 8·MT rows, 256 inputs per step.
+// stages only the M rows, all of the split's inputs at once (no further barriers), after
+// the code rings [kWarps][S quads][4 chunks][32 lanes][Bits words]; MT > 1 stages 8·MT
+// rows, 256 inputs per step.
 template <class T>
 int64_t stage_bytes(int mt, int64_t M, int chunks_per) {
   return mt == 1 ? M * (int64_t(chunks_per) * kChunk + kRowPad) * int64_t(sizeof(T))
                  : int64_t(mt) * 8 * kRowLen * int64_t(sizeof(T));
+}
+template <int Bits, int MT>
+constexpr int64_t ring_bytes() {
+  return MT == 1 ? kRingBytes<Bits> : 0;
 }
 
 // grid (Σ_j ceil(Nt_j / 4), splits, ceil(M / (8·MT))), 128 threads, stage_bytes<T>.
@@ -131,7 +183,7 @@ __global__ void __launch_bounds__(kThreads)
   // would otherwise serialise a warp's whole K range when MT = 1.
   constexpr int C = MT == 1 ? 4 : 1;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* const xs = reinterpret_cast<T*>(smem);
+  T* const xs = reinterpret_cast<T*>(smem + ring_bytes<Bits, MT>());
   __shared__ bool last;
 
   int64_t tile = blockIdx.x;
@@ -154,19 +206,6 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t rs = w.Nt * 16;                                        // scale / zero row stride
   const int64_t row_lo = nt * 16 + gq;
 
-  // A quad of chunks in registers: each lane's code words, and each chunk's group
-  // (loaded with the codes, so no tile waits on a load for its group).
-  uint32_t cur[kStepChunks][Bits], nxt[kStepChunks][Bits];
-  int cur_g[kStepChunks], nxt_g[kStepChunks];
-  auto load_quad = [&](int64_t first, uint32_t(&r)[kStepChunks][Bits], int(&cg)[kStepChunks]) {
-#pragma unroll
-    for (int c = 0; c < kStepChunks; ++c) {
-      if (active && first + c < c1) {
-        load_run<Bits>(run + (first + c) * 32 * Bits, r[c]);
-        cg[c] = __ldg(w.chunk_group + first + c);
-      }
-    }
-  };
   float acc[MT][4], tmp[C][MT][4];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
@@ -192,16 +231,31 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   };
+  // The next group's parameters are loaded when a group is entered: groups run in order
+  // along the sorted inputs, so that is usually the one needed next, and its loads (an L2
+  // round trip) fly while this group's tiles multiply instead of stalling the first tile
+  // of every group. Kept raw and converted on use, so nothing waits at the load.
+  int pf_group = -1;
+  __half pf_s_lo, pf_s_hi;
+  uint8_t pf_z_lo = 0, pf_z_hi = 0;
+  auto prefetch = [&](int tg) {
+    if (tg >= w.G) return;
+    pf_group = tg;
+    pf_s_lo = w.scales[tg * rs + row_lo], pf_s_hi = w.scales[tg * rs + row_lo + 8];
+    pf_z_lo = w.zeros[tg * rs + row_lo], pf_z_hi = w.zeros[tg * rs + row_lo + 8];
+  };
   // Group tg's parameters, the previous group's sum flushed first.
   auto enter_group = [&](int tg) {
     if (group >= 0) flush();
     group = tg;
-    s_lo = __half2float(w.scales[tg * rs + row_lo]);
-    s_hi = __half2float(w.scales[tg * rs + row_lo + 8]);
-    const uint32_t zl = Magic<T>::kBits | (uint32_t(w.zeros[tg * rs + row_lo]) * 0x00010001u);
-    const uint32_t zh = Magic<T>::kBits | (uint32_t(w.zeros[tg * rs + row_lo + 8]) * 0x00010001u);
+    if (tg != pf_group) prefetch(tg);  // not foreseen: load now and wait
+    s_lo = __half2float(pf_s_lo);
+    s_hi = __half2float(pf_s_hi);
+    const uint32_t zl = Magic<T>::kBits | (uint32_t(pf_z_lo) * 0x00010001u);
+    const uint32_t zh = Magic<T>::kBits | (uint32_t(pf_z_hi) * 0x00010001u);
     z_lo = *reinterpret_cast<const T2*>(&zl);
     z_hi = *reinterpret_cast<const T2*>(&zh);
+    prefetch(tg + 1);
   };
   // Tile J of chunk words w4 at staged input kl, in the current group: A = (B + q) −
   // (B + z) = q − z exactly, one mma per 8 batch rows (lanes past the staged rows feed 0).
@@ -248,9 +302,8 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 
-  load_quad(c0, cur, cur_g);
-  for (int64_t k0 = c0 * kChunk; k0 < c1 * kChunk; k0 += span) {
-    // Stage x rows [m0, m0 + rows) x sorted inputs [k0, k0 + span), zeros outside.
+  // Stage x rows [m0, m0 + rows) x sorted inputs [k0, k0 + span), zeros outside.
+  auto stage_x = [&](int64_t k0) {
     const int64_t lim = min(min(c1 * kChunk, k0 + span), w.K);
     const int64_t vecs = span / 8;
     for (int64_t i = threadIdx.x; i < rows * vecs; i += kThreads) {
@@ -267,27 +320,91 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
-    __syncthreads();
-    const int64_t stage_end = min(c1, (k0 + span) / kChunk);
-    for (int64_t q = k0 / kChunk; q < stage_end; q += kStepChunks) {
-      if (q + kStepChunks < c1) load_quad(q + kStepChunks, nxt, nxt_g);
+  };
+
+  if constexpr (MT == 1) {
+    // The warp's split streams through its ring: quad i in slot i % S. Each lane copies
+    // and later reads only its own words, so the ring needs no barrier; a slot is
+    // refilled one iteration after its mma consumed it (in issue order, so after its
+    // shared loads returned). Past the split, empty groups keep the wait count uniform.
+    constexpr int S = kRingQuads<Bits>;
+    uint32_t* const ring = reinterpret_cast<uint32_t*>(smem) + (int64_t(warp) * S * kStepChunks * 32 + lane) * Bits;
+    auto issue = [&](int64_t first, int slot) {
       if (active) {
 #pragma unroll
         for (int c = 0; c < kStepChunks; ++c) {
+          if (first + c < c1) load_run_async<Bits>(ring + (slot * kStepChunks + c) * 32 * Bits, run + (first + c) * 32 * Bits);
+        }
+      }
+      cp_async_commit();
+    };
+#pragma unroll
+    for (int q = 0; q < S - 1; ++q) issue(c0 + q * kStepChunks, q);  // in flight while x is staged
+    if (active && c0 < c1) prefetch(__ldg(w.tile_group + c0 * (kChunk / 16)));
+    stage_x(c0 * kChunk);
+    __syncthreads();
+    const int64_t k0 = c0 * kChunk;
+    int slot = 0;
+    for (int64_t q = c0; q < c1; q += kStepChunks) {
+      issue(q + (S - 1) * kStepChunks, slot == 0 ? S - 1 : slot - 1);
+      cp_async_wait<S - 1>();  // quad q has landed
+      if (active) {
+        int cg[kStepChunks];
+#pragma unroll
+        for (int c = 0; c < kStepChunks; ++c) cg[c] = q + c < c1 ? __ldg(w.chunk_group + q + c) : -1;
+#pragma unroll
+        for (int c = 0; c < kStepChunks; ++c) {
           if (q + c < c1) {
+            uint32_t w4[Bits];
+            read_run<Bits>(ring + (slot * kStepChunks + c) * 32 * Bits, w4);
             const int k = int((q + c) * kChunk);
-            chunk_product(cur[c], cur_g[c], k, int(k - k0));
+            chunk_product(w4, cg[c], k, int(k - k0));
           }
         }
       }
+      slot = slot + 1 == S ? 0 : slot + 1;
+    }
+    cp_async_wait<0>();
+  } else {
+    // A quad of chunks in registers, loaded one step ahead: each lane's code words and
+    // each chunk's group (loaded with the codes, so no tile waits on a load for its group).
+    uint32_t cur[kStepChunks][Bits], nxt[kStepChunks][Bits];
+    int cur_g[kStepChunks], nxt_g[kStepChunks];
+    auto load_quad = [&](int64_t first, uint32_t(&r)[kStepChunks][Bits], int(&cg)[kStepChunks]) {
 #pragma unroll
       for (int c = 0; c < kStepChunks; ++c) {
-#pragma unroll
-        for (int b = 0; b < Bits; ++b) cur[c][b] = nxt[c][b];
-        cur_g[c] = nxt_g[c];
+        if (active && first + c < c1) {
+          load_run<Bits>(run + (first + c) * 32 * Bits, r[c]);
+          cg[c] = __ldg(w.chunk_group + first + c);
+        }
       }
+    };
+    load_quad(c0, cur, cur_g);
+    if (active && c0 < c1) prefetch(__ldg(w.tile_group + c0 * (kChunk / 16)));
+    for (int64_t k0 = c0 * kChunk; k0 < c1 * kChunk; k0 += span) {
+      stage_x(k0);
+      __syncthreads();
+      const int64_t stage_end = min(c1, (k0 + span) / kChunk);
+      for (int64_t q = k0 / kChunk; q < stage_end; q += kStepChunks) {
+        if (q + kStepChunks < c1) load_quad(q + kStepChunks, nxt, nxt_g);
+        if (active) {
+#pragma unroll
+          for (int c = 0; c < kStepChunks; ++c) {
+            if (q + c < c1) {
+              const int k = int((q + c) * kChunk);
+              chunk_product(cur[c], cur_g[c], k, int(k - k0));
+            }
+          }
+        }
+#pragma unroll
+        for (int c = 0; c < kStepChunks; ++c) {
+#pragma unroll
+          for (int b = 0; b < Bits; ++b) cur[c][b] = nxt[c][b];
+          cur_g[c] = nxt_g[c];
+        }
+      }
+      __syncthreads();  // xs is restaged next step
     }
-    if (MT > 1) __syncthreads();  // xs is restaged next step
   }
   if (active && group >= 0) flush();
 
@@ -420,9 +537,10 @@ Plan plan_for(const MmaGroup<T>& g, int64_t M) {
   p.mchunks = (M + p.mt * 8 - 1) / (p.mt * 8);
   const int64_t chunks = g.job[0].w.Kp / kChunk;
   const int64_t blocks = group_tiles(g) * p.mchunks;
-  // Blocks to fill the GPU: 8 per SM for one batch fragment (4 warps each, so 32 warps
-  // per SM at ~80 registers: the loads in flight decide), fewer as blocks grow.
-  const int64_t target = int64_t(sm_count()) * (p.mt == 1 ? 8 : p.mt == 2 ? 4 : 2);
+  // Blocks to fill the GPU: for one batch fragment what fits at once (shared memory
+  // decides: 228 KiB / (32 KiB of code rings + staged x) = 6 per SM, 24 warps, each with
+  // S − 1 quads in flight), fewer as blocks grow.
+  const int64_t target = int64_t(sm_count()) * (p.mt == 1 ? 6 : p.mt == 2 ? 4 : 2);
   // MT = 1 stages its whole split: at most kMaxStagedChunks chunks (8 rows x 2048
   // inputs x 2 bytes = 32 KiB).
   // And at least two quads per warp: a block's fixed cost (staging, the split's partials
@@ -438,8 +556,8 @@ Plan plan_for(const MmaGroup<T>& g, int64_t M) {
 template <int Bits, int MT, class T>
 void launch_mma(const MmaGroup<T>& g, const Plan& p, const T* x, int64_t ldx, int64_t M, float* partials,
                 int32_t* counters, cudaStream_t s) {
-  const int64_t smem = stage_bytes<T>(MT, M, p.chunks_per);
-  GPTQ_CHECK(smem <= 48 * 1024, "gptq_mma: staged x exceeds 48 KiB");  // plan_for keeps it inside
+  const int64_t smem = ring_bytes<Bits, MT>() + stage_bytes<T>(MT, M, p.chunks_per);
+  GPTQ_CHECK(smem <= kMaxSmem, "gptq_mma: shared memory exceeds the opted-in size");  // plan_for keeps it inside
   const bool vec_x = ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const dim3 grid(unsigned(group_tiles(g)), unsigned(p.splits), unsigned(p.mchunks));
   launch(mma_kernel<Bits, MT, T>, grid, kThreads, size_t(smem), s, g, x, ldx, int(M), vec_x, p.chunks_per, p.splits,
@@ -458,7 +576,22 @@ void mma_bits(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* p
   }
 }
 
+template <int Bits, class T>
+void allow_smem() {
+  CUDA_CHECK(cudaFuncSetAttribute(mma_kernel<Bits, 1, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem));
+}
+
 }  // namespace
+
+void gptq_mma_init() {
+  allow_smem<2, __half>();
+  allow_smem<3, __half>();
+  allow_smem<4, __half>();
+  allow_smem<8, __half>();
+  allow_smem<2, __nv_bfloat16>();
+  allow_smem<3, __nv_bfloat16>();
+  allow_smem<4, __nv_bfloat16>();
+}
 
 bool mma_supported(int bits, DType act) {
   if (act == DType::kF16) return bits == 2 || bits == 3 || bits == 4 || bits == 8;
