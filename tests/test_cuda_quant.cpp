@@ -127,6 +127,69 @@ TEST_P(CudaQuantOps, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Options, CudaQuantOps, testing::ValuesIn(cases()),
                          [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
 
+// The device packer against the host's (format/packing.h) on the same sweep result:
+// qweight, qzeros, scales and g_idx byte for byte, for every bit width, sym and asym
+// (asym zeros of 0 wrap to all ones in v1), v1 and v2 zeros, natural and act-order
+// (scattered g_idx), a partial last group (K = 576 at g128: 4 full groups and one of
+// 64) and one group (g-1). N = 200 is no multiple of 32: the qzeros rows end in a
+// partly filled word (3-bit: 19 words for 200 zeros, the last block cut short).
+TEST_F(CudaQuant, PackOnTheDeviceMatchesTheHostPacker) {
+  constexpr int64_t N = 200, K = 576, R = 768;
+  const std::vector<float> W = test::gaussian(size_t(N * K), 11, 0.05f);
+  const std::vector<float> X = test::correlated_inputs(R, K, 23);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), R);
+  auto ops = backend::make_quant_ops(*gpu_);
+  auto h = ops->hessian(K);
+  ops->assign(*h, acc.matrix(), acc.samples());
+  for (const int bits : {2, 3, 4, 8}) {
+    for (const bool sym : {true, false}) {
+      for (const quant::ActOrder order : {quant::ActOrder::kNone, quant::ActOrder::kDescAct}) {
+        for (const int group : {128, -1}) {
+          const quant::GptqOptions o{.quant = {.bits = bits, .sym = sym}, .group_size = group, .act_order = order};
+          const auto r = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+          quant::QuantizedLinear q;
+          ops->download(*r, q);
+          for (const quant::Format f : {quant::Format::kV1, quant::Format::kV2}) {
+            SCOPED_TRACE(std::to_string(bits) + "-bit " + (sym ? "sym" : "asym") + " g" + std::to_string(group) +
+                         (order == quant::ActOrder::kDescAct ? " desc_act" : "") +
+                         (f == quant::Format::kV1 ? " v1" : " v2"));
+            const quant::PackedLinear want = quant::pack(q, f), got = ops->pack(*r, f);
+            EXPECT_EQ(got.bits, want.bits);
+            EXPECT_EQ(got.group_size, want.group_size);
+            EXPECT_EQ(got.qweight_shape, want.qweight_shape);
+            EXPECT_EQ(got.qzeros_shape, want.qzeros_shape);
+            EXPECT_EQ(got.scales_shape, want.scales_shape);
+            EXPECT_TRUE(got.qweight == want.qweight) << "qweight";
+            EXPECT_TRUE(got.qzeros == want.qzeros) << "qzeros";
+            EXPECT_TRUE(got.scales == want.scales) << "scales";
+            EXPECT_EQ(got.g_idx, want.g_idx);
+            EXPECT_TRUE(got.bias.empty());
+          }
+        }
+      }
+    }
+  }
+}
+
+// A sweep result lives in the QuantOps' scratch: once a later call reuses it, reading
+// the result is refused instead of returning another module's codes.
+TEST_F(CudaQuant, StaleSweepResultIsRefused) {
+  constexpr int64_t N = 32, K = 64;
+  const std::vector<float> W = test::gaussian(size_t(N * K), 5, 0.05f);
+  const std::vector<float> X = test::correlated_inputs(256, K, 9);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), 256);
+  auto ops = backend::make_quant_ops(*gpu_);
+  auto h = ops->hessian(K);
+  ops->assign(*h, acc.matrix(), acc.samples());
+  const quant::GptqOptions o{.quant = {.bits = 4}, .group_size = 32};
+  const auto first = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+  const auto second = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+  test::expect_error([&] { ops->pack(*first, quant::Format::kV2); }, "reused its memory", ErrorKind::kInvalidArgument);
+  EXPECT_NO_THROW(ops->pack(*second, quant::Format::kV2));
+}
+
 // H accumulated on the device from backend tensors, in uneven chunks, against the fp64
 // reference. Bound per entry: each chunk's fp32 GEMM sums r ≤ 700 exact products (error
 // ≤ r·u·Σ|x_i x_j| over the chunk, u = 2⁻²⁴), and the running mean adds ≤ 4 roundings

@@ -399,25 +399,34 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
     io::to_f32(t, w_.view().as<float>());
   });
   const float* W = w_.view().as<float>();
-  QuantizedLinear q;
+  // GPTQ's result stays where the sweep made it and is packed there (on CUDA only the
+  // packed tensors come back); the unpacked form reaches the host only for on_quantized.
+  PackedLinear saved;
   if (gptq_) {
     GptqStats st;
     const auto tq = Clock::now();
-    q = gptq_quantize(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st);
+    const std::unique_ptr<backend::SweepResult> r =
+        gptq_quantize_resident(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st);
     m.loss = st.loss;
     m.damp = st.damp_percent;
     m.retries = st.retries;
     times_.factor += st.factor_seconds;
     times_.sweep += st.sweep_seconds;
     times_.quantize += since(tq) - st.factor_seconds - st.sweep_seconds;
+    if (o_.on_quantized) {
+      QuantizedLinear q;
+      timed(&LayerTimes::quantize, [&] { ops_->download(*r, q); });
+      o_.on_quantized(name, q);
+    }
+    timed(&LayerTimes::pack, [&] { saved = ops_->pack(*r, o_.config.format); });
   } else {
+    QuantizedLinear q;
     timed(&LayerTimes::quantize, [&] {
       q = rtn_quantize(W, out, in, {.quant = quantizer_config(o_.config, s), .group_size = s.group_size});
     });
+    if (o_.on_quantized) o_.on_quantized(name, q);
+    timed(&LayerTimes::pack, [&] { saved = pack(q, o_.config.format); });
   }
-  if (o_.on_quantized) o_.on_quantized(name, q);
-  PackedLinear saved;
-  timed(&LayerTimes::pack, [&] { saved = pack(q, o_.config.format); });
   timed(&LayerTimes::write, [&] {
     emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
     emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
