@@ -190,6 +190,52 @@ TEST_F(CudaQuant, StaleSweepResultIsRefused) {
   EXPECT_NO_THROW(ops->pack(*second, quant::Format::kV2));
 }
 
+// The swap-in built on the device against the load route (Backend::gptq_linear of the
+// host-packed v2 tensors with the bias): the same description and size, and the same
+// outputs bit for bit (the same kernels reading the same layout bytes), at a decode-size
+// and a prefill-size batch. fp16 activations (the tensor-core layout for every width)
+// and fp32 (the GEMV layout: swap_in takes the load route there).
+TEST_F(CudaQuant, SwapInOnTheDeviceEqualsTheLoadedLayer) {
+  constexpr int64_t N = 200, K = 576, R = 768;
+  const std::vector<float> W = test::gaussian(size_t(N * K), 13, 0.05f);
+  const std::vector<float> X = test::correlated_inputs(R, K, 29);
+  const std::vector<float> bias = test::gaussian(size_t(N), 31, 0.1f);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), R);
+  for (const DType act : {DType::kF16, DType::kF32}) {
+    const auto gpu = backend::make_backend("cuda:0", {.activations = act});
+    auto ops = backend::make_quant_ops(*gpu);
+    auto h = ops->hessian(K);
+    ops->assign(*h, acc.matrix(), acc.samples());
+    for (const int bits : {2, 3, 4, 8}) {
+      for (const quant::ActOrder order : {quant::ActOrder::kNone, quant::ActOrder::kDescAct}) {
+        for (const int group : {128, -1}) {
+          SCOPED_TRACE(std::string(dtype_name(act)) + " " + std::to_string(bits) + "-bit g" + std::to_string(group) +
+                       (order == quant::ActOrder::kDescAct ? " desc_act" : ""));
+          const quant::GptqOptions o{.quant = {.bits = bits, .sym = false}, .group_size = group, .act_order = order};
+          const auto r = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+          quant::PackedLinear p = ops->pack(*r, quant::Format::kV2);
+          p.bias = bias;
+          const auto loaded = gpu->gptq_linear(std::move(p));
+          const auto swapped = ops->swap_in(*gpu, *r, bias);
+          EXPECT_EQ(swapped->describe(), loaded->describe());
+          EXPECT_EQ(swapped->weight_bytes(), loaded->weight_bytes());
+          for (const int64_t M : {int64_t(3), int64_t(64)}) {
+            backend::Buffer x = gpu->alloc(M, K), y1 = gpu->alloc(M, N), y2 = gpu->alloc(M, N);
+            gpu->upload(std::span<const float>(X.data(), size_t(M * K)), x.view());
+            gpu->linear(*loaded, x.view(), y1.view());
+            gpu->linear(*swapped, x.view(), y2.view());
+            std::vector<float> a(size_t(M * N)), b(size_t(M * N));
+            gpu->download(y1.view(), a);
+            gpu->download(y2.view(), b);
+            EXPECT_TRUE(a == b) << "M=" << M;
+          }
+        }
+      }
+    }
+  }
+}
+
 // H accumulated on the device from backend tensors, in uneven chunks, against the fp64
 // reference. Bound per entry: each chunk's fp32 GEMM sums r ≤ 700 exact products (error
 // ≤ r·u·Σ|x_i x_j| over the chunk, u = 2⁻²⁴), and the running mean adds ≤ 4 roundings

@@ -113,6 +113,10 @@ class QuantOps {
   // The checkpoint tensors (qweight, qzeros with zeros stored per `format`, fp16 scales,
   // g_idx; no bias), byte for byte what quant::pack (format/packing.h) makes of download(r).
   virtual quant::PackedLinear pack(const SweepResult& r, quant::Format format) = 0;
+  // The layer r makes on `b` (the backend this QuantOps serves) for the next calibration
+  // passes: what b.gptq_linear makes of pack(r, kV2) with `bias` ([N] or empty), the
+  // same bytes, built where r is without a round trip through the host where b can.
+  virtual std::unique_ptr<Linear> swap_in(Backend& b, const SweepResult& r, std::vector<float> bias) = 0;
 };
 
 // The reference implementation (src/backend/cpu/quant_ops.cpp); serves the CPU backend.

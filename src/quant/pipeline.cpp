@@ -402,11 +402,11 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   // GPTQ's result stays where the sweep made it and is packed there (on CUDA only the
   // packed tensors come back); the unpacked form reaches the host only for on_quantized.
   PackedLinear saved;
+  std::unique_ptr<backend::SweepResult> r;
   if (gptq_) {
     GptqStats st;
     const auto tq = Clock::now();
-    const std::unique_ptr<backend::SweepResult> r =
-        gptq_quantize_resident(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st);
+    r = gptq_quantize_resident(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st);
     m.loss = st.loss;
     m.damp = st.damp_percent;
     m.retries = st.retries;
@@ -439,14 +439,12 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   result_.quantized_params += out * in;
   if (swap_in != nullptr) {
     // The in-memory model runs exactly what a reload of the checkpoint runs: the tensors
-    // just written, v1 zeros converted as the loader converts them, bias included (GPTQ
-    // quantizes the weight only).
-    PackedLinear live = std::move(saved);
-    timed(&LayerTimes::pack, [&] {
-      if (o_.config.format == Format::kV1) convert_v1_zeros_to_v2(live);
-      if (ckpt_.find(name + ".bias") != nullptr) live.bias = model::load_vector(ckpt_, name + ".bias", out);
-    });
-    timed(&LayerTimes::swap_in, [&] { *swap_in = b_.gptq_linear(std::move(live)); });
+    // just written, with v2 zeros as the loader converts v1 ones, bias included (GPTQ
+    // quantizes the weight only). Built from the sweep's result where it is (on CUDA,
+    // without a host round trip).
+    std::vector<float> bias;
+    if (ckpt_.find(name + ".bias") != nullptr) bias = model::load_vector(ckpt_, name + ".bias", out);
+    timed(&LayerTimes::swap_in, [&] { *swap_in = ops_->swap_in(b_, *r, std::move(bias)); });
   }
   m.seconds = since(t0);
   return m;

@@ -92,6 +92,11 @@ class CpuQuantOps final : public QuantOps {
   quant::PackedLinear pack(const SweepResult& r, quant::Format format) override {
     return quant::pack(cpu_result(r).q, format);
   }
+  std::unique_ptr<Linear> swap_in(Backend& b, const SweepResult& r, std::vector<float> bias) override {
+    quant::PackedLinear p = quant::pack(cpu_result(r).q, quant::Format::kV2);
+    p.bias = std::move(bias);
+    return b.gptq_linear(std::move(p));
+  }
 };
 
 // With H_p = P H_d Pᵀ + λI: the upper Cholesky factor U of H_p⁻¹ (H_p⁻¹ = UᵀU, positive

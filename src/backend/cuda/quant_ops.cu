@@ -42,10 +42,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "backend/cuda/quant_ops.cuh"
 #include "core/error.h"
+#include "format/fragment_layout.h"
 
 namespace gptq::backend::cuda {
 namespace {
@@ -382,6 +384,49 @@ __global__ void pack_scales_kernel(const float* scales, int64_t n, uint16_t* out
   }
 }
 
+// ---- swap-in: device twin of format/fragment_layout.cpp's make_fragment_layout --------
+
+// words [Nt][Kp/64][32][bits]: thread (row tile nt, chunk c, lane) writes its lane's run
+// of `bits` words: the 32 codes (tile j, register p, half h) of fragment_slot's
+// inverse, row nt·16 + g + 8(p & 1), sorted input c·64 + 16j + 2t + 8(p >> 1) + h
+// (g = lane / 4, t = lane % 4), read from the codes at column perm[input] (or input).
+// Padding (rows ≥ N, inputs ≥ K) is code 0.
+__global__ void fragment_words_kernel(const uint8_t* q, const int32_t* perm, int64_t N, int64_t K, int64_t Kp,
+                                      int64_t Nt, int bits, uint32_t* words) {
+  pdl_begin();
+  const int64_t chunks = Kp / quant::kFragmentChunk;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= Nt * chunks * quant::kFragmentLanes) return;
+  const int lane = int(idx % quant::kFragmentLanes);
+  const int64_t c = (idx / quant::kFragmentLanes) % chunks, nt = idx / (quant::kFragmentLanes * chunks);
+  uint32_t w[8] = {};  // bits ≤ 8
+  const int g = lane / 4, t = lane % 4;
+  for (int j = 0; j < 4; ++j) {
+    for (int p = 0; p < 4; ++p) {
+      for (int h = 0; h < 2; ++h) {
+        const int64_t n = nt * quant::kFragmentRows + g + 8 * (p & 1);
+        const int64_t k = c * quant::kFragmentChunk + quant::kFragmentTile * j + 2 * t + 8 * (p >> 1) + h;
+        if (n >= N || k >= K) continue;
+        const int64_t col = perm != nullptr ? perm[k] : k;
+        quant::set_fragment_code(w, bits, {.lane = lane, .j = j, .p = p, .h = h}, q[n * K + col]);
+      }
+    }
+  }
+  for (int i = 0; i < bits; ++i) words[idx * bits + i] = w[i];
+}
+
+// scales fp16 and zeros uint8, [G][rows] with rows = Nt·16: the sweep's (fp16-exact)
+// scales and (v2) zeros, 0 in the padding rows.
+__global__ void fragment_params_kernel(const float* scales, const int32_t* zeros, int64_t N, int64_t G, int64_t rows,
+                                       __half* out_scales, uint8_t* out_zeros) {
+  pdl_begin();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < G * rows; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t g = i / rows, n = i % rows;
+    out_scales[i] = __float2half_rn(n < N ? scales[g * N + n] : 0.0f);
+    out_zeros[i] = n < N ? uint8_t(zeros[g * N + n]) : uint8_t(0);
+  }
+}
+
 // ---- the QuantOps ---------------------------------------------------------------------
 
 class CudaHessian final : public Hessian {
@@ -687,6 +732,56 @@ class CudaQuantOps final : public QuantOps {
     get(p.scales.data(), dsc, p.scales.size() * 2);
     sync();
     return p;
+  }
+
+  std::unique_ptr<Linear> swap_in(Backend& b, const SweepResult& result, std::vector<float> bias) override {
+    GPTQ_CHECK(&b == ctx_.backend, "cuda swap_in: a layer for another backend");
+    const CudaSweepResult& r = current(result);
+    const quant::QuantizedLinear& l = r.layout;
+    std::optional<quant::FragmentLayout> order;
+    if (ctx_.takes_fragment_layout(l.bits)) order = quant::fragment_order(l.bits, l.in_features, l.out_features,
+                                                                          l.num_groups(), l.g_idx);
+    if (!order) {  // the backend's other layout (or its refusal): from the packed tensors, as a load
+      quant::PackedLinear p = pack(result, quant::Format::kV2);
+      p.bias = std::move(bias);
+      return b.gptq_linear(std::move(p));
+    }
+    const quant::FragmentLayout& f = *order;
+    const int64_t N = l.out_features, K = l.in_features, rows = f.row_stride();
+    std::vector<std::shared_ptr<void>> memory;
+    uint64_t total = 0;
+    auto alloc = [&](uint64_t bytes) {
+      memory.push_back(ctx_.alloc(bytes, "a gptq tensor"));
+      total += bytes;
+      return memory.back().get();
+    };
+    auto upload = [&](const void* host, uint64_t bytes) {
+      void* m = alloc(bytes);
+      CUDA_CHECK(cudaMemcpyAsync(m, host, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+      return m;
+    };
+    MmaDeviceLayout d{.bits = f.bits, .K = K, .N = N, .Kp = f.Kp, .Nt = f.Nt, .G = f.G};
+    const uint64_t word_count = uint64_t(f.Nt * (f.Kp / quant::kFragmentChunk) * quant::kFragmentLanes);
+    auto* words = static_cast<uint32_t*>(alloc(word_count * uint64_t(f.bits) * 4));
+    auto* scales = static_cast<__half*>(alloc(uint64_t(f.G * rows) * 2));
+    auto* zeros = static_cast<uint8_t*>(alloc(uint64_t(f.G * rows)));
+    d.words = words;
+    d.scales = scales;
+    d.zeros = zeros;
+    d.tile_group = static_cast<const int32_t*>(upload(f.tile_group.data(), f.tile_group.size() * 4));
+    d.chunk_group = static_cast<const int32_t*>(upload(f.chunk_group.data(), f.chunk_group.size() * 4));
+    if (!f.perm.empty()) d.perm = static_cast<const int32_t*>(upload(f.perm.data(), f.perm.size() * 4));
+    if (!bias.empty()) {
+      GPTQ_CHECK(int64_t(bias.size()) == N, "cuda swap_in: bias has " + std::to_string(bias.size()) +
+                                                " entries, expected N=" + std::to_string(N));
+      d.bias = static_cast<const float*>(upload(bias.data(), bias.size() * 4));
+    }
+    launch(fragment_words_kernel, unsigned(ceil_div(int64_t(word_count), 128)), 128, 0, ctx_.stream, r.codes,
+           d.perm, N, K, f.Kp, f.Nt, f.bits, words);
+    launch(fragment_params_kernel, unsigned(std::min<int64_t>(ceil_div(f.G * rows, 256), 4096)), 256, 0,
+           ctx_.stream, r.scales, r.zeros, N, f.G, rows, scales, zeros);
+    sync();  // the host maps above must outlive their transfers
+    return ctx_.fragment_linear(d, l.group_size, std::move(memory), total);
   }
 
  private:
