@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -353,4 +354,64 @@ TEST(CheckpointWriter, CannotBeUsedAfterCommit) {
   EXPECT_THROW(w.add_tensor("a", DType::kF32, {}, pattern(4, 1)), Error);
   EXPECT_THROW(w.commit(), Error);
   EXPECT_TRUE(Checkpoint(tmp.path() / "out").names().empty());  // empty but valid
+}
+
+// Every file of `dir`, name → contents.
+std::map<std::string, std::string> contents(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& e : fs::directory_iterator(dir)) files[e.path().filename().string()] = read_file(e.path());
+  return files;
+}
+
+// The background writer changes when bytes reach the disk, not which: shards, index and
+// files identical with no thread, with a queue smaller than one tensor (every add waits
+// for the one before), and with the default queue.
+TEST(CheckpointWriter, BackgroundWritingGivesTheSameFiles) {
+  gptq::test::TempDir tmp;
+  std::vector<Spec> specs = forty_byte_tensors(9);
+  specs.push_back(spec("big", DType::kF16, {300}, 99));  // a shard of its own
+  auto write = [&](const std::string& name, uint64_t background) {
+    CheckpointWriter w(tmp.path() / name, {.max_shard_bytes = 100, .background_bytes = background});
+    write_all(w, specs);
+    w.add_file("config.json", "{}");
+    w.commit();
+    return contents(tmp.path() / name);
+  };
+  const auto inline_files = write("inline", 0);
+  EXPECT_EQ(inline_files.size(), 8u);  // 6 shards, the index, config.json
+  EXPECT_TRUE(write("one-at-a-time", 16) == inline_files);
+  EXPECT_TRUE(write("default", CheckpointWriterOptions{}.background_bytes) == inline_files);
+}
+
+// An I/O error in the tensor writes (the shard's data file made /dev/full: every write
+// fails with ENOSPC) surfaces as kIo naming the tensor, inline at its add_tensor, in the
+// background at the next call or at commit; later calls are refused; no output appears
+// and the temporary directory goes with the writer.
+TEST(CheckpointWriter, AWriteErrorNamesTheTensorAndLeavesNoOutput) {
+  for (const uint64_t background : {uint64_t(0), CheckpointWriterOptions{}.background_bytes}) {
+    SCOPED_TRACE("background_bytes " + std::to_string(background));
+    gptq::test::TempDir tmp;
+    const fs::path out = tmp.path() / "out";
+    {
+      CheckpointWriter w(out, {.background_bytes = background});
+      const std::vector<std::string> temp = listing(tmp.path());
+      ASSERT_EQ(temp.size(), 1u);
+      fs::create_symlink("/dev/full", tmp.path() / temp[0] / ".gptq-shard.data");
+      std::string error;
+      try {
+        w.add_tensor("big", DType::kF32, {1 << 18}, pattern(1 << 20, 1));  // past the stream's buffer
+        w.add_tensor("small", DType::kF32, {1}, pattern(4, 2));
+        w.commit();
+      } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::kIo) << e.what();
+        error = e.what();
+      }
+      EXPECT_NE(error.find("tensor \"big\""), std::string::npos) << error;
+      EXPECT_NE(error.find("No space left"), std::string::npos) << error;
+      EXPECT_THROW(w.add_tensor("after", DType::kF32, {1}, pattern(4, 3)), Error);
+      EXPECT_THROW(w.commit(), Error);
+      EXPECT_FALSE(fs::exists(out));
+    }
+    EXPECT_TRUE(listing(tmp.path()).empty());
+  }
 }

@@ -127,6 +127,115 @@ TEST_P(CudaQuantOps, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(Options, CudaQuantOps, testing::ValuesIn(cases()),
                          [](const testing::TestParamInfo<Case>& i) { return i.param.name; });
 
+// The device packer against the host's (format/packing.h) on the same sweep result:
+// qweight, qzeros, scales and g_idx byte for byte, for every bit width, sym and asym
+// (asym zeros of 0 wrap to all ones in v1), v1 and v2 zeros, natural and act-order
+// (scattered g_idx), a partial last group (K = 576 at g128: 4 full groups and one of
+// 64) and one group (g-1). N = 200 is no multiple of 32: the qzeros rows end in a
+// partly filled word (3-bit: 19 words for 200 zeros, the last block cut short).
+TEST_F(CudaQuant, PackOnTheDeviceMatchesTheHostPacker) {
+  constexpr int64_t N = 200, K = 576, R = 768;
+  const std::vector<float> W = test::gaussian(size_t(N * K), 11, 0.05f);
+  const std::vector<float> X = test::correlated_inputs(R, K, 23);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), R);
+  auto ops = backend::make_quant_ops(*gpu_);
+  auto h = ops->hessian(K);
+  ops->assign(*h, acc.matrix(), acc.samples());
+  for (const int bits : {2, 3, 4, 8}) {
+    for (const bool sym : {true, false}) {
+      for (const quant::ActOrder order : {quant::ActOrder::kNone, quant::ActOrder::kDescAct}) {
+        for (const int group : {128, -1}) {
+          const quant::GptqOptions o{.quant = {.bits = bits, .sym = sym}, .group_size = group, .act_order = order};
+          const auto r = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+          quant::QuantizedLinear q;
+          ops->download(*r, q);
+          for (const quant::Format f : {quant::Format::kV1, quant::Format::kV2}) {
+            SCOPED_TRACE(std::to_string(bits) + "-bit " + (sym ? "sym" : "asym") + " g" + std::to_string(group) +
+                         (order == quant::ActOrder::kDescAct ? " desc_act" : "") +
+                         (f == quant::Format::kV1 ? " v1" : " v2"));
+            const quant::PackedLinear want = quant::pack(q, f), got = ops->pack(*r, f);
+            EXPECT_EQ(got.bits, want.bits);
+            EXPECT_EQ(got.group_size, want.group_size);
+            EXPECT_EQ(got.qweight_shape, want.qweight_shape);
+            EXPECT_EQ(got.qzeros_shape, want.qzeros_shape);
+            EXPECT_EQ(got.scales_shape, want.scales_shape);
+            EXPECT_TRUE(got.qweight == want.qweight) << "qweight";
+            EXPECT_TRUE(got.qzeros == want.qzeros) << "qzeros";
+            EXPECT_TRUE(got.scales == want.scales) << "scales";
+            EXPECT_EQ(got.g_idx, want.g_idx);
+            EXPECT_TRUE(got.bias.empty());
+          }
+        }
+      }
+    }
+  }
+}
+
+// A sweep result lives in the QuantOps' scratch: once a later call reuses it, reading
+// the result is refused instead of returning another module's codes.
+TEST_F(CudaQuant, StaleSweepResultIsRefused) {
+  constexpr int64_t N = 32, K = 64;
+  const std::vector<float> W = test::gaussian(size_t(N * K), 5, 0.05f);
+  const std::vector<float> X = test::correlated_inputs(256, K, 9);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), 256);
+  auto ops = backend::make_quant_ops(*gpu_);
+  auto h = ops->hessian(K);
+  ops->assign(*h, acc.matrix(), acc.samples());
+  const quant::GptqOptions o{.quant = {.bits = 4}, .group_size = 32};
+  const auto first = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+  const auto second = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+  test::expect_error([&] { ops->pack(*first, quant::Format::kV2); }, "reused its memory", ErrorKind::kInvalidArgument);
+  EXPECT_NO_THROW(ops->pack(*second, quant::Format::kV2));
+}
+
+// The swap-in built on the device against the load route (Backend::gptq_linear of the
+// host-packed v2 tensors with the bias): the same description and size, and the same
+// outputs bit for bit (the same kernels reading the same layout bytes), at a decode-size
+// and a prefill-size batch. fp16 activations (the tensor-core layout for every width)
+// and fp32 (the GEMV layout: swap_in takes the load route there).
+TEST_F(CudaQuant, SwapInOnTheDeviceEqualsTheLoadedLayer) {
+  constexpr int64_t N = 200, K = 576, R = 768;
+  const std::vector<float> W = test::gaussian(size_t(N * K), 13, 0.05f);
+  const std::vector<float> X = test::correlated_inputs(R, K, 29);
+  const std::vector<float> bias = test::gaussian(size_t(N), 31, 0.1f);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), R);
+  for (const DType act : {DType::kF16, DType::kF32}) {
+    const auto gpu = backend::make_backend("cuda:0", {.activations = act});
+    auto ops = backend::make_quant_ops(*gpu);
+    auto h = ops->hessian(K);
+    ops->assign(*h, acc.matrix(), acc.samples());
+    for (const int bits : {2, 3, 4, 8}) {
+      for (const quant::ActOrder order : {quant::ActOrder::kNone, quant::ActOrder::kDescAct}) {
+        for (const int group : {128, -1}) {
+          SCOPED_TRACE(std::string(dtype_name(act)) + " " + std::to_string(bits) + "-bit g" + std::to_string(group) +
+                       (order == quant::ActOrder::kDescAct ? " desc_act" : ""));
+          const quant::GptqOptions o{.quant = {.bits = bits, .sym = false}, .group_size = group, .act_order = order};
+          const auto r = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+          quant::PackedLinear p = ops->pack(*r, quant::Format::kV2);
+          p.bias = bias;
+          const auto loaded = gpu->gptq_linear(std::move(p));
+          const auto swapped = ops->swap_in(*gpu, *r, bias);
+          EXPECT_EQ(swapped->describe(), loaded->describe());
+          EXPECT_EQ(swapped->weight_bytes(), loaded->weight_bytes());
+          for (const int64_t M : {int64_t(3), int64_t(64)}) {
+            backend::Buffer x = gpu->alloc(M, K), y1 = gpu->alloc(M, N), y2 = gpu->alloc(M, N);
+            gpu->upload(std::span<const float>(X.data(), size_t(M * K)), x.view());
+            gpu->linear(*loaded, x.view(), y1.view());
+            gpu->linear(*swapped, x.view(), y2.view());
+            std::vector<float> a(size_t(M * N)), b(size_t(M * N));
+            gpu->download(y1.view(), a);
+            gpu->download(y2.view(), b);
+            EXPECT_TRUE(a == b) << "M=" << M;
+          }
+        }
+      }
+    }
+  }
+}
+
 // H accumulated on the device from backend tensors, in uneven chunks, against the fp64
 // reference. Bound per entry: each chunk's fp32 GEMM sums r ≤ 700 exact products (error
 // ≤ r·u·Σ|x_i x_j| over the chunk, u = 2⁻²⁴), and the running mean adds ≤ 4 roundings

@@ -114,6 +114,24 @@ TEST_F(StoriesQuant, ReloadedCheckpointEqualsModelInMemory) {
   EXPECT_EQ(a, b);
 }
 
+// The checkpoint writer on the quantizing thread and on its background thread (with a
+// queue of 64 KiB, so most tensors wait for the one before): the same shards and index,
+// byte for byte (quant_log.json differs in its timings only).
+TEST_F(StoriesQuant, BackgroundWriterGivesTheSameCheckpoint) {
+  auto files = [](uint64_t background) {
+    const fs::path out = tmp->path() / ("writer-" + std::to_string(background));
+    quant::PipelineOptions po{.writer = {.max_shard_bytes = 2'000'000, .background_bytes = background}};
+    const quant::QuantizeResult r = quantize(quant::Method::kRtn, out, 4, 32, po);
+    EXPECT_GT(r.checkpoint.shards.size(), 2u);
+    std::vector<std::string> bytes;
+    for (const fs::path& f : r.checkpoint.shards) bytes.push_back(read_file(f));
+    bytes.push_back(read_file(r.checkpoint.index));
+    return bytes;
+  };
+  const auto inline_bytes = files(0);
+  EXPECT_TRUE(files(64 << 10) == inline_bytes);
+}
+
 // stories15M's hidden size 288 is not a multiple of 128: q/k/v/o and gate/up get groups
 // 128, 128 and a partial 32; down_proj (K = 768) six whole ones. The tensors must have the
 // shapes GPTQModel gives such a layer (gptqmodel/nn_modules/qlinear/__init__.py:

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "format/packing.h"
 #include "format/quant_params.h"
 #include "format/quantizer.h"
 
@@ -64,6 +65,22 @@ struct SweepPlan {
   std::span<const char> dead;         // [K] by original column: the input was always 0
 };
 
+// What a sweep produced, kept in the memory of the QuantOps that made it (device memory
+// on CUDA): codes [N, K] one byte each (original column order), scales and zeros [G, N]
+// (v2 meaning), and the layout it was given (shape, bits, group size, g_idx). From
+// there it is packed into checkpoint tensors (QuantOps::pack) or read back unpacked
+// (QuantOps::download); on CUDA only what is asked for crosses to the host.
+class SweepResult {
+ public:
+  virtual ~SweepResult() = default;
+  // Σ (w − q)² / (2 d²) over every weight, d = U[j, j] of its visited column.
+  double loss() const { return loss_; }
+
+ protected:
+  explicit SweepResult(double loss) : loss_(loss) {}
+  double loss_;
+};
+
 class QuantOps {
  public:
   virtual ~QuantOps() = default;
@@ -86,11 +103,20 @@ class QuantOps {
                                                         std::span<const char> dead, double lambda) = 0;
 
   // GPTQ's column sweep over W: [N, K] fp32 row-major, host, original column order.
-  // `out` arrives with its shape, bits, group size and g_idx set; the sweep fills q
-  // (original column order), scales and zeros. Returns Σ (w − q)² / (2 d²) over every
-  // weight, d = U[j, j] of its visited column.
-  virtual double sweep(const float* W, const InverseFactor& U, const SweepPlan& plan,
-                       quant::QuantizedLinear& out) = 0;
+  // `layout` has its shape, bits, group size and g_idx set (its q, scales and zeros are
+  // not read). A CUDA result lives in the QuantOps' scratch: it is valid until the next
+  // sweep or inverse_factor on the same QuantOps (pack and download check, kInvalidArgument).
+  virtual std::unique_ptr<SweepResult> sweep(const float* W, const InverseFactor& U, const SweepPlan& plan,
+                                             const quant::QuantizedLinear& layout) = 0;
+  // The codes, scales and zeros unpacked into `out` (which gets the layout's shape and g_idx).
+  virtual void download(const SweepResult& r, quant::QuantizedLinear& out) = 0;
+  // The checkpoint tensors (qweight, qzeros with zeros stored per `format`, fp16 scales,
+  // g_idx; no bias), byte for byte what quant::pack (format/packing.h) makes of download(r).
+  virtual quant::PackedLinear pack(const SweepResult& r, quant::Format format) = 0;
+  // The layer r makes on `b` (the backend this QuantOps serves) for the next calibration
+  // passes: what b.gptq_linear makes of pack(r, kV2) with `bias` ([N] or empty), the
+  // same bytes, built where r is without a round trip through the host where b can.
+  virtual std::unique_ptr<Linear> swap_in(Backend& b, const SweepResult& r, std::vector<float> bias) = 0;
 };
 
 // The reference implementation (src/backend/cpu/quant_ops.cpp); serves the CPU backend.

@@ -44,6 +44,7 @@ struct QuantizeArgs {
   std::string method = "gptq";
   std::string format = "auto";
   std::string max_shard_size = "4GB";
+  std::string write_queue = std::to_string(io::CheckpointWriterOptions{}.background_bytes);
   DeviceArgs device;
   std::string max_device_memory;
   int64_t batch_size = 0;
@@ -123,6 +124,10 @@ Runner add_quantize(CLI::App& app) {
                  "gptq (v1: zero-1 stored); gptq_v2 (zero stored)")
       ->check(CLI::IsMember({"auto", "gptq", "gptq_v2"}))->capture_default_str();
   app.add_option("--max-shard-size", a->max_shard_size, "Largest safetensors shard (e.g. 4GB, 500MB)")->capture_default_str();
+  app.add_option("--write-queue", a->write_queue,
+                 "Tensor bytes waiting for the background checkpoint writer at most (e.g. 1GiB); "
+                 "0: write on the quantizing thread")
+      ->capture_default_str();
   add_device_flags(app, a->device);
   app.add_option("--max-device-memory", a->max_device_memory,
                  "Device memory quantizing may allocate (e.g. 15GB); default: what is free at the start");
@@ -196,7 +201,10 @@ Runner add_quantize(CLI::App& app) {
     quant::PipelineOptions po{.config = qc,
                               .out_dir = a->out,
                               .writer = {.max_shard_bytes = parse_size(a->max_shard_size, "--max-shard-size"),
-                                         .overwrite = a->overwrite}};
+                                         .overwrite = a->overwrite,
+                                         .background_bytes = a->write_queue == "0"
+                                                                 ? 0
+                                                                 : parse_size(a->write_queue, "--write-queue")}};
     if (a->batch_size > 0) po.batch_samples = a->batch_size;
     if (!a->max_device_memory.empty()) po.max_device_bytes = parse_size(a->max_device_memory, "--max-device-memory");
     po.on_note = [](const std::string& n) { std::fprintf(stderr, "gptq: note: %s\n", n.c_str()); };

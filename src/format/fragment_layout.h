@@ -77,9 +77,45 @@ static_assert(fragment_slot(15, 63).lane == 31 && fragment_slot(15, 63).p == 3 &
 // Bit widths the layout holds (all of GPTQ's).
 constexpr bool fragment_bits_supported(int bits) { return bits == 2 || bits == 3 || bits == 4 || bits == 8; }
 
-// The code at `slot` of one lane's chunk words w[0..bits), and its inverse.
-uint32_t fragment_code(const uint32_t* w, int bits, const FragmentSlot& slot);
-void set_fragment_code(uint32_t* w, int bits, const FragmentSlot& slot, uint32_t code);
+// (word, bit) of a `width`-bit field of the slot, for the widths stored whole (the
+// 3-bit codes' low 2 bits are stored as 2-bit ones).
+struct FragmentField {
+  int word, bit;
+};
+constexpr FragmentField fragment_field(int bits, const FragmentSlot& s) {
+  const int i = 4 * s.j + s.p;  // the register's index among the chunk's 16
+  switch (bits) {
+    case 4: return {s.j, 4 * s.p + 16 * s.h};
+    case 8: return {2 * s.j + s.p / 2, 16 * (s.p & 1) + 8 * s.h};
+    default: return {i / 8, 2 * (i % 8) + 16 * s.h};  // 2-bit, and 3-bit's low 2 bits
+  }
+}
+
+// The code at `slot` of one lane's chunk words w[0..bits), and its inverse. constexpr,
+// so that the CUDA quantizer builds the layout on the device with these same lines.
+constexpr uint32_t fragment_code(const uint32_t* w, int bits, const FragmentSlot& s) {
+  const int width = bits == 3 ? 2 : bits;
+  const FragmentField f = fragment_field(bits, s);
+  uint32_t q = (w[f.word] >> f.bit) & ((1u << width) - 1);
+  if (bits == 3) q |= ((w[2] >> (4 * s.j + s.p + 16 * s.h)) & 1u) << 2;
+  return q;
+}
+constexpr void set_fragment_code(uint32_t* w, int bits, const FragmentSlot& s, uint32_t code) {
+  const int width = bits == 3 ? 2 : bits;
+  const uint32_t mask = (1u << width) - 1;
+  const FragmentField f = fragment_field(bits, s);
+  w[f.word] = (w[f.word] & ~(mask << f.bit)) | ((code & mask) << f.bit);
+  if (bits == 3) {
+    const int bit = 4 * s.j + s.p + 16 * s.h;
+    w[2] = (w[2] & ~(1u << bit)) | (((code >> 2) & 1u) << bit);
+  }
+}
+
+// The parts of the layout that depend on the shape and g_idx only: K, N, Kp, Nt, G,
+// tile_group, chunk_group and perm (words, scales and zeros left empty). nullopt when a
+// 16-input tile of the group-sorted inputs spans two groups. g_idx: [K], in [0, G).
+std::optional<FragmentLayout> fragment_order(int bits, int64_t K, int64_t N, int64_t G,
+                                             const std::vector<int32_t>& g_idx);
 
 // Validates the checkpoint tensors (v2 zeros), then repacks. nullopt when a 16-input
 // tile of the group-sorted inputs spans two groups.

@@ -103,16 +103,26 @@ CheckpointWriter::CheckpointWriter(fs::path out_dir, CheckpointWriterOptions opt
     throw Error(ErrorKind::kIo, temp_dir_.string() + ": cannot create: " +
                                     (ec ? ec.message() : std::string("already exists")));
   }
+  if (options_.background_bytes > 0) queue_ = std::make_unique<WriteQueue>(options_.background_bytes);
 }
 
 CheckpointWriter::~CheckpointWriter() {
+  queue_.reset();  // the file work stops before its files go
   if (committed_) return;
   data_.close();
   std::error_code ec;
   fs::remove_all(temp_dir_, ec);
 }
 
-void CheckpointWriter::check_usable() const {
+void CheckpointWriter::check_usable() {
+  if (queue_ && !broken_ && !committed_) {
+    try {
+      queue_->check();
+    } catch (...) {
+      broken_ = true;
+      throw;
+    }
+  }
   if (committed_) throw Error(ErrorKind::kInvalidArgument, out_dir_.string() + ": already committed");
   if (broken_) {
     throw Error(ErrorKind::kInvalidArgument,
@@ -164,12 +174,12 @@ void CheckpointWriter::add_tensor(const std::string& name, DType dtype, const st
         pending_bytes_ + nbytes > options_.max_shard_bytes) {
       close_shard();
     }
-    if (!data_.is_open()) {
-      data_.open(data_path(), std::ios::binary | std::ios::trunc);
-      if (!data_) fail_io(data_path(), "cannot create");
+    if (queue_) {
+      auto copy = std::make_shared<std::vector<std::byte>>(data.begin(), data.end());
+      run([this, name, copy] { append(name, *copy); }, nbytes);
+    } else {
+      append(name, data);
     }
-    data_.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
-    if (!data_) fail_io(data_path(), "write failed");
     pending_.push_back({{name, dtype, shape}, pending_bytes_, nbytes});
     pending_bytes_ += nbytes;
     tensor_bytes_ += nbytes;
@@ -180,32 +190,62 @@ void CheckpointWriter::add_tensor(const std::string& name, DType dtype, const st
   }
 }
 
+void CheckpointWriter::run(std::function<void()> job, uint64_t bytes) {
+  if (queue_) {
+    queue_->push(std::move(job), bytes);
+  } else {
+    job();
+  }
+}
+
+void CheckpointWriter::append(const std::string& name, std::span<const std::byte> data) {
+  try {
+    if (!data_.is_open()) {
+      data_.open(data_path(), std::ios::binary | std::ios::trunc);
+      if (!data_) fail_io(data_path(), "cannot create");
+    }
+    data_.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size()));
+    if (!data_) fail_io(data_path(), "write failed");
+  } catch (const Error& e) {
+    throw Error(e.kind(), out_dir_.string() + ": tensor \"" + name + "\": " + e.what());
+  }
+}
+
 // Assembles the open shard into `.gptq-0000k.safetensors`: header, then the tensors'
 // bytes copied from the data file in name order. Final names need the shard count,
 // which only commit() knows.
 void CheckpointWriter::close_shard() {
-  if (data_.is_open()) {
-    data_.close();
-    if (!data_) fail_io(data_path(), "write failed");
-  }
   std::sort(pending_.begin(), pending_.end(),
             [](const PendingTensor& a, const PendingTensor& b) { return a.entry.name < b.entry.name; });
-  std::vector<SafetensorsEntry> entries;
-  entries.reserve(pending_.size());
-  for (const PendingTensor& t : pending_) entries.push_back(t.entry);
-  // SafetensorsWriter sorts by the same unique names, so its data order is pending_'s.
-  SafetensorsWriter shard(shard_temp_path(shard_count_), std::move(entries));
-  if (!pending_.empty()) {
-    const ReadFd data(data_path());
-    for (const PendingTensor& t : pending_) shard.append_from(data.fd, t.offset, t.nbytes);
-  }
-  shard.finish();
-  std::error_code ec;
-  fs::remove(data_path(), ec);
-  if (ec) throw Error(ErrorKind::kIo, data_path().string() + ": cannot remove: " + ec.message());
+  auto tensors = std::make_shared<std::vector<PendingTensor>>(std::move(pending_));
+  run([this, shard = shard_count_, tensors] { assemble_shard(shard, std::move(*tensors)); }, 0);
   ++shard_count_;
   pending_.clear();
   pending_bytes_ = 0;
+}
+
+void CheckpointWriter::assemble_shard(std::size_t shard_index, std::vector<PendingTensor> tensors) {
+  try {
+    if (data_.is_open()) {
+      data_.close();
+      if (!data_) fail_io(data_path(), "write failed");
+    }
+    std::vector<SafetensorsEntry> entries;
+    entries.reserve(tensors.size());
+    for (const PendingTensor& t : tensors) entries.push_back(t.entry);
+    // SafetensorsWriter sorts by the same unique names, so its data order is tensors'.
+    SafetensorsWriter shard(shard_temp_path(shard_index), std::move(entries));
+    if (!tensors.empty()) {
+      const ReadFd data(data_path());
+      for (const PendingTensor& t : tensors) shard.append_from(data.fd, t.offset, t.nbytes);
+    }
+    shard.finish();
+    std::error_code ec;
+    fs::remove(data_path(), ec);
+    if (ec) throw Error(ErrorKind::kIo, data_path().string() + ": cannot remove: " + ec.message());
+  } catch (const Error& e) {
+    throw Error(e.kind(), out_dir_.string() + ": shard " + std::to_string(shard_index + 1) + ": " + e.what());
+  }
 }
 
 void CheckpointWriter::add_file(const std::string& name, std::string_view contents) {
@@ -245,6 +285,7 @@ CheckpointSummary CheckpointWriter::commit() {
   try {
     // A checkpoint without tensors still gets its (empty) model.safetensors.
     if (!pending_.empty() || shard_count_ == 0) close_shard();
+    if (queue_) queue_->drain();
 
     CheckpointSummary summary;
     summary.dir = out_dir_;

@@ -7,13 +7,23 @@
 // copies the data into the shard file in name order (copy_file_range, so inside the
 // kernel). I/O cost: every tensor byte is written twice and read once; extra disk
 // space: one shard's data while that shard is being closed.
+//
+// The file work (appending tensor bytes, closing shards) runs on a background thread
+// (io/write_queue.h) so that it overlaps the caller's next computation: add_tensor checks
+// its arguments, copies the bytes and returns; at most
+// CheckpointWriterOptions::background_bytes of copies wait at once. An I/O error on
+// that thread surfaces at the next add_tensor / add_file / copy_file / commit, as the
+// kIo error naming the tensor (or shard); commit() waits for everything queued. The
+// files are the same, byte for byte, with or without the thread.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -21,6 +31,7 @@
 
 #include "core/dtype.h"
 #include "io/safetensors_writer.h"
+#include "io/write_queue.h"
 
 namespace gptq::io {
 
@@ -30,6 +41,9 @@ struct CheckpointWriterOptions {
   uint64_t max_shard_bytes = 4'000'000'000;
   // Replace an existing output directory (only once commit() succeeds).
   bool overwrite = false;
+  // Tensor bytes queued for the background writer at most (add_tensor waits beyond
+  // that); 0: every write happens inside add_tensor, on the caller's thread.
+  uint64_t background_bytes = uint64_t{1} << 30;
 };
 
 struct CheckpointSummary {
@@ -73,11 +87,19 @@ class CheckpointWriter {
     uint64_t nbytes = 0;
   };
 
-  void check_usable() const;
+  // Throws the background writer's error, if any (marking the writer broken), then as
+  // check_usable.
+  void check_usable();
   void check_file_name(const std::string& name) const;
   std::filesystem::path shard_temp_path(std::size_t shard) const;
   std::filesystem::path data_path() const;  // the open shard's tensor bytes, in add order
+  // Queues the closing of the open shard (pending_, as shard shard_count_).
   void close_shard();
+  // File work, on the queue's thread (or inline without one), touching data_ only.
+  void append(const std::string& name, std::span<const std::byte> data);
+  void assemble_shard(std::size_t shard, std::vector<PendingTensor> tensors);
+  // Runs `job` (holding `bytes`) on the queue, or now without one.
+  void run(std::function<void()> job, uint64_t bytes);
 
   std::filesystem::path out_dir_;
   std::filesystem::path temp_dir_;
@@ -88,10 +110,11 @@ class CheckpointWriter {
   std::size_t shard_count_ = 0;              // closed shards
   std::vector<PendingTensor> pending_;       // tensors of the open shard
   uint64_t pending_bytes_ = 0;
-  std::ofstream data_;                       // the open shard's data file
+  std::ofstream data_;                       // the open shard's data file (the file work's)
   std::map<std::string, std::size_t> shard_of_;  // tensor -> shard number (0-based)
   uint64_t tensor_bytes_ = 0;
   std::vector<std::string> files_;
+  std::unique_ptr<WriteQueue> queue_;  // null: background_bytes 0; last, so it stops first
 };
 
 }  // namespace gptq::io

@@ -124,20 +124,21 @@ Factorised factorise(backend::QuantOps& ops, const backend::Hessian& H, const st
 
 }  // namespace
 
-QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N, int64_t K,
-                              const backend::Hessian& H, const GptqOptions& o, GptqStats* stats) {
+std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& ops, const float* W, int64_t N,
+                                                             int64_t K, const backend::Hessian& H,
+                                                             const GptqOptions& o, GptqStats* stats) {
   const auto t0 = std::chrono::steady_clock::now();
   validate(W, N, K, H, o);
   if (!ops.all_finite(H)) throw Error(ErrorKind::kNumerical, module_prefix(o) + "Hessian has NaN or Inf");
   const bool grouped = o.group_size > 0;
   const int64_t gs = grouped ? o.group_size : K;
 
-  QuantizedLinear out;
-  out.bits = o.quant.bits;
-  out.group_size = grouped ? o.group_size : -1;
-  out.in_features = K;
-  out.out_features = N;
-  out.g_idx.assign(size_t(K), 0);
+  QuantizedLinear layout;  // for the sweep: shape, bits, group size, g_idx
+  layout.bits = o.quant.bits;
+  layout.group_size = grouped ? o.group_size : -1;
+  layout.in_features = K;
+  layout.out_features = N;
+  layout.g_idx.assign(size_t(K), 0);
 
   // Dead columns (an input channel that was always 0): diag 1 so H stays invertible,
   // weight 0 so it quantizes exactly to 0 (the code equal to the zero point).
@@ -163,7 +164,7 @@ QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N,
   std::vector<int32_t> group_of(static_cast<size_t>(K));
   for (int64_t j = 0; j < K; ++j) {
     group_of[j] = int32_t(grouped ? (original_groups ? perm[j] : j) / gs : 0);
-    out.g_idx[perm[j]] = group_of[j];
+    layout.g_idx[perm[j]] = group_of[j];
   }
 
   using Clock = std::chrono::steady_clock;
@@ -185,17 +186,24 @@ QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N,
       .perm = perm,
       .group_of = group_of,
       .dead = dead};
-  const double loss = ops.sweep(W, *f.U, plan, out);
+  std::unique_ptr<backend::SweepResult> codes = ops.sweep(W, *f.U, plan, layout);
   const auto t_end = Clock::now();
 
   if (stats != nullptr) {
-    stats->loss = loss;
+    stats->loss = codes->loss();
     stats->damp_percent = f.damp_percent;
     stats->retries = f.retries;
     stats->seconds = std::chrono::duration<double>(t_end - t0).count();
     stats->factor_seconds = std::chrono::duration<double>(t_sweep - t_factor).count();
     stats->sweep_seconds = std::chrono::duration<double>(t_end - t_sweep).count();
   }
+  return codes;
+}
+
+QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N, int64_t K,
+                              const backend::Hessian& H, const GptqOptions& o, GptqStats* stats) {
+  QuantizedLinear out;
+  ops.download(*gptq_quantize_resident(ops, W, N, K, H, o, stats), out);
   return out;
 }
 

@@ -61,7 +61,7 @@ struct GptqStats {
   int retries = 0;            // failed factorisations before that
   double seconds = 0.0;       // wall time of gptq_quantize
   double factor_seconds = 0.0;  // of which the factorisations (ends with the device's result read back)
-  double sweep_seconds = 0.0;   // and the sweep (ends with the codes on the host)
+  double sweep_seconds = 0.0;   // and the sweep (ends with the codes complete in the QuantOps' memory)
 };
 
 // W: [N, K] fp32 row-major (torch Linear.weight), host; H: the module's input Hessian,
@@ -71,6 +71,13 @@ struct GptqStats {
 // positive definite. stats may be null.
 QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N, int64_t K,
                               const backend::Hessian& H, const GptqOptions& opts, GptqStats* stats);
+
+// The same, leaving the result where `ops` computed it (device memory on CUDA), to be
+// packed there (QuantOps::pack) so that only checkpoint tensors cross to the host; valid
+// as QuantOps::sweep's result is. gptq_quantize is this followed by QuantOps::download.
+std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& ops, const float* W, int64_t N,
+                                                             int64_t K, const backend::Hessian& H,
+                                                             const GptqOptions& opts, GptqStats* stats);
 
 // The same with H: [K, K] fp64 row-major symmetric on the host, on the CPU reference
 // QuantOps (tests, tools).

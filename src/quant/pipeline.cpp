@@ -399,25 +399,34 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
     io::to_f32(t, w_.view().as<float>());
   });
   const float* W = w_.view().as<float>();
-  QuantizedLinear q;
+  // GPTQ's result stays where the sweep made it and is packed there (on CUDA only the
+  // packed tensors come back); the unpacked form reaches the host only for on_quantized.
+  PackedLinear saved;
+  std::unique_ptr<backend::SweepResult> r;
   if (gptq_) {
     GptqStats st;
     const auto tq = Clock::now();
-    q = gptq_quantize(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st);
+    r = gptq_quantize_resident(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st);
     m.loss = st.loss;
     m.damp = st.damp_percent;
     m.retries = st.retries;
     times_.factor += st.factor_seconds;
     times_.sweep += st.sweep_seconds;
     times_.quantize += since(tq) - st.factor_seconds - st.sweep_seconds;
+    if (o_.on_quantized) {
+      QuantizedLinear q;
+      timed(&LayerTimes::quantize, [&] { ops_->download(*r, q); });
+      o_.on_quantized(name, q);
+    }
+    timed(&LayerTimes::pack, [&] { saved = ops_->pack(*r, o_.config.format); });
   } else {
+    QuantizedLinear q;
     timed(&LayerTimes::quantize, [&] {
       q = rtn_quantize(W, out, in, {.quant = quantizer_config(o_.config, s), .group_size = s.group_size});
     });
+    if (o_.on_quantized) o_.on_quantized(name, q);
+    timed(&LayerTimes::pack, [&] { saved = pack(q, o_.config.format); });
   }
-  if (o_.on_quantized) o_.on_quantized(name, q);
-  PackedLinear saved;
-  timed(&LayerTimes::pack, [&] { saved = pack(q, o_.config.format); });
   timed(&LayerTimes::write, [&] {
     emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
     emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
@@ -430,14 +439,12 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   result_.quantized_params += out * in;
   if (swap_in != nullptr) {
     // The in-memory model runs exactly what a reload of the checkpoint runs: the tensors
-    // just written, v1 zeros converted as the loader converts them, bias included (GPTQ
-    // quantizes the weight only).
-    PackedLinear live = std::move(saved);
-    timed(&LayerTimes::pack, [&] {
-      if (o_.config.format == Format::kV1) convert_v1_zeros_to_v2(live);
-      if (ckpt_.find(name + ".bias") != nullptr) live.bias = model::load_vector(ckpt_, name + ".bias", out);
-    });
-    timed(&LayerTimes::swap_in, [&] { *swap_in = b_.gptq_linear(std::move(live)); });
+    // just written, with v2 zeros as the loader converts v1 ones, bias included (GPTQ
+    // quantizes the weight only). Built from the sweep's result where it is (on CUDA,
+    // without a host round trip).
+    std::vector<float> bias;
+    if (ckpt_.find(name + ".bias") != nullptr) bias = model::load_vector(ckpt_, name + ".bias", out);
+    timed(&LayerTimes::swap_in, [&] { *swap_in = ops_->swap_in(b_, *r, std::move(bias)); });
   }
   m.seconds = since(t0);
   return m;

@@ -40,6 +40,18 @@ CpuHessian& cpu_hessian(Hessian& h) {
 }
 const CpuHessian& cpu_hessian(const Hessian& h) { return cpu_hessian(const_cast<Hessian&>(h)); }
 
+// The sweep's result on the host: the unpacked layer itself.
+struct CpuSweepResult final : SweepResult {
+  CpuSweepResult(quant::QuantizedLinear q, double loss) : SweepResult(loss), q(std::move(q)) {}
+  quant::QuantizedLinear q;
+};
+
+const CpuSweepResult& cpu_result(const SweepResult& r) {
+  const auto* c = dynamic_cast<const CpuSweepResult*>(&r);
+  GPTQ_CHECK(c != nullptr, "cpu quant ops: sweep result made by another backend");
+  return *c;
+}
+
 class CpuQuantOps final : public QuantOps {
  public:
   std::unique_ptr<Hessian> hessian(int64_t in_features) override { return std::make_unique<CpuHessian>(in_features); }
@@ -73,7 +85,18 @@ class CpuQuantOps final : public QuantOps {
 
   std::unique_ptr<InverseFactor> inverse_factor(const Hessian& h, std::span<const int64_t> perm,
                                                 std::span<const char> dead, double lambda) override;
-  double sweep(const float* W, const InverseFactor& U, const SweepPlan& plan, quant::QuantizedLinear& out) override;
+  std::unique_ptr<SweepResult> sweep(const float* W, const InverseFactor& U, const SweepPlan& plan,
+                                     const quant::QuantizedLinear& layout) override;
+  void download(const SweepResult& r, quant::QuantizedLinear& out) override { out = cpu_result(r).q; }
+  // The reference packer itself.
+  quant::PackedLinear pack(const SweepResult& r, quant::Format format) override {
+    return quant::pack(cpu_result(r).q, format);
+  }
+  std::unique_ptr<Linear> swap_in(Backend& b, const SweepResult& r, std::vector<float> bias) override {
+    quant::PackedLinear p = quant::pack(cpu_result(r).q, quant::Format::kV2);
+    p.bias = std::move(bias);
+    return b.gptq_linear(std::move(p));
+  }
 };
 
 // With H_p = P H_d Pᵀ + λI: the upper Cholesky factor U of H_p⁻¹ (H_p⁻¹ = UᵀU, positive
@@ -126,19 +149,20 @@ std::unique_ptr<InverseFactor> CpuQuantOps::inverse_factor(const Hessian& h, std
   return f;
 }
 
-double CpuQuantOps::sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
-                          quant::QuantizedLinear& out) {
+std::unique_ptr<SweepResult> CpuQuantOps::sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
+                                                const quant::QuantizedLinear& layout) {
   fit_threads_to_load();
   const auto* cf = dynamic_cast<const CpuFactor*>(&factor);
   GPTQ_CHECK(cf != nullptr, "cpu quant ops: factor made by another backend");
   const quant::QuantizerConfig& qc = plan.quant;
-  const int64_t N = out.out_features, K = out.in_features, G = out.num_groups(), gs = plan.group_size;
+  const int64_t N = layout.out_features, K = layout.in_features, G = layout.num_groups(), gs = plan.group_size;
   const int32_t maxq = quant::max_code(qc.bits);
   const bool dynamic = plan.params == GroupParams::kDynamic;
   const std::span<const int64_t> perm = plan.perm;
   const std::span<const int32_t> group_of = plan.group_of;
   const std::span<const char> dead = plan.dead;
   const float* U = cf->U.data();
+  quant::QuantizedLinear out = layout;
   out.q.assign(size_t(N * K), 0);
   out.scales.assign(size_t(G * N), 0.0f);
   out.zeros.assign(size_t(G * N), 0);
@@ -229,7 +253,7 @@ double CpuQuantOps::sweep(const float* W, const InverseFactor& factor, const Swe
                   1.0f, Wp.data() + i2, blasint(K));
     }
   }
-  return loss;
+  return std::make_unique<CpuSweepResult>(std::move(out), loss);
 }
 
 }  // namespace

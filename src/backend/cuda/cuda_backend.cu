@@ -257,7 +257,7 @@ class CudaBackend final : public Backend {
 
   std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) override {
     auto l = std::make_unique<GptqLinear>(packed.out_features, packed.in_features);
-    l->what = "gptq " + std::to_string(packed.bits) + "-bit g" + std::to_string(packed.group_size);
+    l->what = gptq_what(packed.bits, packed.group_size);
     auto put = [&](const void* src, uint64_t bytes) {
       auto m = mem_.alloc(bytes, "a gptq tensor");
       CUDA_CHECK(cudaMemcpyAsync(m.get(), src, bytes, cudaMemcpyHostToDevice, stream_));
@@ -266,8 +266,7 @@ class CudaBackend final : public Backend {
       return m.get();
     };
     const float* bias = packed.bias.empty() ? nullptr : static_cast<const float*>(put(packed.bias.data(), packed.bias.size() * 4));
-    const bool tensor_cores = gptq_kernel_ == GptqKernel::kTensorCore && mma_supported(packed.bits, act_);
-    const auto frag = tensor_cores ? quant::make_fragment_layout(packed) : std::nullopt;
+    const auto frag = takes_fragment_layout(packed.bits) ? quant::make_fragment_layout(packed) : std::nullopt;
     if (frag) {
       if (!frag->perm.empty()) l->what += " act-order";
       MmaDeviceLayout d{.bits = frag->bits, .K = frag->K, .N = frag->N, .Kp = frag->Kp, .Nt = frag->Nt,
@@ -279,15 +278,7 @@ class CudaBackend final : public Backend {
       d.chunk_group = static_cast<const int32_t*>(put(frag->chunk_group.data(), frag->chunk_group.size() * 4));
       if (!frag->perm.empty()) d.perm = static_cast<const int32_t*>(put(frag->perm.data(), frag->perm.size() * 4));
       l->mma = d;
-      // Scratch for the largest fused batch of any group this layer joins, sized now: a
-      // graph recorded later holds the pointers. A group's split count is at most that
-      // of each member alone (more tiles, fewer splits), and each member is at most this.
-      MmaGroup<__half> alone{.job = {{.w = d}}, .count = 1};
-      for (int64_t M = 1; M <= mma_max_rows_; ++M) {
-        const MmaScratch need = gptq_mma_scratch(alone, M);
-        reserve_workspace(need.floats * kMaxGroup);
-        reserve_counters(need.counters * kMaxGroup);
-      }
+      reserve_mma(d);
       synchronize();  // the host copies above must outlive their transfers
       return l;
     }
@@ -312,6 +303,24 @@ class CudaBackend final : public Backend {
     reserve_workspace(need.floats * kMaxGroup);
     reserve_counters(need.counters * kMaxGroup);
     synchronize();
+    return l;
+  }
+
+  // Whether gptq_linear lays `bits` out for the tensor-core kernels (else the GEMV layout).
+  bool takes_fragment_layout(int bits) const {
+    return gptq_kernel_ == GptqKernel::kTensorCore && mma_supported(bits, act_);
+  }
+  // gptq_linear's layer from fragment-order tensors already in this backend's device
+  // memory (the CUDA quantizer's swap-in), owning `memory` (`bytes` in all).
+  std::unique_ptr<Linear> fragment_linear(const MmaDeviceLayout& d, int group_size,
+                                          std::vector<std::shared_ptr<void>> memory, uint64_t bytes) {
+    GPTQ_CHECK(takes_fragment_layout(d.bits), "cuda fragment_linear: this backend lays these bits out otherwise");
+    auto l = std::make_unique<GptqLinear>(d.N, d.K);
+    l->what = gptq_what(d.bits, group_size) + (d.perm != nullptr ? " act-order" : "");
+    l->mma = d;
+    l->memory = std::move(memory);
+    l->bytes = bytes;
+    reserve_mma(d);
     return l;
   }
 
@@ -541,7 +550,13 @@ class CudaBackend final : public Backend {
   // For the QuantOps working on this backend's tensors (quant_ops.cu).
   DeviceContext context() {
     return {.device = index_, .stream = stream_, .cublas = cublas_,
-            .alloc = [m = mem_](uint64_t bytes, const std::string& what) mutable { return m.alloc(bytes, what); }};
+            .alloc = [m = mem_](uint64_t bytes, const std::string& what) mutable { return m.alloc(bytes, what); },
+            .backend = this,
+            .takes_fragment_layout = [this](int bits) { return takes_fragment_layout(bits); },
+            .fragment_linear = [this](const MmaDeviceLayout& d, int group_size,
+                                      std::vector<std::shared_ptr<void>> memory, uint64_t bytes) {
+              return fragment_linear(d, group_size, std::move(memory), bytes);
+            }};
   }
 
   std::unique_ptr<Graph> capture(const std::function<void()>& work) override {
@@ -725,6 +740,21 @@ class CudaBackend final : public Backend {
   float* workspace(int64_t floats) {
     reserve_workspace(floats);
     return static_cast<float*>(workspace_.get());
+  }
+  static std::string gptq_what(int bits, int group_size) {
+    return "gptq " + std::to_string(bits) + "-bit g" + std::to_string(group_size);
+  }
+  // Scratch for the largest fused batch of any group a tensor-core layer joins, sized
+  // when it is made: a graph recorded later holds the pointers. A group's split count is
+  // at most that of each member alone (more tiles, fewer splits), and each member is at
+  // most this.
+  void reserve_mma(const MmaDeviceLayout& d) {
+    MmaGroup<__half> alone{.job = {{.w = d}}, .count = 1};
+    for (int64_t M = 1; M <= mma_max_rows_; ++M) {
+      const MmaScratch need = gptq_mma_scratch(alone, M);
+      reserve_workspace(need.floats * kMaxGroup);
+      reserve_counters(need.counters * kMaxGroup);
+    }
   }
   void reserve_workspace(int64_t floats) {
     if (floats <= workspace_floats_) return;

@@ -24,8 +24,15 @@
 // dynamic group parameters with the MSE search, codes, errors, in-block OBS updates),
 // then the lazy update Wp[:, i2:] −= E1 · U[i1:i2, i2:] as one cublasSgemm (fp32, no
 // TF32 unless the handle allows it: the backend leaves its math mode default, which
-// keeps fp32 GEMMs in fp32). Codes (1 byte each), scales, zeros and per-row losses come
-// back to the host; packing happens there (format/packing.h).
+// keeps fp32 GEMMs in fp32). Codes (1 byte each), scales and zeros stay on the device
+// (the SweepResult); only the per-row losses come back.
+//
+// Pack: the checkpoint tensors made on the device from the sweep's result, bit for bit
+// what format/packing.h's pack makes of the same values (the bit layout of
+// format/gptq_format.h, written by the same set_code), so only packed bytes cross to
+// the host: ≈ bits/8 bytes per weight instead of one byte per code plus the host's
+// packing. They are carved from the sweep's working weights Wp (4 bytes per weight,
+// dead once the sweep ends), so packing needs no device memory of its own.
 //
 // The quantizer below mirrors format/quantizer.{h,cpp} operation for operation (IEEE
 // division, round-half-even, products and differences rounded separately as the CPU
@@ -35,10 +42,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include "backend/cuda/quant_ops.cuh"
 #include "core/error.h"
+#include "format/fragment_layout.h"
 
 namespace gptq::backend::cuda {
 namespace {
@@ -321,6 +330,103 @@ __global__ void non_finite_kernel(const float* x, int64_t n, int* bad) {
   }
 }
 
+// ---- packing: device twin of format/packing.cpp's pack --------------------------------
+
+// Words [0, block_words(bits)) of the stream of codes c[0 .. count), count ≤
+// block_values(bits), padded with zero bits: laid out by set_code (gptq_format.h).
+__device__ __forceinline__ void pack_block(const uint8_t* c, int64_t count, int bits, int32_t (&words)[3]) {
+  words[0] = words[1] = words[2] = 0;
+  for (int64_t i = 0; i < count; ++i) quant::set_code(words, 1, i, bits, c[i]);
+}
+
+// qweight [K*bits/32, N]: thread (column n, block b of V codes along K) packs
+// q[n, bV .. (b+1)V) into rows [bW, (b+1)W) of column n (V, W: block_values/words).
+// Threads along x are adjacent columns: the word stores coalesce.
+__global__ void pack_qweight_kernel(const uint8_t* q, int64_t N, int64_t K, int bits, int32_t* qweight) {
+  pdl_begin();
+  const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  const int V = quant::block_values(bits), W = quant::block_words(bits);
+  for (int64_t b = blockIdx.y; b < K / V; b += gridDim.y) {
+    int32_t words[3];
+    pack_block(q + n * K + b * V, V, bits, words);
+    for (int t = 0; t < W; ++t) qweight[(b * W + t) * N + n] = words[t];
+  }
+}
+
+// qzeros [G, cols]: thread (block b of V columns, group g) packs the stored zeros of
+// columns [bV, min(N, (b+1)V)), zero bits past N, and writes the block's words that
+// lie inside the row's cols = ceil(N*bits/32). Stored as format/gptq_format.h's
+// stored_zero: v1 (zero − 1) mod 2^bits, v2 the zero.
+__global__ void pack_qzeros_kernel(const int32_t* zeros, int64_t N, int64_t G, int64_t cols, int bits, bool v1,
+                                   int32_t* qzeros) {
+  pdl_begin();
+  const int V = quant::block_values(bits), W = quant::block_words(bits);
+  const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b * V >= N) return;
+  const quant::Format f = v1 ? quant::Format::kV1 : quant::Format::kV2;
+  for (int64_t g = blockIdx.y; g < G; g += gridDim.y) {
+    uint8_t stored[32];  // V ≤ 32
+    const int64_t count = N - b * V < V ? N - b * V : V;
+    for (int64_t i = 0; i < count; ++i) stored[i] = uint8_t(quant::stored_zero(zeros[g * N + b * V + i], bits, f));
+    int32_t words[3];
+    pack_block(stored, count, bits, words);
+    for (int t = 0; t < W && b * W + t < cols; ++t) qzeros[g * cols + b * W + t] = words[t];
+  }
+}
+
+// fp16 bit patterns of the fp32 scales, round to nearest even as f32_to_f16 (core/dtype.h);
+// the sweep's scales are fp16-exact and finite (fp16_scale), so both give the same bits.
+__global__ void pack_scales_kernel(const float* scales, int64_t n, uint16_t* out) {
+  pdl_begin();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = __half_as_ushort(__float2half_rn(scales[i]));
+  }
+}
+
+// ---- swap-in: device twin of format/fragment_layout.cpp's make_fragment_layout --------
+
+// words [Nt][Kp/64][32][bits]: thread (row tile nt, chunk c, lane) writes its lane's run
+// of `bits` words: the 32 codes (tile j, register p, half h) of fragment_slot's
+// inverse, row nt·16 + g + 8(p & 1), sorted input c·64 + 16j + 2t + 8(p >> 1) + h
+// (g = lane / 4, t = lane % 4), read from the codes at column perm[input] (or input).
+// Padding (rows ≥ N, inputs ≥ K) is code 0.
+__global__ void fragment_words_kernel(const uint8_t* q, const int32_t* perm, int64_t N, int64_t K, int64_t Kp,
+                                      int64_t Nt, int bits, uint32_t* words) {
+  pdl_begin();
+  const int64_t chunks = Kp / quant::kFragmentChunk;
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= Nt * chunks * quant::kFragmentLanes) return;
+  const int lane = int(idx % quant::kFragmentLanes);
+  const int64_t c = (idx / quant::kFragmentLanes) % chunks, nt = idx / (quant::kFragmentLanes * chunks);
+  uint32_t w[8] = {};  // bits ≤ 8
+  const int g = lane / 4, t = lane % 4;
+  for (int j = 0; j < 4; ++j) {
+    for (int p = 0; p < 4; ++p) {
+      for (int h = 0; h < 2; ++h) {
+        const int64_t n = nt * quant::kFragmentRows + g + 8 * (p & 1);
+        const int64_t k = c * quant::kFragmentChunk + quant::kFragmentTile * j + 2 * t + 8 * (p >> 1) + h;
+        if (n >= N || k >= K) continue;
+        const int64_t col = perm != nullptr ? perm[k] : k;
+        quant::set_fragment_code(w, bits, {.lane = lane, .j = j, .p = p, .h = h}, q[n * K + col]);
+      }
+    }
+  }
+  for (int i = 0; i < bits; ++i) words[idx * bits + i] = w[i];
+}
+
+// scales fp16 and zeros uint8, [G][rows] with rows = Nt·16: the sweep's (fp16-exact)
+// scales and (v2) zeros, 0 in the padding rows.
+__global__ void fragment_params_kernel(const float* scales, const int32_t* zeros, int64_t N, int64_t G, int64_t rows,
+                                       __half* out_scales, uint8_t* out_zeros) {
+  pdl_begin();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < G * rows; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t g = i / rows, n = i % rows;
+    out_scales[i] = __float2half_rn(n < N ? scales[g * N + n] : 0.0f);
+    out_zeros[i] = n < N ? uint8_t(zeros[g * N + n]) : uint8_t(0);
+  }
+}
+
 // ---- the QuantOps ---------------------------------------------------------------------
 
 class CudaHessian final : public Hessian {
@@ -333,6 +439,18 @@ class CudaHessian final : public Hessian {
 
 struct CudaFactor final : InverseFactor {
   std::shared_ptr<void> U;  // [K, K] fp32
+};
+
+// Pointers into the QuantOps' scratch, valid while `generation` is the scratch's.
+struct CudaSweepResult final : SweepResult {
+  CudaSweepResult(double loss, quant::QuantizedLinear layout) : SweepResult(loss), layout(std::move(layout)) {}
+  quant::QuantizedLinear layout;  // shape, bits, group size, g_idx (no codes)
+  uint64_t generation = 0;
+  const uint8_t* codes = nullptr;   // [N, K]
+  const float* scales = nullptr;    // [G, N]
+  const int32_t* zeros = nullptr;   // [G, N]
+  void* spare = nullptr;            // the sweep's working weights, free for the packed tensors
+  uint64_t spare_bytes = 0;
 };
 
 cudaDataType_t act_type(DType t) {
@@ -479,11 +597,11 @@ class CudaQuantOps final : public QuantOps {
     return f;
   }
 
-  double sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
-               quant::QuantizedLinear& out) override {
+  std::unique_ptr<SweepResult> sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
+                                     const quant::QuantizedLinear& layout) override {
     const auto* cf = dynamic_cast<const CudaFactor*>(&factor);
     GPTQ_CHECK(cf != nullptr, "cuda quant ops: factor made by another backend");
-    const int64_t N = out.out_features, K = out.in_features, G = out.num_groups(), gs = plan.group_size;
+    const int64_t N = layout.out_features, K = layout.in_features, G = layout.num_groups(), gs = plan.group_size;
     if (plan.block_size > kMaxBlock) {
       throw Error(ErrorKind::kUnsupported, "cuda GPTQ sweep: block_size " + std::to_string(plan.block_size) +
                                                " (at most " + std::to_string(kMaxBlock) + ")");
@@ -497,9 +615,11 @@ class CudaQuantOps final : public QuantOps {
                              .norm = qc.mse.norm,
                              .min_zero = qc.min_zero};
     const int64_t B = std::min<int64_t>(plan.block_size, K);
+    // Wp's memory takes the packed tensors once the sweep is done (pack).
+    const uint64_t wp_bytes = std::max(uint64_t(N * K) * 4, packed_bytes(layout));
     begin(piece(plan.perm.size_bytes()) + piece(plan.group_of.size_bytes()) + piece(plan.dead.size_bytes()) +
               2 * piece(uint64_t(G * N) * 4) + piece(uint64_t(N) * 8) + piece(uint64_t(N * K)) +
-              2 * piece(uint64_t(N * K) * 4) + piece(uint64_t(N * B) * 4),
+              piece(uint64_t(N * K) * 4) + piece(wp_bytes) + piece(uint64_t(N * B) * 4),
           "the sweep of a [" + std::to_string(N) + ", " + std::to_string(K) + "] module");
     const auto dperm = put(plan.perm.data(), plan.perm.size_bytes());
     const auto dgroup = put(plan.group_of.data(), plan.group_of.size_bytes());
@@ -508,7 +628,7 @@ class CudaQuantOps final : public QuantOps {
     const auto zeros = zeroed(uint64_t(G * N) * 4);
     const auto row_loss = zeroed(uint64_t(N) * 8);
     const auto codes = zeroed(uint64_t(N * K));
-    const auto Wp = take(uint64_t(N * K) * 4);
+    const auto Wp = take(wp_bytes);
     const float* w = static_cast<const float*>(put(W, uint64_t(N * K) * 4));
     const char* dd = static_cast<const char*>(ddead);
     if (plan.params != GroupParams::kDynamic) {
@@ -548,18 +668,120 @@ class CudaQuantOps final : public QuantOps {
                                  U + i1 * K + i2, int(K), a.E1, int(a.cnt), &one, a.Wp + i2, int(K)));
       }
     }
-    out.q.resize(size_t(N * K));
-    out.scales.resize(size_t(G * N));
-    out.zeros.resize(size_t(G * N));
     std::vector<double> losses(static_cast<size_t>(N));
-    get(out.q.data(), codes, out.q.size());
-    get(out.scales.data(), scales, out.scales.size() * 4);
-    get(out.zeros.data(), zeros, out.zeros.size() * 4);
     get(losses.data(), row_loss, losses.size() * 8);
     sync();
     double loss = 0.0;
     for (double l : losses) loss += l;
-    return loss;
+    auto r = std::make_unique<CudaSweepResult>(loss, layout);
+    r->generation = generation_;
+    r->codes = static_cast<const uint8_t*>(codes);
+    r->scales = static_cast<const float*>(scales);
+    r->zeros = static_cast<const int32_t*>(zeros);
+    r->spare = Wp;
+    r->spare_bytes = wp_bytes;
+    return r;
+  }
+
+  void download(const SweepResult& result, quant::QuantizedLinear& out) override {
+    const CudaSweepResult& r = current(result);
+    out = r.layout;
+    const int64_t N = out.out_features, K = out.in_features, G = out.num_groups();
+    out.q.resize(size_t(N * K));
+    out.scales.resize(size_t(G * N));
+    out.zeros.resize(size_t(G * N));
+    get(out.q.data(), r.codes, out.q.size());
+    get(out.scales.data(), r.scales, out.scales.size() * 4);
+    get(out.zeros.data(), r.zeros, out.zeros.size() * 4);
+    sync();
+  }
+
+  quant::PackedLinear pack(const SweepResult& result, quant::Format format) override {
+    const CudaSweepResult& r = current(result);
+    const quant::QuantizedLinear& l = r.layout;
+    const int bits = l.bits;
+    const int64_t N = l.out_features, K = l.in_features, G = l.num_groups();
+    GPTQ_CHECK(quant::bits_supported(bits) && quant::packs_exactly(K, bits),
+               "cuda pack: bits " + std::to_string(bits) + " and K " + std::to_string(K) + " do not pack");
+    quant::PackedLinear p;
+    p.bits = bits;
+    p.group_size = l.group_size;
+    p.in_features = K;
+    p.out_features = N;
+    p.qweight_shape = {quant::qweight_rows(K, bits), N};
+    p.qzeros_shape = {G, quant::qzeros_cols(N, bits)};
+    p.scales_shape = {G, N};
+    p.qweight.resize(size_t(p.qweight_shape[0] * N));
+    p.qzeros.resize(size_t(G * p.qzeros_shape[1]));
+    p.scales.resize(size_t(G * N));
+    p.g_idx = l.g_idx;
+    const uint64_t qw = p.qweight.size() * 4, qz = p.qzeros.size() * 4;
+    GPTQ_CHECK(packed_bytes(l) <= r.spare_bytes, "cuda pack: the sweep's spare memory is too small");
+    auto* dqw = static_cast<int32_t*>(r.spare);
+    auto* dqz = reinterpret_cast<int32_t*>(static_cast<std::byte*>(r.spare) + piece(qw));
+    auto* dsc = reinterpret_cast<uint16_t*>(static_cast<std::byte*>(r.spare) + piece(qw) + piece(qz));
+    const int V = quant::block_values(bits);
+    launch(pack_qweight_kernel, dim3(ceil_div(N, 128), unsigned(std::min<int64_t>(K / V, 65535))), 128, 0,
+           ctx_.stream, r.codes, N, K, bits, dqw);
+    launch(pack_qzeros_kernel, dim3(ceil_div(ceil_div(N, V), 128), unsigned(std::min<int64_t>(G, 65535))), 128, 0,
+           ctx_.stream, r.zeros, N, G, p.qzeros_shape[1], bits, format == quant::Format::kV1, dqz);
+    launch(pack_scales_kernel, unsigned(std::min<int64_t>(ceil_div(G * N, 256), 4096)), 256, 0, ctx_.stream,
+           r.scales, G * N, dsc);
+    get(p.qweight.data(), dqw, qw);
+    get(p.qzeros.data(), dqz, qz);
+    get(p.scales.data(), dsc, p.scales.size() * 2);
+    sync();
+    return p;
+  }
+
+  std::unique_ptr<Linear> swap_in(Backend& b, const SweepResult& result, std::vector<float> bias) override {
+    GPTQ_CHECK(&b == ctx_.backend, "cuda swap_in: a layer for another backend");
+    const CudaSweepResult& r = current(result);
+    const quant::QuantizedLinear& l = r.layout;
+    std::optional<quant::FragmentLayout> order;
+    if (ctx_.takes_fragment_layout(l.bits)) order = quant::fragment_order(l.bits, l.in_features, l.out_features,
+                                                                          l.num_groups(), l.g_idx);
+    if (!order) {  // the backend's other layout (or its refusal): from the packed tensors, as a load
+      quant::PackedLinear p = pack(result, quant::Format::kV2);
+      p.bias = std::move(bias);
+      return b.gptq_linear(std::move(p));
+    }
+    const quant::FragmentLayout& f = *order;
+    const int64_t N = l.out_features, K = l.in_features, rows = f.row_stride();
+    std::vector<std::shared_ptr<void>> memory;
+    uint64_t total = 0;
+    auto alloc = [&](uint64_t bytes) {
+      memory.push_back(ctx_.alloc(bytes, "a gptq tensor"));
+      total += bytes;
+      return memory.back().get();
+    };
+    auto upload = [&](const void* host, uint64_t bytes) {
+      void* m = alloc(bytes);
+      CUDA_CHECK(cudaMemcpyAsync(m, host, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+      return m;
+    };
+    MmaDeviceLayout d{.bits = f.bits, .K = K, .N = N, .Kp = f.Kp, .Nt = f.Nt, .G = f.G};
+    const uint64_t word_count = uint64_t(f.Nt * (f.Kp / quant::kFragmentChunk) * quant::kFragmentLanes);
+    auto* words = static_cast<uint32_t*>(alloc(word_count * uint64_t(f.bits) * 4));
+    auto* scales = static_cast<__half*>(alloc(uint64_t(f.G * rows) * 2));
+    auto* zeros = static_cast<uint8_t*>(alloc(uint64_t(f.G * rows)));
+    d.words = words;
+    d.scales = scales;
+    d.zeros = zeros;
+    d.tile_group = static_cast<const int32_t*>(upload(f.tile_group.data(), f.tile_group.size() * 4));
+    d.chunk_group = static_cast<const int32_t*>(upload(f.chunk_group.data(), f.chunk_group.size() * 4));
+    if (!f.perm.empty()) d.perm = static_cast<const int32_t*>(upload(f.perm.data(), f.perm.size() * 4));
+    if (!bias.empty()) {
+      GPTQ_CHECK(int64_t(bias.size()) == N, "cuda swap_in: bias has " + std::to_string(bias.size()) +
+                                                " entries, expected N=" + std::to_string(N));
+      d.bias = static_cast<const float*>(upload(bias.data(), bias.size() * 4));
+    }
+    launch(fragment_words_kernel, unsigned(ceil_div(int64_t(word_count), 128)), 128, 0, ctx_.stream, r.codes,
+           d.perm, N, K, f.Kp, f.Nt, f.bits, words);
+    launch(fragment_params_kernel, unsigned(std::min<int64_t>(ceil_div(f.G * rows, 256), 4096)), 256, 0,
+           ctx_.stream, r.scales, r.zeros, N, f.G, rows, scales, zeros);
+    sync();  // the host maps above must outlive their transfers
+    return ctx_.fragment_linear(d, l.group_size, std::move(memory), total);
   }
 
  private:
@@ -569,6 +791,16 @@ class CudaQuantOps final : public QuantOps {
     return *c;
   }
   const CudaHessian& mine(const Hessian& h) const { return mine(const_cast<Hessian&>(h)); }
+  // A result of this QuantOps whose scratch has not been reused since.
+  const CudaSweepResult& current(const SweepResult& r) const {
+    const auto* c = dynamic_cast<const CudaSweepResult*>(&r);
+    GPTQ_CHECK(c != nullptr, "cuda quant ops: sweep result made by another backend");
+    if (c->generation != generation_) {
+      throw Error(ErrorKind::kInvalidArgument, "cuda quant ops: a sweep result read after a later sweep or "
+                                               "factorisation reused its memory");
+    }
+    return *c;
+  }
 
   void sync() { CUDA_CHECK(cudaStreamSynchronize(ctx_.stream)); }
   // A call's temporaries (column order, masks, the factorisation, the sweep's weights,
@@ -579,8 +811,16 @@ class CudaQuantOps final : public QuantOps {
   // order, each rounded by piece(). The factor U, which outlives its call, is allocated
   // on its own. One stream orders a call's use of the block after the previous call's.
   static uint64_t piece(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
+  // pack's carving: qweight K·N·bits/8, qzeros G·ceil(N·bits/32)·4, scales 2·G·N bytes;
+  // at most 4·N·K (Wp) but for the piece rounding of tiny layers, since G ≤ K.
+  static uint64_t packed_bytes(const quant::QuantizedLinear& l) {
+    const int64_t N = l.out_features, K = l.in_features, G = l.num_groups();
+    return piece(uint64_t(quant::qweight_rows(K, l.bits) * N) * 4) +
+           piece(uint64_t(G * quant::qzeros_cols(N, l.bits)) * 4) + piece(uint64_t(G * N) * 2);
+  }
   void begin(uint64_t bytes, const std::string& what) {
     scratch_used_ = 0;
+    ++generation_;
     if (bytes <= scratch_bytes_) return;
     sync();
     scratch_.reset();
@@ -624,6 +864,7 @@ class CudaQuantOps final : public QuantOps {
   std::shared_ptr<void> flag_;  // int: cuSOLVER info, or a kernel's "bad value seen"
   std::shared_ptr<void> scratch_;
   uint64_t scratch_bytes_ = 0, scratch_used_ = 0;
+  uint64_t generation_ = 0;  // begin() calls so far: a SweepResult's pointers are good while it matches
   std::shared_ptr<void> solver_work_;  // cuSOLVER's device workspace, grown as needed
   uint64_t solver_work_bytes_ = 0;
 };

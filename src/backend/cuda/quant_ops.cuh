@@ -5,9 +5,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/gptq_mma.cuh"
 
 namespace gptq::backend::cuda {
 
@@ -18,6 +20,15 @@ struct DeviceContext {
   // Device memory counted in the backend's MemoryStats; throws kDevice naming `what` and
   // the bytes when the device is full.
   std::function<std::shared_ptr<void>(uint64_t bytes, const std::string& what)> alloc;
+  // The backend itself, and how it takes a GPTQ layer built in its device memory:
+  // whether it lays `bits` out in fragment order (MmaDeviceLayout) at all, and the layer
+  // made from such tensors, owning `memory` (what gptq_linear makes of the same tensors
+  // uploaded from the host).
+  Backend* backend = nullptr;
+  std::function<bool(int bits)> takes_fragment_layout;
+  std::function<std::unique_ptr<Linear>(const MmaDeviceLayout& d, int group_size,
+                                        std::vector<std::shared_ptr<void>> memory, uint64_t bytes)>
+      fragment_linear;
 };
 
 // The backend must outlive the result.
