@@ -160,8 +160,15 @@ TEST_F(CudaQuant, PackOnTheDeviceMatchesTheHostPacker) {
             EXPECT_EQ(got.qweight_shape, want.qweight_shape);
             EXPECT_EQ(got.qzeros_shape, want.qzeros_shape);
             EXPECT_EQ(got.scales_shape, want.scales_shape);
-            EXPECT_TRUE(got.qweight == want.qweight) << "qweight";
-            EXPECT_TRUE(got.qzeros == want.qzeros) << "qzeros";
+            // The first word that differs, if any: which element and both values.
+            auto first_diff = [](const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+              for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+                if (a[i] != b[i]) return "word " + std::to_string(i) + ": " + std::to_string(a[i]) + " vs " + std::to_string(b[i]);
+              }
+              return std::string("sizes ") + std::to_string(a.size()) + " vs " + std::to_string(b.size());
+            };
+            EXPECT_TRUE(got.qweight == want.qweight) << "qweight, device vs host " << first_diff(got.qweight, want.qweight);
+            EXPECT_TRUE(got.qzeros == want.qzeros) << "qzeros, device vs host " << first_diff(got.qzeros, want.qzeros);
             EXPECT_TRUE(got.scales == want.scales) << "scales";
             EXPECT_EQ(got.g_idx, want.g_idx);
             EXPECT_TRUE(got.bias.empty());

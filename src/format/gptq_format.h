@@ -36,7 +36,6 @@
 #pragma once
 
 #include <cstdint>
-#include <numeric>
 #include <string>
 #include <string_view>
 
@@ -61,10 +60,23 @@ constexpr bool bits_supported(int bits) {
 
 constexpr uint32_t code_mask(int bits) { return (uint32_t{1} << bits) - 1; }
 
+// gcd(bits, 32) by Euclid's loop, not std::gcd: these helpers also run in CUDA kernels,
+// where libstdc++'s std::gcd (built on bit-scan builtins) evaluated at run time gave a
+// block of 0 codes, and the device packer wrote nothing (measured on the H200).
+constexpr int gcd_with_32(int bits) {
+  int a = bits, b = 32;
+  while (b != 0) {
+    const int t = a % b;
+    a = b;
+    b = t;
+  }
+  return a;
+}
+
 // A block is the smallest run of whole words that holds whole codes: 32/gcd(bits, 32)
 // codes in bits/gcd(bits, 32) words (3-bit: 32 codes in 3 words; 4-bit: 8 in 1).
-constexpr int block_values(int bits) { return 32 / std::gcd(bits, 32); }
-constexpr int block_words(int bits) { return bits / std::gcd(bits, 32); }
+constexpr int block_values(int bits) { return 32 / gcd_with_32(bits); }
+constexpr int block_words(int bits) { return bits / gcd_with_32(bits); }
 
 // True when count codes fill whole words with no padding.
 constexpr bool packs_exactly(int64_t count, int bits) {
