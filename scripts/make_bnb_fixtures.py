@@ -60,7 +60,7 @@ def dequantized_forward(module):
     w = _dequantize_4bit_compute(module.weight.data.view(torch.uint8).reshape(-1), absmax.float(),
                                  _get_4bit_code(qs.quant_type, torch.device("cpu")), qs.blocksize, qs.shape,
                                  torch.float32)
-    return lambda x: torch.nn.functional.linear(x, w, module.bias)
+    return lambda x: torch.nn.functional.linear(x, w.to(x.dtype), module.bias)
 
 
 def make(model, variant, out_root):
