@@ -196,8 +196,7 @@ TEST(BnbPacked, Int8RowsRoundToHalfAStepOfTheirAbsmax) {
   const auto w = normal_weights(30 * 77, 7);
   const BnbPacked p = quantize_int8(w, 30, 77, 6.0f);
   const std::vector<float> d = dequantize(p);
-  // bitsandbytes' Int8Params quantizes the weight cast to fp16, scaling by 127 / absmax
-  // evaluated as torch does a scalar over a tensor: reciprocal(absmax) * 127.
+  // bitsandbytes' Int8Params quantizes the weight cast to fp16.
   auto h = [](float x) { return f16_to_f32(f32_to_f16(x)); };
   for (int64_t r = 0; r < 30; ++r) {
     float a = 0.0f;
@@ -206,7 +205,7 @@ TEST(BnbPacked, Int8RowsRoundToHalfAStepOfTheirAbsmax) {
     for (int64_t k = 0; k < 77; ++k) {
       const std::size_t i = std::size_t(r * 77 + k);
       const int q = int8_t(p.data[i]);
-      EXPECT_EQ(q, int(std::nearbyint(h(w[i]) * ((1.0f / a) * 127.0f))));
+      EXPECT_EQ(q, int(std::nearbyint(h(w[i]) * (127.0f / a))));
       EXPECT_LE(std::abs(q), 127);
       // Half a step a/127, the fp16 rounding (half an ulp: 2^-11 relative), and the
       // roundings of the scale and the decode.

@@ -127,8 +127,7 @@ BnbPacked quantize_int8(std::span<const float> w, int64_t out, int64_t in, float
     float a = 0.0f;
     for (int64_t k = 0; k < in; ++k) a = std::max(a, std::fabs(row[std::size_t(k)]));
     p.absmax[std::size_t(r)] = a;
-    // 127 / a as torch evaluates a scalar over a tensor: reciprocal, then multiply.
-    const float scale = a > 0.0f ? (1.0f / a) * 127.0f : 0.0f;
+    const float scale = a > 0.0f ? 127.0f / a : 0.0f;
     for (int64_t k = 0; k < in; ++k) {
       // |row[k] * scale| <= 127 up to one rounding, which nearbyint cannot push past 127.
       p.data[std::size_t(r * in + k)] = uint8_t(int8_t(std::nearbyint(row[std::size_t(k)] * scale)));
