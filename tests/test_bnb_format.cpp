@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "format/bnb_codebook.h"
+#include "core/dtype.h"
 #include "format/bnb_packed.h"
 #include "test_util.h"
 
@@ -195,17 +196,20 @@ TEST(BnbPacked, Int8RowsRoundToHalfAStepOfTheirAbsmax) {
   const auto w = normal_weights(30 * 77, 7);
   const BnbPacked p = quantize_int8(w, 30, 77, 6.0f);
   const std::vector<float> d = dequantize(p);
+  // bitsandbytes' Int8Params quantizes the weight cast to fp16.
+  auto h = [](float x) { return f16_to_f32(f32_to_f16(x)); };
   for (int64_t r = 0; r < 30; ++r) {
     float a = 0.0f;
-    for (int64_t k = 0; k < 77; ++k) a = std::max(a, std::fabs(w[std::size_t(r * 77 + k)]));
+    for (int64_t k = 0; k < 77; ++k) a = std::max(a, std::fabs(h(w[std::size_t(r * 77 + k)])));
     EXPECT_EQ(p.absmax[std::size_t(r)], a);
     for (int64_t k = 0; k < 77; ++k) {
       const std::size_t i = std::size_t(r * 77 + k);
       const int q = int8_t(p.data[i]);
-      EXPECT_EQ(q, int(std::nearbyint(w[i] * (127.0f / a))));
+      EXPECT_EQ(q, int(std::nearbyint(h(w[i]) * (127.0f / a))));
       EXPECT_LE(std::abs(q), 127);
-      // Half a step a/127, plus the roundings of the scale and the decode.
-      EXPECT_LE(std::fabs(d[i] - w[i]), a / 254.0 + 4 * std::ldexp(1.0, -24) * a);
+      // Half a step a/127, the fp16 rounding (half an ulp: 2^-11 relative), and the
+      // roundings of the scale and the decode.
+      EXPECT_LE(std::fabs(d[i] - w[i]), a / 254.0 + std::ldexp(1.0, -11) * std::fabs(w[i]) + 4 * std::ldexp(1.0, -24) * a);
     }
   }
   EXPECT_EQ(p.bytes(), packed_bytes({.type = BnbType::kInt8}, 30, 77));

@@ -195,7 +195,7 @@ TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
 
 TEST(Cli, LoadTimeQuantizationFlags) {
   // Declared once for every command that loads a model.
-  for (const char* cmd : {"generate", "ppl", "eval", "kld", "compare", "info"}) {
+  for (const char* cmd : {"generate", "ppl", "eval", "kld", "compare", "info", "convert"}) {
     const auto r = run(std::string(cmd) + " --help");
     for (const char* flag : {"--load-in-4bit", "--double-quant", "--blocksize", "--load-in-8bit", "--llm-int8-threshold"}) {
       EXPECT_NE(r.out.find(flag), std::string::npos) << cmd << " lacks " << flag;
@@ -207,6 +207,10 @@ TEST(Cli, LoadTimeQuantizationFlags) {
   expect_bad_argument("info " + m + " --double-quant", "--double-quant needs --load-in-4bit");
   expect_bad_argument("info " + m + " --load-in-8bit --blocksize 128", "--blocksize needs --load-in-4bit");
   expect_bad_argument("info " + m + " --load-in-4bit --blocksize 96", "expected a power of two from 64 to 4096");
+  // convert writes a bnb checkpoint with them; the unquantized tensors keep their dtype.
+  expect_bad_argument("convert " + m + " --out /tmp/never --load-in-4bit --dtype f32",
+                      "--dtype cannot be combined with --load-in-*");
+  expect_bad_argument("convert " + m + " --out /tmp/never", "(or a dense checkpoint with --load-in-4bit");
 
   // info predicts what the load will keep; ppl reports what it kept, the same bytes.
   auto r = run("info " + m + " --load-in-4bit --double-quant --json 2>/dev/null");

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "backend/registry.h"
 #include "cli/commands.h"
@@ -10,6 +11,7 @@
 #include "core/error.h"
 #include "io/checkpoint.h"
 #include "format/bnb_packed.h"
+#include "model/bnb_checkpoint.h"
 #include "model/config.h"
 #include "model/layer.h"
 #include "format/loader_support.h"
@@ -37,8 +39,33 @@ Runner add_info(CLI::App& app) {
   return [a] {
     const model::ModelConfig c = model::load_config(a->model);
     const io::Checkpoint ckpt(a->model);
+    // A serialized bitsandbytes checkpoint: its decoder-layer linears whose weight is
+    // stored as integers (model/bnb_checkpoint.h), by module name.
+    const auto bnb_ckpt = model::read_bnb_checkpoint_config(a->model);
+    std::set<std::string> bnb_modules;
+    int64_t quant_weights = 0;
+    if (bnb_ckpt) {
+      for (int64_t l = 0; l < c.layers; ++l) {
+        for (const model::Slot s : model::kAllSlots) {
+          const std::string m = model::module_name(l, s);
+          const io::TensorView* w = ckpt.find(m + ".weight");
+          if (w == nullptr || (w->dtype != DType::kU8 && w->dtype != DType::kI8)) continue;
+          bnb_modules.insert(m);
+          const auto [out, in] = model::slot_shape(c, s);
+          quant_weights += out * in;
+        }
+      }
+    }
+    auto bnb_tensor = [&](const std::string& name) {
+      if (!bnb_ckpt) return false;
+      for (const char* tail : {".weight", ".SCB"}) {
+        const auto at = name.find(tail);
+        if (at != std::string::npos && bnb_modules.contains(name.substr(0, at))) return true;
+      }
+      return false;
+    };
     // Parameters count logical weights: a GPTQ module's K x N, not its packed words.
-    int64_t params = 0, quant_weights = 0;
+    int64_t params = 0;
     uint64_t quant_bytes = 0;
     std::map<std::string, int64_t> by_dtype;
     nlohmann::json tensors = nlohmann::json::array();
@@ -47,7 +74,7 @@ Runner add_info(CLI::App& app) {
       by_dtype[std::string(dtype_name(t.dtype))] += t.numel();
       tensors.push_back({{"name", name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}});
       const bool packed = name.ends_with(".qweight") || name.ends_with(".qzeros") || name.ends_with(".scales") ||
-                          name.ends_with(".g_idx");
+                          name.ends_with(".g_idx") || bnb_tensor(name);
       if (packed) {
         quant_bytes += t.data.size();
       } else {
@@ -60,7 +87,7 @@ Runner add_info(CLI::App& app) {
       }
     }
     params += quant_weights;
-    const auto qc = quant::read_quantize_config(a->model);
+    const auto qc = bnb_ckpt ? std::nullopt : quant::read_quantize_config(a->model);
     nlohmann::json j = {
         {"architecture", c.architecture_name},
         {"family", model::to_string(c.arch)},
@@ -85,7 +112,10 @@ Runner add_info(CLI::App& app) {
     const quant::bnb::BnbConfig bnb = bnb_config(a->load);
     std::string bnb_line;
     if (bnb.enabled()) {
-      if (qc) throw Error(ErrorKind::kInvalidArgument, a->model + ": already quantized (GPTQ); --load-in-* needs a dense checkpoint");
+      if (qc || bnb_ckpt) {
+        throw Error(ErrorKind::kInvalidArgument, a->model + ": already quantized (" + (qc ? "GPTQ" : "bitsandbytes") +
+                                                     "); --load-in-* needs a dense checkpoint");
+      }
       // What --load-in-4bit/--load-in-8bit would make of the decoder layers' linears.
       uint64_t dense = 0, packed = 0;
       int64_t weights = 0;
@@ -112,6 +142,13 @@ Runner add_info(CLI::App& app) {
       j["quantization_config"]["meta"]["quantizer"] = qc->quantizers;
       loaders = quant::loader_support(*qc);
       for (const auto& l : loaders) j["loaders"][quant::to_string(l.loader)] = {{"loads", l.loads}, {"why", l.why}};
+      j["quantized_weights"] = quant_weights;
+      j["bits_per_quantized_weight"] = quant_weights > 0 ? double(quant_bytes) * 8.0 / double(quant_weights) : 0.0;
+    }
+    if (bnb_ckpt) {
+      j["quantization_config"] = {{"quant_method", "bitsandbytes"},
+                                  {"type", quant::bnb::type_name(bnb_ckpt->type)},
+                                  {"double_quant", bnb_ckpt->absmax == quant::bnb::AbsmaxStorage::kDoubleQuant}};
       j["quantized_weights"] = quant_weights;
       j["bits_per_quantized_weight"] = quant_weights > 0 ? double(quant_bytes) * 8.0 / double(quant_weights) : 0.0;
     }
@@ -164,6 +201,13 @@ Runner add_info(CLI::App& app) {
         std::printf("  %-13s %s%s%s\n", quant::to_string(l.loader), l.loads ? "yes" : "no", l.why.empty() ? "" : ": ",
                     l.why.c_str());
       }
+    }
+    if (bnb_ckpt) {
+      // The 4-bit block size is per layer (each quant_state's); the config has none.
+      std::printf("bitsandbytes %s%s: %zu linears, %.2f M quantized weights at %.3f bits each (codes + scales)\n",
+                  quant::bnb::type_name(bnb_ckpt->type),
+                  bnb_ckpt->absmax == quant::bnb::AbsmaxStorage::kDoubleQuant ? " double-quant" : "", bnb_modules.size(), double(quant_weights) / 1e6,
+                  j["bits_per_quantized_weight"].get<double>());
     }
     std::fputs(bnb_line.c_str(), stdout);
     std::fputs(device_line.c_str(), stdout);

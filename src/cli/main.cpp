@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   add("tokenize", "Encode text to token ids (or decode ids with --decode)", gptq::cli::add_tokenize);
   add("generate", "Generate text from a prompt", gptq::cli::add_generate);
   add("ppl", "Measure perplexity on a text file, or of each text of a JSONL set (--texts)", gptq::cli::add_ppl);
-  add("convert", "Convert a GGUF file into a Hugging Face checkpoint", gptq::cli::add_convert);
+  add("convert", "Convert a GGUF file into a Hugging Face checkpoint, or write one quantized as bitsandbytes does (--load-in-*)",
+      gptq::cli::add_convert);
   add("quantize", "Quantize a model with GPTQ (or RTN) into a standard GPTQ checkpoint", gptq::cli::add_quantize);
   add("synth", "Write a random-initialised checkpoint at a real model's shape (benchmarks)", gptq::cli::add_synth);
   add("eval", "Score multiple-choice tasks by log-likelihood (lm-eval's acc / acc_norm)", gptq::cli::add_eval);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <string>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "format/bnb_codebook.h"
 
@@ -18,7 +19,7 @@ std::string count(std::size_t found, int64_t expected) {
 }  // namespace
 
 float NestedAbsmax::value(int64_t b) const {
-  return dynamic_map()[codes[std::size_t(b)]] * scales[std::size_t(b / kNestedBlock)] + offset;
+  return map[codes[std::size_t(b)]] * scales[std::size_t(b / kNestedBlock)] + offset;
 }
 
 uint64_t BnbPacked::bytes() const {
@@ -118,15 +119,18 @@ BnbPacked quantize_int8(std::span<const float> w, int64_t out, int64_t in, float
   BnbPacked p{.type = BnbType::kInt8, .out_features = out, .in_features = in, .threshold = threshold};
   p.data.resize(std::size_t(out * in));
   p.absmax.resize(std::size_t(out));
+  std::vector<float> row(static_cast<std::size_t>(in));
   for (int64_t r = 0; r < out; ++r) {
-    const float* row = w.data() + r * in;
+    // bitsandbytes' Int8Params casts the weight to fp16 before int8_vectorwise_quant
+    // (a no-op for fp16 checkpoints); the products below are then fp32, as there.
+    for (int64_t k = 0; k < in; ++k) row[std::size_t(k)] = f16_to_f32(f32_to_f16(w[std::size_t(r * in + k)]));
     float a = 0.0f;
-    for (int64_t k = 0; k < in; ++k) a = std::max(a, std::fabs(row[k]));
+    for (int64_t k = 0; k < in; ++k) a = std::max(a, std::fabs(row[std::size_t(k)]));
     p.absmax[std::size_t(r)] = a;
     const float scale = a > 0.0f ? 127.0f / a : 0.0f;
     for (int64_t k = 0; k < in; ++k) {
       // |row[k] * scale| <= 127 up to one rounding, which nearbyint cannot push past 127.
-      p.data[std::size_t(r * in + k)] = uint8_t(int8_t(std::nearbyint(row[k] * scale)));
+      p.data[std::size_t(r * in + k)] = uint8_t(int8_t(std::nearbyint(row[std::size_t(k)] * scale)));
     }
   }
   return p;

@@ -7,21 +7,24 @@
 // stored two per byte, weight 2j in the high nibble of byte j (ceil(out*in/2) bytes),
 // and W_i ≈ code_value(q_i) * absmax_b.
 // Double quantization replaces the fp32 absmax_b by
-//   absmax_b ≈ dynamic_map()[c_b] * s_{b/256} + offset,
+//   absmax_b ≈ map[c_b] * s_{b/256} + offset,  map = dynamic_map() (NestedAbsmax::map),
 // offset = mean(absmax), c_b = nearest((absmax_b - offset) / s), s = max |absmax - offset|
 // over each group of 256 blocks.
 //
-// 8-bit (LLM.int8, bitsandbytes' int8_vectorwise_quant of the weight): per output row n,
+// 8-bit (LLM.int8, bitsandbytes' int8_vectorwise_quant of the weight rounded to fp16,
+// as Int8Params casts it first): per output row n, with W the fp16-rounded weights,
 //   SCB_n = max_k |W[n, k]|,  CB[n, k] = round(W[n, k] * 127 / SCB_n)  (half to even)
 // and W[n, k] ≈ CB[n, k] * SCB_n / 127. The product with activations, including the
 // outlier decomposition, is defined in src/backend/cpu/bnb_linear.h.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <vector>
 
+#include "format/bnb_codebook.h"
 #include "format/bnb_config.h"
 
 namespace gptq::quant::bnb {
@@ -29,9 +32,13 @@ namespace gptq::quant::bnb {
 inline constexpr int64_t kNestedBlock = 256;  // absmax values per double-quant group
 
 struct NestedAbsmax {
-  std::vector<uint8_t> codes;  // [blocks] indices into dynamic_map()
+  std::vector<uint8_t> codes;  // [blocks] indices into map
   std::vector<float> scales;   // [ceil(blocks / 256)]
   float offset = 0.0f;
+  // The 8-bit code book the codes index: dynamic_map() when quantized here; as stored
+  // when read from a checkpoint, since bitsandbytes computes it with torch.linspace,
+  // whose last bits depend on its CPU kernel (tests/test_bnb_checkpoint.cpp).
+  std::array<float, 256> map = dynamic_map();
 
   float value(int64_t b) const;
 };

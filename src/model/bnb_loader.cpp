@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "format/bnb_packed.h"
 #include "format/quant_config.h"
+#include "model/bnb_checkpoint.h"
 
 namespace gptq::model {
 
@@ -31,6 +32,10 @@ std::unique_ptr<backend::Linear> BnbLoader::load(const io::Checkpoint& ckpt, con
 
 Model load_bnb(const std::filesystem::path& dir, backend::Backend& b, const quant::bnb::BnbConfig& config,
                BnbLoadStats* stats) {
+  if (read_bnb_checkpoint_config(dir)) {
+    throw Error(ErrorKind::kInvalidArgument, dir.string() + ": already quantized (bitsandbytes); load it without "
+                                                            "--load-in-4bit / --load-in-8bit");
+  }
   if (quant::read_quantize_config(dir)) {
     throw Error(ErrorKind::kInvalidArgument, dir.string() + ": already quantized (GPTQ); bitsandbytes load-time "
                                                             "quantization needs a dense checkpoint");

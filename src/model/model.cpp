@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/bnb_checkpoint.h"
 #include "model/gptq_loader.h"
 #include "format/quant_config.h"
 
@@ -34,6 +35,10 @@ Model::Model(Model&&) noexcept = default;
 Model::~Model() = default;
 
 Model Model::load(const std::filesystem::path& dir, backend::Backend& b) {
+  if (auto bc = read_bnb_checkpoint_config(dir)) {
+    BnbCheckpointLoader bnb(b, *bc);
+    return load(dir, b, bnb);
+  }
   if (auto qc = quant::read_quantize_config(dir)) {
     GptqLoader gptq(b, std::move(*qc));
     return load(dir, b, gptq);

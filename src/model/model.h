@@ -49,7 +49,8 @@ class Model {
   // Reads config.json and the weights under `dir`; linears come from `loader` (dense or
   // GPTQ), everything else is converted to fp32.
   static Model load(const std::filesystem::path& dir, backend::Backend& b, LinearLoader& loader);
-  // Dense, or GPTQ when config.json has a quantization_config (or quantize_config.json exists).
+  // Dense, GPTQ when config.json has a quantization_config (or quantize_config.json exists), or
+  // bitsandbytes when that quantization_config says so (model/bnb_checkpoint.h).
   static Model load(const std::filesystem::path& dir, backend::Backend& b);
 
   Model(Model&&) noexcept;

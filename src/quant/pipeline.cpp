@@ -13,12 +13,11 @@
 #include "core/memory.h"
 #include "io/checkpoint.h"
 #include "io/json_file.h"
-#include "io/gguf.h"
 #include "backend/registry.h"
 #include "model/config.h"
-#include "model/gguf_convert.h"
 #include "model/gptq_loader.h"
 #include "model/layer.h"
+#include "model/side_files.h"
 #include "quant/device_budget.h"
 #include "quant/gptq.h"
 #include "format/packing.h"
@@ -627,26 +626,13 @@ void Run::quantize_lm_head() {
 void Run::write_metadata(QuantizeResult& r) {
   using ojson = nlohmann::ordered_json;
   const ojson qc = o_.config.to_json(o_.version);
-  // A GGUF source has no side files: they are the ones `gptq convert` would write, and the
-  // unquantized tensors were copied as F16, the dtype io::Checkpoint reads a GGUF in.
-  std::optional<model::GgufHfFiles> gguf;
-  if (io::is_gguf_path(dir_)) gguf = model::gguf_hf_files(io::GgufFile(dir_), DType::kF16);
-  ojson config = gguf ? gguf->config : io::read_ordered_json_file(dir_ / "config.json");
+  ojson config = model::source_config_json(dir_);
   config["quantization_config"] = qc;
   // A quantized head cannot stay tied to the (unquantized) embedding.
   if (o_.config.lm_head && c_.tie_embeddings && o_.config.resolve("lm_head")) config["tie_word_embeddings"] = false;
   writer_.add_file("config.json", config.dump(2) + "\n");
   writer_.add_file("quantize_config.json", qc.dump(2) + "\n");
-  if (gguf) {
-    writer_.add_file("generation_config.json", gguf->generation_config.dump(2) + "\n");
-    writer_.add_file("tokenizer.json", gguf->tokenizer.dump() + "\n");
-    writer_.add_file("tokenizer_config.json", gguf->tokenizer_config.dump(2) + "\n");
-  } else {
-    for (const char* f : {"generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                          "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja"}) {
-      if (fs::exists(dir_ / f)) writer_.copy_file(dir_ / f, f);
-    }
-  }
+  model::add_side_files(writer_, dir_);
   ojson modules = ojson::array();
   for (const auto& m : r.modules) modules.push_back(report_json(m));
   ojson layers = ojson::array();

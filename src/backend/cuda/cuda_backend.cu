@@ -337,7 +337,7 @@ class CudaBackend final : public Backend {
          .threshold = packed.threshold};
     const auto& book = packed.type == BnbType::kFp4 ? quant::bnb::kFp4 : quant::bnb::kNf4;
     std::copy(book.begin(), book.end(), l->tables.code);
-    std::copy(quant::bnb::dynamic_map().begin(), quant::bnb::dynamic_map().end(), l->tables.dynamic);
+    if (packed.nested) std::copy(packed.nested->map.begin(), packed.nested->map.end(), l->tables.dynamic);
     auto put = [&](const void* src, uint64_t bytes) {
       // At least 4 bytes, so that the kernels' word loads of the last codes stay inside.
       auto m = mem_.alloc(std::max<uint64_t>(bytes, 4), "a bitsandbytes tensor");
