@@ -61,8 +61,10 @@ constexpr bool bits_supported(int bits) {
 constexpr uint32_t code_mask(int bits) { return (uint32_t{1} << bits) - 1; }
 
 // gcd(bits, 32) by Euclid's loop, not std::gcd: these helpers also run in CUDA kernels,
-// where libstdc++'s std::gcd (built on bit-scan builtins) evaluated at run time gave a
-// block of 0 codes, and the device packer wrote nothing (measured on the H200).
+// and nvcc 13 compiled libstdc++'s std::gcd(bits, 32) there as the constant 32 (the PTX
+// of a kernel storing block_values(bits) stores 1, block_words stores bits / 32), so the
+// device packer's word loop ran zero times and left the sweep's floats in qweight and
+// qzeros (found by test_cuda_quant's packer test on the H200).
 constexpr int gcd_with_32(int bits) {
   int a = bits, b = 32;
   while (b != 0) {
