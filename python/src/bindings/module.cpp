@@ -5,14 +5,7 @@
 
 #include "backend/registry.h"
 #include "core/error.h"
-#include "core/omp_policy.h"
 #include "native.h"
-
-// The library's OpenMP wait-policy default (core/omp_policy.h) is a .preinit_array entry,
-// which only an executable may carry. Defining the hook the CPU backend references here
-// keeps that object out of this module's link; gptqcpp/__init__.py sets the same default
-// in os.environ before this module (and so libgomp) loads.
-void gptq::omp_policy_hook_linked() {}
 
 namespace gptq::py {
 namespace {
