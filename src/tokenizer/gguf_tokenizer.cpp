@@ -131,17 +131,23 @@ OrderedJson gguf_tokenizer_json(const io::GgufFile& f) {
   const auto eos = token_id(f, "tokenizer.ggml.eos_token_id", n);
   const bool add_bos = f.get_bool("tokenizer.ggml.add_bos_token").value_or(false);
   const bool add_eos = f.get_bool("tokenizer.ggml.add_eos_token").value_or(false);
-  OrderedJson single = OrderedJson::array();
+  // The `tokenizers` library requires both templates; the pair one is [bos] A [eos] [bos] B [eos]
+  // with B's type id 1, as transformers writes it.
+  OrderedJson single = OrderedJson::array(), second = OrderedJson::array();
   OrderedJson specials = OrderedJson::object();
   auto special = [&](const std::optional<int64_t>& id, const char* what) {
     if (!id) fail(f, ErrorKind::kFormat, std::string("add_") + what + "_token is set but there is no " + what + "_token_id");
     const std::string& tok = v.tokens[std::size_t(*id)];
     single.push_back({{"SpecialToken", {{"id", tok}, {"type_id", 0}}}});
+    second.push_back({{"SpecialToken", {{"id", tok}, {"type_id", 1}}}});
     specials[tok] = {{"id", tok}, {"ids", {*id}}, {"tokens", {tok}}};
   };
   if (add_bos) special(bos, "bos");
   single.push_back({{"Sequence", {{"id", "A"}, {"type_id", 0}}}});
+  second.push_back({{"Sequence", {{"id", "B"}, {"type_id", 1}}}});
   if (add_eos) special(eos, "eos");
+  OrderedJson pair = single;
+  pair.insert(pair.end(), second.begin(), second.end());
 
   OrderedJson t;
   t["version"] = "1.0";
@@ -150,7 +156,7 @@ OrderedJson gguf_tokenizer_json(const io::GgufFile& f) {
   t["added_tokens"] = added;
   t["normalizer"] = nullptr;
   t["pre_tokenizer"] = pre_tokenizer(f);
-  t["post_processor"] = {{"type", "TemplateProcessing"}, {"single", single}, {"special_tokens", specials}};
+  t["post_processor"] = {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
   t["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
   t["model"] = {{"type", "BPE"},           {"dropout", nullptr},
                 {"unk_token", nullptr},    {"continuing_subword_prefix", ""},
