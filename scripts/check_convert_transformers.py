@@ -12,6 +12,10 @@ and checks:
 - f16 only: transformers' logits against tests/fixtures/smollm2/logits.json, the float64 numpy
   forward over the same fp16-rounded weights (the f32 directory holds the unrounded dequantized
   weights, which that reference does not describe).
+- SentencePiece: the converted tests/fixtures/sentencepiece GGUF (a Llama-2 vocabulary, no
+  tensors; scripts/make_sentencepiece_gguf.py): AutoTokenizer(DIR)'s ids and decodings for its
+  cases, and its tokenizer.json as the `tokenizers` library rewrites it, against
+  AutoTokenizer.from_pretrained(gguf_file=)'s.
 - tokenizer: AutoTokenizer(DIR)'s ids for the 213 cases of tests/fixtures/smollm2/tokenizer_cases.jsonl
   (made by the tokenizer transformers builds from the GGUF) and for the text above (against the
   ids gptq.cpp stored with its log-probabilities); the chat template string against the GGUF's
@@ -169,17 +173,44 @@ def compare_tokenizer(tk, gguf_tk, meta_template, model_dir, table, label):
               "same", specials)
 
 
+def compare_sentencepiece(gptq, table):
+    """Our tokenizer files for a SentencePiece GGUF, loaded by transformers, against its own."""
+    fixture = ROOT / "tests" / "fixtures" / "sentencepiece"
+    cases = [json.loads(line) for line in (fixture / "tokenizer_cases.jsonl").read_text().splitlines()]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "sp"
+        subprocess.run([gptq, "convert", str(fixture / "stories15M-tokenizer.gguf"), "--out", str(out)],
+                       check=True, stderr=subprocess.DEVNULL)
+        tk = AutoTokenizer.from_pretrained(out)
+        theirs = AutoTokenizer.from_pretrained(fixture, gguf_file="stories15M-tokenizer.gguf", cache_dir=tmp)
+    bad = [c["text"] for c in cases
+           if tk.encode(c["text"]) != c["ids"] or tk.decode(c["ids"], skip_special_tokens=True) != c["decoded"]]
+    table.add(f"sentencepiece: AutoTokenizer(DIR) ids and decoding, {len(cases)} cases",
+              f"{len(cases) - len(bad)}/{len(cases)}", f"{len(cases)}/{len(cases)}", not bad)
+    for text in bad[:5]:
+        print(f"  differs: {text!r}")
+    same = json.loads(tk.backend_tokenizer.to_str()) == json.loads(theirs.backend_tokenizer.to_str())
+    table.add("sentencepiece: tokenizer.json = transformers' own from the GGUF", "same" if same else "differs", "same",
+              same)
+    names = ("bos_token", "eos_token", "unk_token", "pad_token")
+    specials = all(getattr(tk, n) == getattr(theirs, n) for n in names)
+    table.add("sentencepiece: bos/eos/unk/pad tokens = AutoTokenizer(gguf_file=)'s",
+              "/".join(str(getattr(tk, n)) for n in names), "same", specials)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gptq", required=True, help="the gptq CLI binary")
     ap.add_argument("--gguf", required=True, type=Path, help="SmolLM2-135M-Instruct.Q4_1.gguf")
     args = ap.parse_args()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # "sequence longer than model_max_length": encode only
     reader = gguf.GGUFReader(args.gguf)
     meta_template = reader.fields["tokenizer.chat_template"].contents()
     gguf_tk = AutoTokenizer.from_pretrained(args.gguf.parent, gguf_file=args.gguf.name)
     emma = (ROOT / "data" / "emma.txt").read_text()
     table = Table()
+    compare_sentencepiece(args.gptq, table)
     with tempfile.TemporaryDirectory() as tmp:
         for dtype in ("f32", "f16"):
             out = Path(tmp) / dtype
