@@ -91,8 +91,13 @@ def write_gguf(path):
     w.close()
 
 
+# Special tokens with text right after them: the prefix "▁" goes only before the text's first
+# part (transformers' Metaspace prepend_scheme "first").
+SPECIAL_CASES = ["<s>Hello", "Hi</s>there", "</s><s>x", "a<unk>b", "<s> spaced", "once<s>upon a time"]
+
+
 def case_texts():
-    texts = []
+    texts = list(SPECIAL_CASES)
     for path in (ROOT / "tests" / "fixtures" / "smollm2" / "tokenizer_cases.jsonl",
                  ROOT.parent / "shared" / "models" / "stories15M" / "reference" / "tokenizer_cases.jsonl"):
         texts += [json.loads(line)["text"] for line in path.read_text().splitlines()]
