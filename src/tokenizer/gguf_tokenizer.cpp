@@ -1,9 +1,9 @@
 #include "tokenizer/gguf_tokenizer.h"
 
-#include "core/error.h"
 #include <cmath>
 #include <set>
 
+#include "core/error.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/sentencepiece_merges.h"
 #include "tokenizer/utf8.h"
@@ -148,14 +148,15 @@ OrderedJson file_merges(const io::GgufFile& f, const std::vector<std::string>& l
   return merges;
 }
 
-// transformers' LlamaTokenizer over the file's pieces as they are spelled: no normalizer,
-// Metaspace ("▁" for a space, prepended to the text's first part unless it starts with one;
-// transformers ignores tokenizer.ggml.add_space_prefix), BPE with byte fallback and merges
-// from the file or else from the scores.
+// The parts of tokenizer.json that differ between the two models (both have no normalizer).
 struct Pipeline {
   OrderedJson pre_tokenizer, decoder, model;
 };
 
+// transformers' LlamaTokenizer over the file's pieces as they are spelled: Metaspace ("▁" for
+// a space, prepended to the text's first part unless it starts with one; transformers ignores
+// tokenizer.ggml.add_space_prefix), BPE with byte fallback and merges from the file or else
+// from the scores, and the decoder that undoes it.
 Pipeline sentencepiece_pipeline(const io::GgufFile& f, const Vocab& v) {
   if (const std::string pre = f.get_string("tokenizer.ggml.pre").value_or("default"); pre != "default") {
     fail(f, ErrorKind::kUnsupported,
