@@ -6,6 +6,7 @@
 #include <random>
 
 #include "core/dtype.h"
+#include "gguf_builder.h"
 #include "io/gguf.h"
 #include "io/gguf_dequant.h"
 #include "temp_dir.h"
@@ -15,36 +16,7 @@ namespace gptq {
 namespace {
 
 using io::GgmlType;
-
-// Writes GGUF bytes field by field, so each hostile file is one small edit of a valid one.
-struct Builder {
-  std::string b;
-  template <class T>
-  Builder& put(T v) {
-    b.append(reinterpret_cast<const char*>(&v), sizeof(T));
-    return *this;
-  }
-  Builder& str(const std::string& s) {
-    put<uint64_t>(s.size());
-    b += s;
-    return *this;
-  }
-  Builder& header(uint32_t version, uint64_t tensors, uint64_t kvs) {
-    b += "GGUF";
-    return put(version).put(tensors).put(kvs);
-  }
-  Builder& kv_u32(const std::string& k, uint32_t v) { return str(k).put<uint32_t>(4).put(v); }
-  Builder& kv_str(const std::string& k, const std::string& v) { return str(k).put<uint32_t>(8).str(v); }
-  Builder& tensor(const std::string& name, std::vector<uint64_t> dims, uint32_t type, uint64_t offset) {
-    str(name).put<uint32_t>(uint32_t(dims.size()));
-    for (uint64_t d : dims) put(d);
-    return put(type).put(offset);
-  }
-  Builder& pad(std::size_t align = 32) {
-    while (b.size() % align) b += '\0';
-    return *this;
-  }
-};
+using test::Builder;
 
 // Two F32 tensors [2, 32] (dims {32, 2}) at offsets 0 and 256, plus metadata with an array.
 std::string valid_file() {

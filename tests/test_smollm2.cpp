@@ -3,9 +3,13 @@
 // token ids from the tokenizer transformers builds from the GGUF, and logits of an
 // independent float64 numpy forward pass over gguf-py's dequantization of the same file.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "eval/perplexity.h"
@@ -132,12 +136,40 @@ TEST_F(SmolLM2Model, ConvertedCheckpointIsTheSameModel) {
 
   const auto tk_gguf = tok::Tokenizer::load_for_model(test::smollm2_gguf());
   const auto tk_dir = tok::Tokenizer::load_for_model(out);
+  std::ifstream cases(test::smollm2_reference() / "tokenizer_cases.jsonl");
+  for (std::string line; std::getline(cases, line);) {
+    const json c = json::parse(line);
+    EXPECT_EQ(tk_dir.encode(c["text"].get<std::string>()), c["ids"].get<std::vector<int32_t>>()) << c["text"];
+  }
   const std::string text = "<|im_start|>user\nHow many legs has a spider? 8, I think.<|im_end|>\n";
-  EXPECT_EQ(tk_dir.encode(text), tk_gguf.encode(text));
 
   auto converted = model::Model::load(out, *backend);
   const std::vector<int32_t> ids = tk_gguf.encode(text);
   EXPECT_EQ(logits(converted, ids), logits(*model, ids));
+}
+
+// The same checkpoint seen by transformers (scripts/check_convert_transformers.py, f32 and
+// f16): its logits equal ours on the directory within the fp32 bound of
+// reference_tolerance.h, and AutoTokenizer on it gives the GGUF tokenizer's ids. Needs a
+// Python with torch, transformers, tokenizers and gguf, named by GPTQ_ORACLE_PYTHON.
+TEST(SmolLM2, ConvertedCheckpointMatchesTransformers) {
+  REQUIRE_SMOLLM2();
+  const char* python = std::getenv("GPTQ_ORACLE_PYTHON");
+  if (python == nullptr || *python == 0 || !fs::exists(python)) {
+    GTEST_SKIP() << "GPTQ_ORACLE_PYTHON does not name a Python: set it to one with torch, transformers, tokenizers "
+                    "and gguf (see scripts/check_convert_transformers.py)";
+  }
+  const auto quoted = [](const fs::path& p) { return std::string(1, '\'') + p.string() + '\''; };
+  const std::string cmd = quoted(python) + " " + quoted(test::source_dir() / "scripts" / "check_convert_transformers.py") +
+                          " --gptq " + quoted(test::cli_binary()) + " --gguf " + quoted(test::smollm2_gguf()) + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr) << cmd;
+  std::string out;
+  std::array<char, 4096> buf{};
+  for (std::size_t n; (n = std::fread(buf.data(), 1, buf.size(), p)) > 0;) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  std::printf("%s", out.c_str());  // the table, in the test log
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << out;
 }
 
 // `gptq quantize` straight from the GGUF: the output carries the config and tokenizer
