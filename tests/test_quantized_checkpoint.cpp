@@ -202,7 +202,8 @@ TEST_F(Hostile, ConfigBitsDisagreeWithTensors) {
 }
 
 TEST_F(Hostile, MalformedQuantizationConfig) {
-  expect_load_error(corrupt([](auto&, auto&) {}, [](ordered_json& qc) { qc = "gptq"; }), "not an object");
+  expect_load_error(corrupt([](auto&, auto&) {}, [](ordered_json& qc) { qc = "gptq"; }),
+                    "config.json quantization_config: expected a JSON object");
   expect_load_error(corrupt([](auto&, auto&) {}, [](ordered_json& qc) { qc.erase("bits"); }),
                     "missing field \"bits\"");
 }
