@@ -525,6 +525,58 @@ TEST(Gptq, BlockSizeDoesNotChangeTheSolution) {
   EXPECT_NEAR(s1.loss, s2.loss, 1e-3 * s1.loss);
 }
 
+// q/k/v read one Hessian: the second and third module reuse the first one's factor and
+// get exactly what a fresh factorisation gives them (the same arithmetic on the same H),
+// damping retries included; another column order or another Hessian refactorises.
+TEST(Gptq, FactorCacheFactorisesEachHessianOnce) {
+  const int64_t N = 16, K = 128;
+  Layer L = make_layer(N, K, 512, 14);
+  double mean = 0.0;
+  for (int64_t k = 0; k < K; ++k) mean += L.H[k * K + k] / double(K);
+  for (int64_t k = 0; k < K; ++k) L.H[k * K + k] -= 0.02 * mean;  // indefinite: damping retries
+  const std::vector<float> W2 = gaussian(size_t(N * K), 99, 0.05f);
+  const auto ops = backend::make_cpu_quant_ops();
+  const auto h = ops->hessian(K), other = ops->hessian(K);
+  ops->assign(*h, L.H, 512);
+  ops->assign(*other, L.H, 512);
+  GptqOptions o = options(4, 32);
+  o.damp_percent = 0.01;
+  o.damp_auto_increment = 0.01;
+  auto run = [&](const std::vector<float>& W, const backend::Hessian& H, const GptqOptions& opt, FactorCache* c,
+                 GptqStats* st) {
+    QuantizedLinear q;
+    ops->download(*gptq_quantize_resident(*ops, W.data(), N, K, H, opt, st, c), q);
+    return q;
+  };
+  FactorCache cache;
+  GptqStats first, second, fresh;
+  run(L.W, *h, o, &cache, &first);
+  const QuantizedLinear b = run(W2, *h, o, &cache, &second);
+  const QuantizedLinear b_fresh = run(W2, *h, o, nullptr, &fresh);
+  EXPECT_FALSE(first.factor_reused);
+  EXPECT_TRUE(second.factor_reused);
+  EXPECT_GE(first.retries, 1);
+  EXPECT_EQ(second.retries, first.retries);
+  EXPECT_EQ(second.damp_percent, fresh.damp_percent);
+  EXPECT_EQ(b.q, b_fresh.q);
+  EXPECT_EQ(b.scales, b_fresh.scales);
+  EXPECT_EQ(second.loss, fresh.loss);
+  GptqStats s;
+  GptqOptions gar = o;
+  gar.act_order = ActOrder::kGroupAware;  // another order: another factor
+  run(W2, *h, gar, &cache, &s);
+  EXPECT_FALSE(s.factor_reused);
+  run(W2, *other, gar, &cache, &s);  // another Hessian, equal or not
+  EXPECT_FALSE(s.factor_reused);
+  GptqOptions damp = gar;
+  damp.damp_percent = 0.02;
+  run(W2, *other, damp, &cache, &s);
+  EXPECT_FALSE(s.factor_reused);
+  cache.clear();
+  run(W2, *other, damp, &cache, &s);
+  EXPECT_FALSE(s.factor_reused);
+}
+
 // ---------------------------------------------------------------- damping, failures
 
 TEST(Gptq, IndefiniteHessianTakesDampingIncrements) {

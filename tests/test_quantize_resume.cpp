@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "backend/backend.h"
+#include "core/cpu_threads.h"
 #include "quant/calibration.h"
 #include "quant/pipeline.h"
 #include "temp_dir.h"
@@ -81,6 +82,26 @@ TEST_F(Resume, ContinuedRunWritesTheSameCheckpoint) {
     EXPECT_EQ(t.factor > 0.0, !replayed) << "layer " << t.layer;
     EXPECT_GE(t.other(), -1e-6) << quant::describe(t);
   }
+}
+
+// CPU results depend on the thread count (OpenBLAS), so a run keeps one count throughout
+// and a resumed run takes over the recorded one instead of fitting its own to the load:
+// here a count the load fit can never choose (more than the usable cores).
+TEST_F(Resume, ContinuedRunTakesTheRecordedThreadCount) {
+  const int odd = usable_cores() + 1;
+  set_thread_policy({.mode = ThreadMode::kFixed, .count = odd});
+  run(tmp_.path() / "whole", quant::LayerJournal::Mode::kFresh);
+  EXPECT_THROW(run(tmp_.path() / "resumed", quant::LayerJournal::Mode::kFresh, 2), Interrupted);
+  set_thread_policy({.mode = ThreadMode::kAuto});
+  run(tmp_.path() / "resumed", quant::LayerJournal::Mode::kContinue);
+  EXPECT_TRUE(test::read_file(tmp_.path() / "resumed" / "model.safetensors") ==
+              test::read_file(tmp_.path() / "whole" / "model.safetensors"));
+
+  EXPECT_THROW(run(tmp_.path() / "again", quant::LayerJournal::Mode::kFresh, 2), Interrupted);
+  set_thread_policy({.mode = ThreadMode::kFixed, .count = odd + 1});
+  test::expect_error([&] { run(tmp_.path() / "again", quant::LayerJournal::Mode::kContinue); },
+                     "had another cpu_threads", ErrorKind::kInvalidArgument);
+  set_thread_policy({.mode = ThreadMode::kAuto});
 }
 
 TEST_F(Resume, OtherSettingsAreRefused) {

@@ -1,5 +1,6 @@
 // gptq quantize MODEL --out DIR --calib FILE... [options]: GPTQ (or RTN) to a standard
 // GPTQ checkpoint. Defaults are GPTQModel's; the effective settings are echoed first.
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -185,6 +186,7 @@ Runner add_quantize(CLI::App& app) {
 
     quant::CalibSet calib;
     if (qc.method == quant::Method::kGptq) {
+      const auto t0 = std::chrono::steady_clock::now();
       const auto tk = tok::Tokenizer::load_for_model(a->model);
       quant::CalibOptions co{.jsonl_field = a->calib_field,
                              .n_samples = a->n_samples,
@@ -193,7 +195,8 @@ Runner add_quantize(CLI::App& app) {
                              .seed = a->seed};
       for (const auto& f : a->calib) co.files.emplace_back(f);
       calib = quant::load_calibration(tk, co);
-      std::fprintf(stderr, "  calibration: %s\n", calib.describe().c_str());
+      std::fprintf(stderr, "  calibration: %s (%.2f s with the tokenizer's load)\n", calib.describe().c_str(),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
 
     Progress layers("layers", mc.layers);
@@ -224,6 +227,9 @@ Runner add_quantize(CLI::App& app) {
     po.on_layer_times = [](const quant::LayerTimes& t) {
       std::fprintf(stderr, "  %s: %s\n", t.layer < 0 ? "lm_head" : ("layer " + std::to_string(t.layer)).c_str(),
                    quant::describe(t).c_str());
+    };
+    po.on_startup = [](const quant::StartupTimes& t) {
+      std::fprintf(stderr, "  start-up: %s\n", quant::describe(t).c_str());
     };
     po.on_layer = [&layers, &be](int64_t done, int64_t, double) {
       if (be->device() == backend::Device::kCpu) return layers.update(done);
@@ -263,6 +269,7 @@ Runner add_quantize(CLI::App& app) {
                                 {"shards", r.checkpoint.shards.size()}, {"bpw_quantized", r.bpw_quantized},
                                 {"bpw_total", r.bpw_total},             {"quantized_params", r.quantized_params},
                                 {"total_params", r.total_params},       {"modules", r.modules.size()}};
+      j["startup"] = nlohmann::json(quant::to_json(r.startup));
       j["layers"] = nlohmann::json::array();
       for (const auto& t : r.layers) j["layers"].push_back(nlohmann::json(quant::to_json(t)));
       if (!memory.is_null()) j.update(memory);

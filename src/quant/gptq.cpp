@@ -88,7 +88,7 @@ std::vector<int64_t> column_order(const std::vector<double>& diag, ActOrder orde
 }
 
 struct Factorised {
-  std::unique_ptr<backend::InverseFactor> U;
+  std::shared_ptr<backend::InverseFactor> U;
   double damp_percent = 0.0;
   int retries = 0;
 };
@@ -126,7 +126,8 @@ Factorised factorise(backend::QuantOps& ops, const backend::Hessian& H, const st
 
 std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& ops, const float* W, int64_t N,
                                                              int64_t K, const backend::Hessian& H,
-                                                             const GptqOptions& o, GptqStats* stats) {
+                                                             const GptqOptions& o, GptqStats* stats,
+                                                             FactorCache* cache) {
   const auto t0 = std::chrono::steady_clock::now();
   validate(W, N, K, H, o);
   if (!ops.all_finite(H)) throw Error(ErrorKind::kNumerical, module_prefix(o) + "Hessian has NaN or Inf");
@@ -169,7 +170,21 @@ std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& 
 
   using Clock = std::chrono::steady_clock;
   const auto t_factor = Clock::now();
-  const Factorised f = factorise(ops, H, perm, dead, mean_diag, o);
+  // Dead columns and mean(diag H) follow from H, so H, the order and the policy decide the factor.
+  const bool reuse = cache != nullptr && cache->U && cache->hessian == &H && cache->perm == perm &&
+                     cache->damp_percent == o.damp_percent && cache->damp_auto_increment == o.damp_auto_increment;
+  Factorised f;
+  if (reuse) {
+    f = {.U = cache->U, .damp_percent = cache->used_damp, .retries = cache->retries};
+  } else {
+    if (cache != nullptr) cache->clear();  // its factor's memory goes before the next one is made
+    f = factorise(ops, H, perm, dead, mean_diag, o);
+    if (cache != nullptr) {
+      *cache = {.hessian = &H, .perm = perm, .damp_percent = o.damp_percent,
+                .damp_auto_increment = o.damp_auto_increment, .U = f.U, .used_damp = f.damp_percent,
+                .retries = f.retries};
+    }
+  }
   const auto t_sweep = Clock::now();
   // Ungrouped: one (scale, zero) per row from the original W, before dead columns are
   // zeroed (the reference calls find_params(W) first). Static groups: every group's
@@ -196,6 +211,7 @@ std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& 
     stats->seconds = std::chrono::duration<double>(t_end - t0).count();
     stats->factor_seconds = std::chrono::duration<double>(t_sweep - t_factor).count();
     stats->sweep_seconds = std::chrono::duration<double>(t_end - t_sweep).count();
+    stats->factor_reused = reuse;
   }
   return codes;
 }

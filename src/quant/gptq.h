@@ -18,7 +18,9 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/quant_ops.h"
 #include "format/quant_params.h"
@@ -62,6 +64,22 @@ struct GptqStats {
   double seconds = 0.0;       // wall time of gptq_quantize
   double factor_seconds = 0.0;  // of which the factorisations (ends with the device's result read back)
   double sweep_seconds = 0.0;   // and the sweep (ends with the codes complete in the QuantOps' memory)
+  bool factor_reused = false;   // the factor came from the FactorCache
+};
+
+// The last factorisation, for the next module that reads the same Hessian in the same
+// column order with the same damping: q/k/v share one H and gate/up another, and the
+// factor depends on H, the order, the dead columns and the damping policy only (not on
+// W), so each distinct input is factorised once per layer. It is keyed by the Hessian's
+// address: whoever owns the Hessians clears it before one is changed or freed.
+struct FactorCache {
+  const backend::Hessian* hessian = nullptr;
+  std::vector<int64_t> perm;
+  double damp_percent = 0.0, damp_auto_increment = 0.0;
+  std::shared_ptr<backend::InverseFactor> U;
+  double used_damp = 0.0;  // what the first factorisation settled on, and its retries
+  int retries = 0;
+  void clear() { *this = {}; }
 };
 
 // W: [N, K] fp32 row-major (torch Linear.weight), host; H: the module's input Hessian,
@@ -75,9 +93,11 @@ QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N,
 // The same, leaving the result where `ops` computed it (device memory on CUDA), to be
 // packed there (QuantOps::pack) so that only checkpoint tensors cross to the host; valid
 // as QuantOps::sweep's result is. gptq_quantize is this followed by QuantOps::download.
+// `cache` (may be null) supplies and keeps the factor; a reused one adds no factor time.
 std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& ops, const float* W, int64_t N,
                                                              int64_t K, const backend::Hessian& H,
-                                                             const GptqOptions& opts, GptqStats* stats);
+                                                             const GptqOptions& opts, GptqStats* stats,
+                                                             FactorCache* cache = nullptr);
 
 // The same with H: [K, K] fp64 row-major symmetric on the host, on the CPU reference
 // QuantOps (tests, tools).

@@ -10,7 +10,8 @@ namespace gptq::quant {
 
 namespace fs = std::filesystem;
 
-LayerJournal::LayerJournal(fs::path dir, const nlohmann::ordered_json& fingerprint, Mode mode) : dir_(std::move(dir)) {
+LayerJournal::LayerJournal(fs::path dir, const nlohmann::ordered_json& fingerprint, Mode mode, uint64_t queue_bytes)
+    : dir_(std::move(dir)), queue_(std::make_unique<io::WriteQueue>(queue_bytes)) {
   const fs::path run = dir_ / "run.json";
   if (mode == Mode::kContinue) {
     if (!fs::exists(run)) {
@@ -28,11 +29,18 @@ LayerJournal::LayerJournal(fs::path dir, const nlohmann::ordered_json& fingerpri
       throw Error(ErrorKind::kInvalidArgument, "--resume: " + run.string() + " describes another run");
     }
     while (fs::exists(layer_dir(done_) / "layer.json")) ++done_;
+    found_ = done_;
     return;
   }
   fs::remove_all(dir_);
   fs::create_directories(dir_);
   io::write_file_atomic(run, fingerprint.dump(2) + "\n");
+}
+
+std::optional<nlohmann::ordered_json> LayerJournal::recorded_fingerprint(const fs::path& dir) {
+  const fs::path run = dir / "run.json";
+  if (!fs::exists(run)) return std::nullopt;
+  return io::read_ordered_json_file(run);
 }
 
 fs::path LayerJournal::layer_dir(int64_t layer) const {
@@ -41,39 +49,64 @@ fs::path LayerJournal::layer_dir(int64_t layer) const {
   return dir_ / name;
 }
 
+LayerJournal::~LayerJournal() {
+  try {
+    queue_->drain();
+  } catch (const Error&) {
+    // The failure was reported to the run at its next add() or commit(), or the run is
+    // unwinding from another error: the layer it hit is simply not done.
+  }
+}
+
 void LayerJournal::begin(int64_t layer) {
   GPTQ_CHECK(layer == done_ && !open_, "layer journal: layers are recorded in order");
-  // A directory from a run killed while writing it: incomplete (no layer.json).
-  fs::remove_all(layer_dir(layer));
-  open_ = std::make_unique<io::CheckpointWriter>(layer_dir(layer), io::CheckpointWriterOptions{.max_shard_bytes = 0});
+  open_ = true;
   order_.clear();
+  queue_->push(
+      [writer = writer_, dir = layer_dir(layer)] {
+        // A directory from a run killed while writing it: incomplete (no layer.json).
+        fs::remove_all(dir);
+        *writer = std::make_unique<io::CheckpointWriter>(dir, io::CheckpointWriterOptions{.max_shard_bytes = 0,
+                                                                                          .background_bytes = 0});
+      },
+      0);
 }
 
 void LayerJournal::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                        std::span<const std::byte> data) {
-  GPTQ_CHECK(open_ != nullptr, "layer journal: add outside begin/commit");
-  open_->add_tensor(name, dtype, shape, data);
+  GPTQ_CHECK(open_, "layer journal: add outside begin/commit");
+  auto copy = std::make_shared<std::vector<std::byte>>(data.begin(), data.end());
+  queue_->push([writer = writer_, name, dtype, shape, copy] { (*writer)->add_tensor(name, dtype, shape, *copy); },
+               copy->size());
   order_.push_back(name);
 }
 
 void LayerJournal::commit(nlohmann::ordered_json meta) {
-  GPTQ_CHECK(open_ != nullptr, "layer journal: commit without begin");
+  GPTQ_CHECK(open_, "layer journal: commit without begin");
   GPTQ_CHECK(!order_.empty(), "layer journal: a layer adds at least its norms");
   meta["order"] = order_;
-  open_->add_file("layer.json", meta.dump(2) + "\n");
-  open_->commit();
-  open_.reset();
+  queue_->push(
+      [writer = writer_, text = meta.dump(2) + "\n"] {
+        (*writer)->add_file("layer.json", text);
+        (*writer)->commit();
+        writer->reset();
+      },
+      0);
+  open_ = false;
   ++done_;
 }
 
 LayerJournal::Layer LayerJournal::read(int64_t layer) const {
-  GPTQ_CHECK(layer < done_, "layer journal: layer not recorded");
+  GPTQ_CHECK(layer < found_, "layer journal: layer not found on disk at the start");
   const fs::path d = layer_dir(layer);
   Layer l{.tensors = std::make_unique<io::Checkpoint>(d), .meta = io::read_ordered_json_file(d / "layer.json")};
   l.order = io::json_convert<std::vector<std::string>>(l.meta.at("order"), "order", (d / "layer.json").string());
   return l;
 }
 
-void LayerJournal::remove() { fs::remove_all(dir_); }
+void LayerJournal::remove() {
+  queue_->drain();
+  fs::remove_all(dir_);
+}
 
 }  // namespace gptq::quant

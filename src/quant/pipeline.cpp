@@ -216,6 +216,7 @@ class Run {
   int64_t chunk_rows_ = 0;  // rows of the largest chunk
   std::unique_ptr<model::LayerRunner> runner_;
   std::unique_ptr<backend::QuantOps> ops_;  // GPTQ's compute, on b_
+  FactorCache factors_;  // the last factor, shared by the modules of a group that read one H
   backend::Buffer scratch_;    // [chunk_rows, hidden]: a pass's rows when not in place
   backend::Buffer positions_;  // I32 [1, total tokens]: each row's position in its sample
   backend::KvLayer kv_;        // [chunk_rows, kv_heads * head_dim]: sample s of a chunk at its rows
@@ -229,6 +230,7 @@ class Run {
   // module costs a page fault per 4 KiB on first touch.
   backend::Buffer w_;
   Clock::time_point layer_start_;
+  int cpu_threads_ = 0;  // the run's CPU thread count on the CPU backend (0: another backend)
 };
 
 void Run::measure_calibration() {
@@ -267,32 +269,36 @@ void Run::allocate(StoreHome activations, StoreHome residual) {
   b_.upload(pos, positions_.view());
 }
 
-// Chunk by chunk, so that the host holds one chunk of fp32 rows, not the whole set.
+// Chunk by chunk, so that the host holds one chunk of fp32 rows, not the whole set: the
+// rows are widened in parallel into the backend's host staging memory (page-locked on
+// CUDA, so each chunk is one fast transfer) and converted to the activation dtype there.
 void Run::embed_calibration() {
   const auto& emb = ckpt_.get("model.embed_tokens.weight");
   if (emb.shape != std::vector<int64_t>{c_.vocab, c_.hidden}) {
     throw Error(ErrorKind::kFormat, dir_.string() + ": model.embed_tokens.weight has shape " + emb.shape_string());
   }
   const std::size_t row_bytes = std::size_t(c_.hidden) * dtype_size(emb.dtype);
-  io::TensorView row = emb;
-  row.shape = {c_.hidden};
-  std::vector<float> host;
+  const backend::Buffer host = b_.alloc_host(chunk_rows_, c_.hidden, DType::kF32);
+  std::vector<int32_t> ids;
   for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
     const int64_t first = offsets_[chunks_[c]], rows = offsets_[chunks_[c + 1]] - first;
-    host.resize(std::size_t(rows * c_.hidden));
-    float* out = host.data();
-    for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) {
-      for (int32_t id : calib_.samples[s]) {
-        row.data = emb.data.subspan(std::size_t(id) * row_bytes, row_bytes);
-        io::to_f32(row, out);
-        out += c_.hidden;
-      }
+    ids.clear();
+    for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) ids.insert(ids.end(), calib_.samples[s].begin(), calib_.samples[s].end());
+    b_.synchronize();  // the previous chunk's transfer has left `host`
+    float* out = host.view().as<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      io::TensorView row = emb;
+      row.shape = {c_.hidden};
+      row.data = emb.data.subspan(std::size_t(ids[std::size_t(r)]) * row_bytes, row_bytes);
+      io::to_f32(row, out + r * c_.hidden);
     }
+    const std::span<const float> chunk(out, std::size_t(rows * c_.hidden));
     const backend::Tensor dst = acts_.chunk(first, rows);
     if (acts_.resident) {
-      b_.upload(host, dst);
+      b_.upload(chunk, dst);
     } else {
-      b_.upload(host, scratch_.rows(rows));  // converted to the activation dtype there
+      b_.upload(chunk, scratch_.rows(rows));  // converted to the activation dtype there
       b_.copy(scratch_.rows(rows), dst);
     }
   }
@@ -405,7 +411,7 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   if (gptq_) {
     GptqStats st;
     const auto tq = Clock::now();
-    r = gptq_quantize_resident(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st);
+    r = gptq_quantize_resident(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st, &factors_);
     m.loss = st.loss;
     m.damp = st.damp_percent;
     m.retries = st.retries;
@@ -515,6 +521,7 @@ void Run::quantize_layer(int64_t i) {
       report(quantize_module(name, i, *o_.config.resolve(name), out, in, name + ".weight",
                              gptq_ ? &obs->hessian(s) : nullptr, gptq_ ? &L->linears[std::size_t(s)] : nullptr));
     }
+    factors_.clear();  // keyed by this group's Hessians, which go now; and its memory with them
   }
   if (gptq_) {  // the next layer's inputs
     if (mid_ready_) {
@@ -581,14 +588,16 @@ nlohmann::ordered_json Run::fingerprint() const {
     for (int32_t id : sample) h = (h ^ uint64_t(uint32_t(id))) * 1099511628211ull;
     h = (h ^ 0xffffffffull) * 1099511628211ull;
   }
-  return {{"quantizer", "gptq.cpp:" + o_.version},
-          {"source", fs::absolute(dir_).string()},
-          {"quantization_config", o_.config.to_json(o_.version)},
-          {"calibration", calib_.describe()},
-          {"calibration_tokens_fnv1a", h},
-          {"device", b_.name()},
-          {"activations", std::string(dtype_name(b_.activation_dtype()))},
-          {"forward_chunks", chunks_}};
+  nlohmann::ordered_json f = {{"quantizer", "gptq.cpp:" + o_.version},
+                               {"source", fs::absolute(dir_).string()},
+                               {"quantization_config", o_.config.to_json(o_.version)},
+                               {"calibration", calib_.describe()},
+                               {"calibration_tokens_fnv1a", h},
+                               {"device", b_.name()},
+                               {"activations", std::string(dtype_name(b_.activation_dtype()))},
+                               {"forward_chunks", chunks_}};
+  if (cpu_threads_ > 0) f["cpu_threads"] = cpu_threads_;
+  return f;
 }
 
 void Run::quantize_lm_head() {
@@ -620,6 +629,7 @@ void Run::quantize_lm_head() {
     ++times_.passes;
   }
   report(quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, h.get(), nullptr));
+  factors_.clear();
   end_times();
 }
 
@@ -643,25 +653,79 @@ void Run::write_metadata(QuantizeResult& r) {
                      {"quantization_config", qc},
                      {"seconds", since(start_)},
                      {"peak_rss_bytes", peak_rss_bytes()},
+                     {"startup", to_json(r.startup)},
                      {"modules", modules},
                      {"layers", layers}};
   writer_.add_file("quant_log.json", log.dump(2) + "\n");
 }
 
+// The CPU thread count of a quantization on the CPU backend, fixed for the whole run.
+// OpenBLAS's sgemm rounds differently with another thread count (it splits the products
+// by threads: 1, 2, 3 and 16 threads give three different results, measured), so the
+// checkpoint's bytes depend on the count; a run therefore does not follow the load
+// layer by layer (core/cpu_threads.h) but takes the count once, records it in its
+// journal, and a resumed run takes it over, so that it writes what the interrupted run
+// would have (a --threads N that differs is refused as another setting).
+int run_threads(const PipelineOptions& o) {
+  if (thread_policy().mode == ThreadMode::kAuto && o.journal_mode == LayerJournal::Mode::kContinue &&
+      !o.journal_dir.empty()) {
+    if (const auto before = LayerJournal::recorded_fingerprint(o.journal_dir); before && before->contains("cpu_threads")) {
+      return io::json_get<int>(*before, "cpu_threads", (o.journal_dir / "run.json").string());
+    }
+  }
+  return fit_threads_to_load();
+}
+
+// Sets a fixed thread count for the scope of a run, then restores the policy.
+class ThreadPin {
+ public:
+  explicit ThreadPin(int count) : before_(thread_policy()) {
+    set_thread_policy({.mode = ThreadMode::kFixed, .count = count});
+  }
+  ~ThreadPin() { set_thread_policy(before_); }
+  ThreadPin(const ThreadPin&) = delete;
+  ThreadPin& operator=(const ThreadPin&) = delete;
+
+ private:
+  ThreadPolicy before_;
+};
+
 QuantizeResult Run::go() {
+  std::optional<ThreadPin> pin;
+  if (b_.device() == backend::Device::kCpu) {
+    cpu_threads_ = run_threads(o_);
+    pin.emplace(cpu_threads_);
+  }
   gptq_ = o_.config.method == Method::kGptq;
+  StartupTimes& st = result_.startup;
+  auto phase = [&](double& into, auto&& f) {
+    b_.synchronize();
+    const auto t0 = Clock::now();
+    f();
+    b_.synchronize();
+    into += since(t0);
+  };
   if (gptq_) {
     if (calib_.samples.empty()) throw Error(ErrorKind::kInvalidArgument, "GPTQ needs calibration samples");
-    measure_calibration();
-    plan_chunks();
-    embed_calibration();
-    runner_ = std::make_unique<model::LayerRunner>(b_, c_, chunk_rows_);
-    ops_ = backend::make_quant_ops(b_);
+    phase(st.plan, [&] {
+      measure_calibration();
+      plan_chunks();
+    });
+    phase(st.embed, [&] { embed_calibration(); });
+    phase(st.setup, [&] {
+      runner_ = std::make_unique<model::LayerRunner>(b_, c_, chunk_rows_);
+      ops_ = backend::make_quant_ops(b_);
+    });
   }
-  if (!o_.journal_dir.empty()) journal_.emplace(o_.journal_dir, fingerprint(), o_.journal_mode);
-  copy_raw("model.embed_tokens.weight");
+  if (!o_.journal_dir.empty()) {
+    journal_.emplace(o_.journal_dir, fingerprint(), o_.journal_mode, o_.writer.background_bytes);
+  }
+  phase(st.embedding_out, [&] { copy_raw("model.embed_tokens.weight"); });
+  if (o_.on_startup) o_.on_startup(st);
   for (int64_t i = 0; i < c_.layers; ++i) {
-    fit_threads_to_load();  // host work of this layer (loading, packing, writing) on the free cores
+    // The host work of this layer (loading, packing, writing) on the free cores; on the
+    // CPU backend the count is the run's, pinned above.
+    fit_threads_to_load();
     quantize_layer(i);
     if (o_.on_layer) o_.on_layer(i + 1, c_.layers, since(start_));
   }
@@ -689,6 +753,18 @@ std::string describe(const LayerTimes& t) {
                 t.seconds, t.passes, t.passes == 1 ? "" : "es", t.replayed ? " (replayed)" : "", t.forward, t.hessian,
                 t.transfer, t.load, t.convert, t.factor, t.sweep, t.quantize, t.pack, t.write, t.swap_in, t.other());
   return buf;
+}
+
+std::string describe(const StartupTimes& t) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%.2f s: plan %.2f, embed %.2f, setup %.2f, embedding out %.2f", t.total(), t.plan,
+                t.embed, t.setup, t.embedding_out);
+  return buf;
+}
+
+nlohmann::ordered_json to_json(const StartupTimes& t) {
+  return {{"seconds", t.total()}, {"plan", t.plan}, {"embed", t.embed}, {"setup", t.setup},
+          {"embedding_out", t.embedding_out}};
 }
 
 nlohmann::ordered_json to_json(const LayerTimes& t) {

@@ -78,8 +78,23 @@ struct LayerTimes {
 std::string describe(const LayerTimes& t);
 nlohmann::ordered_json to_json(const LayerTimes& t);
 
+// Where the time before the first layer went (seconds): checking the calibration and
+// planning the stores (with their allocation), embedding the calibration tokens into
+// the activation store, making the layer runner and the QuantOps (cuBLAS/cuSOLVER
+// handles, workspaces), and handing the embedding table to the writer.
+struct StartupTimes {
+  double plan = 0.0;
+  double embed = 0.0;
+  double setup = 0.0;
+  double embedding_out = 0.0;
+  double total() const { return plan + embed + setup + embedding_out; }
+};
+std::string describe(const StartupTimes& t);
+nlohmann::ordered_json to_json(const StartupTimes& t);
+
 struct QuantizeResult {
   std::vector<ModuleReport> modules;
+  StartupTimes startup;
   std::vector<LayerTimes> layers;  // decoder layers in order, then lm_head when quantized
   io::CheckpointSummary checkpoint;
   double seconds = 0.0;
@@ -134,6 +149,8 @@ struct PipelineOptions {
   std::function<void(int64_t, int64_t, double)> on_layer;
   // Each layer's phase times, as it finishes (before on_layer).
   std::function<void(const LayerTimes&)> on_layer_times;
+  // The start-up's phase times, before the first layer begins.
+  std::function<void(const StartupTimes&)> on_startup;
 };
 
 // `model_dir`: a Hugging Face checkpoint directory or a .gguf file (its config and

@@ -208,16 +208,19 @@ std::unique_ptr<SweepResult> CpuQuantOps::sweep(const float* W, const InverseFac
   const int64_t B = std::min<int64_t>(plan.block_size, K);
   std::vector<float> W1(static_cast<size_t>(N * B));  // [N, cnt] block, updated per column
   std::vector<float> E1(static_cast<size_t>(N * B));  // [N, cnt] scaled errors (w − q) / d
-  double loss = 0.0;
+  // Per row, summed in row order at the end: the same bits on any thread count (a
+  // reduction's partial sums follow the threads' split).
+  std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
   for (int64_t i1 = 0; i1 < K; i1 += B) {
     const int64_t i2 = std::min(i1 + B, K);
     const int64_t cnt = i2 - i1;
     // Rows are independent inside a block (each row has its own scale, zero and error
     // chain), so each thread runs the whole column loop for its rows: no barrier per
     // column.
-#pragma omp parallel for schedule(static) reduction(+ : loss)
+#pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
       const float* wrow = Wp.data() + n * K;
+      double& loss = row_loss[size_t(n)];
       float* w1 = W1.data() + n * cnt;
       float* e1 = E1.data() + n * cnt;
       std::copy(wrow + i1, wrow + i2, w1);
@@ -253,6 +256,8 @@ std::unique_ptr<SweepResult> CpuQuantOps::sweep(const float* W, const InverseFac
                   1.0f, Wp.data() + i2, blasint(K));
     }
   }
+  double loss = 0.0;
+  for (const double l : row_loss) loss += l;
   return std::make_unique<CpuSweepResult>(std::move(out), loss);
 }
 
