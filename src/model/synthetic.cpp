@@ -63,9 +63,18 @@ nlohmann::ordered_json config_json(const SynthShape& s, int64_t layers, DType dt
   return c;
 }
 
+// An added special token with every field the tokenizers library requires (it refuses
+// a tokenizer.json whose added token lacks one: "missing field `single_word`").
+nlohmann::ordered_json special(int id, const char* content) {
+  return {{"id", id},          {"content", content}, {"single_word", false}, {"lstrip", false},
+          {"rstrip", false},   {"normalized", false}, {"special", true}};
+}
+
 // Byte-fallback BPE: <unk>, <s>, </s>, the 256 byte tokens, then filler pieces up to
 // `vocab`, no merges: any text encodes (as bytes), every id decodes.
-std::string tokenizer_json(int64_t vocab) {
+}  // namespace
+
+std::string synthetic_tokenizer_json(int64_t vocab) {
   nlohmann::ordered_json v;
   v["<unk>"] = 0;
   v["<s>"] = 1;
@@ -78,10 +87,7 @@ std::string tokenizer_json(int64_t vocab) {
   for (int64_t i = 259; i < vocab; ++i) v["<synth_" + std::to_string(i) + ">"] = i;
   nlohmann::ordered_json t = {
       {"version", "1.0"},
-      {"added_tokens",
-       {{{"id", 0}, {"content", "<unk>"}, {"special", true}},
-        {{"id", 1}, {"content", "<s>"}, {"special", true}},
-        {{"id", 2}, {"content", "</s>"}, {"special", true}}}},
+      {"added_tokens", {special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")}},
       {"normalizer", nullptr},
       {"pre_tokenizer", nullptr},
       {"post_processor", nullptr},
@@ -90,6 +96,8 @@ std::string tokenizer_json(int64_t vocab) {
        {{"type", "BPE"}, {"unk_token", "<unk>"}, {"byte_fallback", true}, {"vocab", v}, {"merges", nlohmann::json::array()}}}};
   return t.dump();
 }
+
+namespace {
 
 class Writer {
  public:
@@ -218,7 +226,7 @@ uint64_t write_synthetic(const SynthOptions& o) {
   }
   w.add_file("config.json", config.dump(2) + "\n");
   w.add_file("generation_config.json", R"({"bos_token_id": 1, "eos_token_id": 2})" "\n");
-  w.add_file("tokenizer.json", tokenizer_json(s->vocab));
+  w.add_file("tokenizer.json", synthetic_tokenizer_json(s->vocab));
   return w.commit().tensor_bytes;
 }
 

@@ -42,6 +42,10 @@ struct SynthOptions {
   std::filesystem::path out;
 };
 
+// The tokenizer.json of a synthetic model: byte-fallback BPE, <unk> <s> </s>, the 256
+// byte tokens, filler pieces up to `vocab`; loadable by the tokenizers library too.
+std::string synthetic_tokenizer_json(int64_t vocab);
+
 // Writes the checkpoint (all or nothing); returns its bytes of tensor data.
 uint64_t write_synthetic(const SynthOptions& o);
 
