@@ -14,11 +14,13 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/hessian.h"
 #include "backend/registry.h"
+#include "core/dtype.h"
 #include "eval/perplexity.h"
 #include "model/model.h"
 #include "quant/calibration.h"
@@ -97,7 +99,7 @@ TEST_P(CudaQuantOps, MatchesCpu) {
   const quant::QuantizedLinear cq = quant::gptq_quantize(W.data(), N, K, acc.matrix().data(), c.opts, &cs);
 #ifdef GPTQ_HAVE_CUDA
   auto ops = backend::cuda::make_cuda_quant_ops(
-      *gpu_, c.f32_factor ? backend::cuda::FactorPrecision::kF32 : backend::cuda::FactorPrecision::kF64);
+      *gpu_, c.f32_factor ? backend::FactorPrecision::kF32 : backend::FactorPrecision::kF64);
 #else
   auto ops = backend::make_quant_ops(*gpu_);  // not reached: SetUp skips without CUDA
 #endif
@@ -147,7 +149,7 @@ TEST_F(CudaQuant, PackOnTheDeviceMatchesTheHostPacker) {
       for (const quant::ActOrder order : {quant::ActOrder::kNone, quant::ActOrder::kDescAct}) {
         for (const int group : {128, -1}) {
           const quant::GptqOptions o{.quant = {.bits = bits, .sym = sym}, .group_size = group, .act_order = order};
-          const auto r = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+          const auto r = quant::gptq_quantize_resident(*ops, {.host = W.data()}, N, K, *h, o, nullptr);
           quant::QuantizedLinear q;
           ops->download(*r, q);
           for (const quant::Format f : {quant::Format::kV1, quant::Format::kV2}) {
@@ -191,10 +193,52 @@ TEST_F(CudaQuant, StaleSweepResultIsRefused) {
   auto h = ops->hessian(K);
   ops->assign(*h, acc.matrix(), acc.samples());
   const quant::GptqOptions o{.quant = {.bits = 4}, .group_size = 32};
-  const auto first = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
-  const auto second = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+  const auto first = quant::gptq_quantize_resident(*ops, {.host = W.data()}, N, K, *h, o, nullptr);
+  const auto second = quant::gptq_quantize_resident(*ops, {.host = W.data()}, N, K, *h, o, nullptr);
   test::expect_error([&] { ops->pack(*first, quant::Format::kV2); }, "reused its memory", ErrorKind::kInvalidArgument);
   EXPECT_NO_THROW(ops->pack(*second, quant::Format::kV2));
+}
+
+// GPTQ reading the weights the dense layer already holds on the device (the pipeline's
+// route when the backend keeps the checkpoint's dtype) gives exactly what the fp32 host
+// weights give: the values are the same, widened on the device instead of the host. The
+// weights are rounded to bf16 first so that the bf16 tensor holds them exactly; F32 too.
+// A non-finite resident weight is refused as a host one is.
+TEST_F(CudaQuant, ResidentWeightsEqualHostWeights) {
+  constexpr int64_t N = 48, K = 256;
+  std::vector<float> W = test::gaussian(size_t(N * K), 15, 0.05f);
+  for (float& w : W) w = bf16_to_f32(f32_to_bf16(w));
+  const std::vector<float> X = test::correlated_inputs(512, K, 16);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), 512);
+  auto ops = backend::make_quant_ops(*gpu_);
+  auto h = ops->hessian(K);
+  ops->assign(*h, acc.matrix(), acc.samples());
+  const quant::GptqOptions o{.quant = {.bits = 4}, .group_size = 64, .act_order = quant::ActOrder::kGroupAware};
+  quant::QuantizedLinear host, dev;
+  quant::GptqStats sh, sd;
+  ops->download(*quant::gptq_quantize_resident(*ops, {.host = W.data()}, N, K, *h, o, &sh), host);
+  auto expect_same = [&](backend::Tensor resident) {
+    ops->download(*quant::gptq_quantize_resident(*ops, {.resident = resident}, N, K, *h, o, &sd), dev);
+    EXPECT_EQ(dev.q, host.q) << dtype_name(resident.dtype);
+    EXPECT_EQ(dev.scales, host.scales) << dtype_name(resident.dtype);
+    EXPECT_EQ(dev.zeros, host.zeros) << dtype_name(resident.dtype);
+    EXPECT_EQ(sd.loss, sh.loss) << dtype_name(resident.dtype);
+  };
+  backend::Buffer f32 = gpu_->alloc(N, K, DType::kF32);
+  gpu_->upload(W, f32.view());
+  expect_same(f32.view());
+  // A bf16 tensor, made by a bf16 backend's upload (exact: the values are bf16 already).
+  auto bf = backend::make_backend("cuda:0", {.activations = DType::kBF16});
+  backend::Buffer b16 = bf->alloc(N, K, DType::kBF16);
+  bf->upload(W, b16.view());
+  bf->synchronize();
+  expect_same(b16.view());
+  std::vector<float> bad = W;
+  bad[7] = std::numeric_limits<float>::infinity();
+  gpu_->upload(bad, f32.view());
+  test::expect_error([&] { quant::gptq_quantize_resident(*ops, {.resident = f32.view()}, N, K, *h, o, nullptr); },
+                     "W has NaN or Inf", ErrorKind::kInvalidArgument);
 }
 
 // The swap-in built on the device against the load route (Backend::gptq_linear of the
@@ -220,7 +264,7 @@ TEST_F(CudaQuant, SwapInOnTheDeviceEqualsTheLoadedLayer) {
           SCOPED_TRACE(std::string(dtype_name(act)) + " " + std::to_string(bits) + "-bit g" + std::to_string(group) +
                        (order == quant::ActOrder::kDescAct ? " desc_act" : ""));
           const quant::GptqOptions o{.quant = {.bits = bits, .sym = false}, .group_size = group, .act_order = order};
-          const auto r = quant::gptq_quantize_resident(*ops, W.data(), N, K, *h, o, nullptr);
+          const auto r = quant::gptq_quantize_resident(*ops, {.host = W.data()}, N, K, *h, o, nullptr);
           quant::PackedLinear p = ops->pack(*r, quant::Format::kV2);
           p.bias = bias;
           const auto loaded = gpu->gptq_linear(std::move(p));
@@ -244,33 +288,40 @@ TEST_F(CudaQuant, SwapInOnTheDeviceEqualsTheLoadedLayer) {
 }
 
 // H accumulated on the device from backend tensors, in uneven chunks, against the fp64
-// reference. Bound per entry: each chunk's fp32 GEMM sums r ≤ 700 exact products (error
+// reference. Bound per entry: each chunk's fp32 GEMM sums r ≤ r_max exact products (error
 // ≤ r·u·Σ|x_i x_j| over the chunk, u = 2⁻²⁴), and the running mean adds ≤ 4 roundings
 // per chunk, each ≤ u of the entry's magnitude bound S_ij = 2/n Σ|x_ri x_rj|. Three
-// chunks: ≤ (700 + 12)·u·S_ij.
+// chunks: ≤ (r_max + 12)·u·S_ij. K = 2100 and 4096 take the block-triangular product
+// (2 and 4 blocks along K, the first with a bound off the 64 grid's even split): the
+// entries filled in from the other triangle must equal their mirror exactly.
 TEST_F(CudaQuant, HessianAccumulationMatchesFp64) {
-  constexpr int64_t K = 96, R = 1000;
-  const std::vector<float> X = test::correlated_inputs(R, K, 3);
-  backend::cpu::HessianAccumulator ref(K);
-  ref.add(X.data(), R);
-  auto ops = backend::make_quant_ops(*gpu_);
-  auto h = ops->hessian(K);
-  int64_t r0 = 0;
-  for (const int64_t r : {int64_t(300), int64_t(400), R - 700}) {
-    backend::Buffer b = gpu_->alloc(r, K, DType::kF32);
-    gpu_->upload(std::span<const float>(X.data() + r0 * K, size_t(r * K)), b.view());
-    ops->accumulate(*h, b.view());
-    r0 += r;
-  }
-  EXPECT_EQ(h->samples(), R);
-  const std::vector<double> got = ops->download(*h);
-  const double u = std::ldexp(1.0, -24);
-  for (int64_t i = 0; i < K; ++i) {
-    for (int64_t j = 0; j < K; ++j) {
-      double s = 0.0;
-      for (int64_t r = 0; r < R; ++r) s += std::fabs(double(X[r * K + i]) * double(X[r * K + j]));
-      s *= 2.0 / double(R);
-      ASSERT_NEAR(got[i * K + j], ref.matrix()[i * K + j], 712 * u * s) << "H[" << i << ", " << j << "]";
+  for (const auto& [K, R] : {std::pair<int64_t, int64_t>{96, 1000}, {2100, 200}, {4096, 64}}) {
+    const std::vector<float> X = test::correlated_inputs(R, K, 3);
+    backend::cpu::HessianAccumulator ref(K);
+    ref.add(X.data(), R);
+    auto ops = backend::make_quant_ops(*gpu_);
+    auto h = ops->hessian(K);
+    int64_t r0 = 0, r_max = 0;
+    for (const int64_t r : {R * 3 / 10, R * 4 / 10, R - R * 3 / 10 - R * 4 / 10}) {
+      backend::Buffer b = gpu_->alloc(r, K, DType::kF32);
+      gpu_->upload(std::span<const float>(X.data() + r0 * K, size_t(r * K)), b.view());
+      ops->accumulate(*h, b.view());
+      r0 += r;
+      r_max = std::max(r_max, r);
+    }
+    EXPECT_EQ(h->samples(), R);
+    const std::vector<double> got = ops->download(*h);
+    const double u = std::ldexp(1.0, -24);
+    for (int64_t i = 0; i < K; ++i) {
+      for (int64_t j = 0; j < K; ++j) {
+        ASSERT_EQ(got[i * K + j], got[j * K + i]) << "K=" << K << " H[" << i << ", " << j << "]";
+        if (j < i) continue;
+        double s = 0.0;
+        for (int64_t r = 0; r < R; ++r) s += std::fabs(double(X[r * K + i]) * double(X[r * K + j]));
+        s *= 2.0 / double(R);
+        ASSERT_NEAR(got[i * K + j], ref.matrix()[i * K + j], double(r_max + 12) * u * s)
+            << "K=" << K << " H[" << i << ", " << j << "]";
+      }
     }
   }
 }

@@ -545,7 +545,7 @@ TEST(Gptq, FactorCacheFactorisesEachHessianOnce) {
   auto run = [&](const std::vector<float>& W, const backend::Hessian& H, const GptqOptions& opt, FactorCache* c,
                  GptqStats* st) {
     QuantizedLinear q;
-    ops->download(*gptq_quantize_resident(*ops, W.data(), N, K, H, opt, st, c), q);
+    ops->download(*gptq_quantize_resident(*ops, {.host = W.data()}, N, K, H, opt, st, c), q);
     return q;
   };
   FactorCache cache;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -181,6 +182,9 @@ class Backend {
 
   // W: [out, in] from the checkpoint (F32/F16/BF16, kept in that dtype); bias [out] or null.
   virtual std::unique_ptr<Linear> dense_linear(const io::TensorView& weight, const io::TensorView* bias) = 0;
+  // The weights of a dense layer this backend made, as the [out, in] tensor its products
+  // read (in its memory, in the dtype it keeps them in); nullopt for any other layer.
+  virtual std::optional<Tensor> dense_weight(const Linear&) const { return std::nullopt; }
   // A GPTQ layer from its packed tensors; qzeros must hold v2 zeros (the loader converts
   // v1 checkpoints once). Validated here; the backend may repack.
   virtual std::unique_ptr<Linear> gptq_linear(quant::PackedLinear packed) = 0;

@@ -26,6 +26,11 @@
 
 namespace gptq::backend {
 
+// The arithmetic of the damped inverse-Hessian factor on a device (the CPU's is fp64):
+// fp64 by default; fp32 halves its K² work matrix (K = 14336: 1.6 → 0.8 GiB) and is
+// ~17% faster (bench/bench_cuda_factor, H200), for runs whose memory cap needs it.
+enum class FactorPrecision : uint8_t { kF64, kF32 };
+
 // H = 2/n Σ x xᵀ over the n input rows of one linear seen so far: [K, K], symmetric,
 // in the memory of the QuantOps that made it (fp64 on the CPU, fp32 on CUDA).
 class Hessian {
@@ -52,6 +57,15 @@ enum class GroupParams : uint8_t {
   kStatic,   // every group's, from the un-permuted W with dead columns zeroed, before the sweep
   kDynamic,  // when the sweep reaches a group's first visited column, from the weights as of
              // the start of that block (error feedback of earlier blocks included)
+};
+
+// A module's weights for the sweep, [N, K] row-major, holding the checkpoint's values
+// exactly: fp32 in host memory, or a tensor in the QuantOps' own memory (on CUDA: the
+// dense layer the calibration passes already hold, when its dtype is the checkpoint's),
+// which spares the host conversion and the upload (the 8B shape: 28 GB of fp32 weights).
+struct SweepWeights {
+  const float* host = nullptr;
+  Tensor resident;  // when host is null: [N, K], F32/F16/BF16
 };
 
 // What the sweep does, decided by the algorithm. j counts visited columns.
@@ -95,6 +109,8 @@ class QuantOps {
   virtual std::vector<double> download(const Hessian& h) = 0;  // [K, K] fp64 row-major
   virtual std::vector<double> diagonal(const Hessian& h) = 0;  // [K]
   virtual bool all_finite(const Hessian& h) = 0;
+  // Whether every value of a resident weight tensor is finite (SweepWeights::resident).
+  virtual bool all_finite(Tensor w) = 0;
 
   // The factor for H_d = H with H_d[c, c] = 1 at dead columns c, permuted (row j of
   // P H_d Pᵀ is column perm[j]) and damped by λ on the diagonal. Null when the damped
@@ -102,11 +118,11 @@ class QuantOps {
   virtual std::unique_ptr<InverseFactor> inverse_factor(const Hessian& h, std::span<const int64_t> perm,
                                                         std::span<const char> dead, double lambda) = 0;
 
-  // GPTQ's column sweep over W: [N, K] fp32 row-major, host, original column order.
+  // GPTQ's column sweep over W: [N, K] row-major, original column order (SweepWeights).
   // `layout` has its shape, bits, group size and g_idx set (its q, scales and zeros are
   // not read). A CUDA result lives in the QuantOps' scratch: it is valid until the next
   // sweep or inverse_factor on the same QuantOps (pack and download check, kInvalidArgument).
-  virtual std::unique_ptr<SweepResult> sweep(const float* W, const InverseFactor& U, const SweepPlan& plan,
+  virtual std::unique_ptr<SweepResult> sweep(const SweepWeights& W, const InverseFactor& U, const SweepPlan& plan,
                                              const quant::QuantizedLinear& layout) = 0;
   // The codes, scales and zeros unpacked into `out` (which gets the layout's shape and g_idx).
   virtual void download(const SweepResult& r, quant::QuantizedLinear& out) = 0;

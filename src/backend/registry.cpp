@@ -52,12 +52,12 @@ std::unique_ptr<Backend> make_backend(std::string_view spec, const BackendOption
   throw Error(ErrorKind::kInvalidArgument, "unknown device \"" + std::string(spec) + "\" (expected cpu, cuda, cuda:N or auto)");
 }
 
-std::unique_ptr<QuantOps> make_quant_ops(Backend& b) {
+std::unique_ptr<QuantOps> make_quant_ops(Backend& b, FactorPrecision factor) {
   switch (b.device()) {
     case Device::kCpu: return make_cpu_quant_ops();
     case Device::kCuda:
 #ifdef GPTQ_HAVE_CUDA
-      return cuda::make_cuda_quant_ops(b);
+      return cuda::make_cuda_quant_ops(b, factor);
 #else
       break;
 #endif

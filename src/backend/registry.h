@@ -32,8 +32,8 @@ struct BackendOptions {
 std::unique_ptr<Backend> make_backend(std::string_view spec, const BackendOptions& options);
 
 // The GPTQ compute of backend `b`, working in b's memory (and, on CUDA, on its stream).
-// `b` must outlive the result.
-std::unique_ptr<QuantOps> make_quant_ops(Backend& b);
+// `b` must outlive the result. `factor`: a device's factor arithmetic (the CPU's is fp64).
+std::unique_ptr<QuantOps> make_quant_ops(Backend& b, FactorPrecision factor = FactorPrecision::kF64);
 
 // What "auto" resolves to on this machine ("cuda:0" or "cpu").
 std::string default_backend();

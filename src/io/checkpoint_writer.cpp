@@ -156,7 +156,7 @@ fs::path CheckpointWriter::data_path() const {
 }
 
 void CheckpointWriter::add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                                  std::span<const std::byte> data) {
+                                  std::span<const std::byte> data, Lifetime lifetime) {
   check_usable();
   const std::string where = out_dir_.string() + ": tensor \"" + name + "\"";
   if (name.empty() || name == "__metadata__") {
@@ -174,7 +174,9 @@ void CheckpointWriter::add_tensor(const std::string& name, DType dtype, const st
         pending_bytes_ + nbytes > options_.max_shard_bytes) {
       close_shard();
     }
-    if (queue_) {
+    if (queue_ && lifetime == Lifetime::kCallerKeeps) {
+      run([this, name, data] { append(name, data); }, 0);  // no copy held: counts nothing against the cap
+    } else if (queue_) {
       auto copy = std::make_shared<std::vector<std::byte>>(data.begin(), data.end());
       run([this, name, copy] { append(name, *copy); }, nbytes);
     } else {

@@ -68,8 +68,12 @@ class CheckpointWriter {
   // Throws kInvalidArgument naming the tensor if `data` is not dtype × shape bytes or the
   // name was already added; the writer stays usable after such an argument error. Any
   // I/O failure (kIo) leaves the writer unusable: later calls throw, nothing is committed.
+  // `lifetime`: kCopied (the bytes are copied when they are written later, on the
+  // background thread); kCallerKeeps: the caller keeps `data` valid until commit() (a
+  // source checkpoint's memory map), so a large unquantized tensor is not copied first.
+  enum class Lifetime { kCopied, kCallerKeeps };
   void add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                  std::span<const std::byte> data);
+                  std::span<const std::byte> data, Lifetime lifetime = Lifetime::kCopied);
   // A plain file beside the weights (config.json, tokenizer.json, quant_log.json, ...).
   // `name` must be a plain file name, not a weights file name, not added before.
   void add_file(const std::string& name, std::string_view contents);

@@ -13,7 +13,9 @@ std::string mib(uint64_t b) { return std::to_string((b + (1u << 20) - 1) >> 20) 
 // The CUDA QuantOps' scratch for one module, kept at its largest from module to module
 // (backend/cuda/quant_ops.cu): the fp64 factorisation, or the sweep's weights, working
 // weights, codes, block errors, and scales and zeros (groups of 8 columns or more).
-uint64_t gptq_scratch(uint64_t n, uint64_t k) { return std::max(8 * k * k, 10 * n * k + 512 * n); }
+uint64_t gptq_scratch(uint64_t n, uint64_t k, uint64_t factor_bytes) {
+  return std::max(factor_bytes * k * k, 10 * n * k + 512 * n);
+}
 
 // Chunks of this many rows keep every linear a large product; beyond it residency wins.
 constexpr int64_t kEfficientRows = 2048;
@@ -25,14 +27,15 @@ std::string DeviceBudget::describe() const {
          std::to_string(per_token) + " per calibration token and activation store kept on the device";
 }
 
-DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q, DType activations) {
-  const uint64_t e = dtype_size(activations);
+DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q, DType activations,
+                           backend::FactorPrecision factor) {
+  const uint64_t e = dtype_size(activations), fe = factor == backend::FactorPrecision::kF64 ? 8 : 4;
   DeviceBudget b;
   uint64_t all_inputs = 0, scratch = 0, k_max = 0;
   for (model::Slot s : model::kAllSlots) {
     const auto [out, in] = model::slot_shape(c, s);
     b.weights += uint64_t(out * in) * e;
-    scratch = std::max(scratch, gptq_scratch(uint64_t(out), uint64_t(in)));
+    scratch = std::max(scratch, gptq_scratch(uint64_t(out), uint64_t(in), fe));
     k_max = std::max(k_max, uint64_t(in));
     // One Hessian per distinct input: q/k/v read the q_proj input, gate/up the gate_proj one.
     if (s == model::Slot::kQ || s == model::Slot::kO || s == model::Slot::kGate || s == model::Slot::kDown) {
@@ -44,7 +47,7 @@ DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q,
   if (!q.true_sequential) b.hessians = all_inputs;
   if (q.lm_head) {
     b.hessians = std::max<uint64_t>(b.hessians, 4 * uint64_t(c.hidden) * uint64_t(c.hidden));
-    scratch = std::max(scratch, gptq_scratch(uint64_t(c.vocab), uint64_t(c.hidden)));
+    scratch = std::max(scratch, gptq_scratch(uint64_t(c.vocab), uint64_t(c.hidden), fe));
   }
   b.gptq_work = 4 * k_max * k_max + scratch;  // the fp32 factor U of the module at hand, and the scratch
   const uint64_t qd = uint64_t(c.heads * c.head_dim), kvd = uint64_t(c.kv_heads * c.head_dim);

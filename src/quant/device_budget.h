@@ -11,8 +11,8 @@
 //               true-sequential group; every input's without true-sequential)
 //             + GPTQ's work: the fp32 factor U (4 K² for the largest K) and the
 //               QuantOps' scratch, kept at its largest over the modules: max(8 K² (the
-//               fp64 factorisation), 10 N K + 512 N (weights, working weights, codes,
-//               block errors, scales and zeros))
+//               fp64 factorisation; 4 K² in fp32), 10 N K + 512 N (weights, working
+//               weights, codes, block errors, scales and zeros))
 //             + a reserve of 192 MiB for the backend's workspaces (cuBLAS 32 MiB, the
 //               GPTQ GEMM's dequantization tiles, 64 MiB, held twice while the
 //               workspace grows, cuSOLVER's few MiB)
@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <string>
 
+#include "backend/quant_ops.h"
 #include "core/dtype.h"
 #include "format/quant_config.h"
 #include "model/config.h"
@@ -48,7 +49,8 @@ struct DeviceBudget {
   std::string describe() const;  // "weights 12 MiB + Hessians 4 MiB + GPTQ work 9 MiB + ..."
 };
 
-DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q, DType activations);
+DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q, DType activations,
+                           backend::FactorPrecision factor = backend::FactorPrecision::kF64);
 
 // Where an activation store lives.
 enum class StoreHome { kDevice, kHost, kNone };

@@ -14,10 +14,17 @@ namespace {
 
 std::string module_prefix(const GptqOptions& o) { return "GPTQ module '" + o.module_name + "': "; }
 
-void validate(const float* W, int64_t N, int64_t K, const backend::Hessian& H, const GptqOptions& o) {
+void validate(backend::QuantOps& ops, const backend::SweepWeights& weights, int64_t N, int64_t K,
+              const backend::Hessian& H, const GptqOptions& o) {
   validate(o.quant);
   const std::string at = module_prefix(o);
-  if (W == nullptr) throw Error(ErrorKind::kInvalidArgument, at + "W is null");
+  const float* W = weights.host;
+  if (W == nullptr && weights.resident.data == nullptr) throw Error(ErrorKind::kInvalidArgument, at + "W is null");
+  if (W == nullptr && (weights.resident.rows != N || weights.resident.cols != K)) {
+    throw Error(ErrorKind::kInvalidArgument, at + "resident W is [" + std::to_string(weights.resident.rows) + ", " +
+                                                 std::to_string(weights.resident.cols) + "], expected [" +
+                                                 std::to_string(N) + ", " + std::to_string(K) + "]");
+  }
   if (N <= 0 || K <= 0 || H.in_features() != K) {
     throw Error(ErrorKind::kInvalidArgument, at + "bad shape N=" + std::to_string(N) +
                                                  " K=" + std::to_string(K) + " with a Hessian of K=" +
@@ -39,8 +46,12 @@ void validate(const float* W, int64_t N, int64_t K, const backend::Hessian& H, c
   }
   // In parallel: an MLP module's 16M weights are milliseconds on one core, per module.
   int bad = 0;
+  if (W != nullptr) {
 #pragma omp parallel for schedule(static) reduction(| : bad)
-  for (int64_t i = 0; i < N * K; ++i) bad |= !std::isfinite(W[i]);
+    for (int64_t i = 0; i < N * K; ++i) bad |= !std::isfinite(W[i]);
+  } else {
+    bad = !ops.all_finite(weights.resident);
+  }
   if (bad != 0) throw Error(ErrorKind::kInvalidArgument, at + "W has NaN or Inf");
 }
 
@@ -124,12 +135,12 @@ Factorised factorise(backend::QuantOps& ops, const backend::Hessian& H, const st
 
 }  // namespace
 
-std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& ops, const float* W, int64_t N,
-                                                             int64_t K, const backend::Hessian& H,
+std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& ops, const backend::SweepWeights& W,
+                                                             int64_t N, int64_t K, const backend::Hessian& H,
                                                              const GptqOptions& o, GptqStats* stats,
                                                              FactorCache* cache) {
   const auto t0 = std::chrono::steady_clock::now();
-  validate(W, N, K, H, o);
+  validate(ops, W, N, K, H, o);
   if (!ops.all_finite(H)) throw Error(ErrorKind::kNumerical, module_prefix(o) + "Hessian has NaN or Inf");
   const bool grouped = o.group_size > 0;
   const int64_t gs = grouped ? o.group_size : K;
@@ -219,7 +230,7 @@ std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& 
 QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N, int64_t K,
                               const backend::Hessian& H, const GptqOptions& o, GptqStats* stats) {
   QuantizedLinear out;
-  ops.download(*gptq_quantize_resident(ops, W, N, K, H, o, stats), out);
+  ops.download(*gptq_quantize_resident(ops, {.host = W}, N, K, H, o, stats), out);
   return out;
 }
 

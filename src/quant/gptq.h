@@ -94,8 +94,9 @@ QuantizedLinear gptq_quantize(backend::QuantOps& ops, const float* W, int64_t N,
 // packed there (QuantOps::pack) so that only checkpoint tensors cross to the host; valid
 // as QuantOps::sweep's result is. gptq_quantize is this followed by QuantOps::download.
 // `cache` (may be null) supplies and keeps the factor; a reused one adds no factor time.
-std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& ops, const float* W, int64_t N,
-                                                             int64_t K, const backend::Hessian& H,
+// W may also be the weights already in ops' memory (backend::SweepWeights::resident).
+std::unique_ptr<backend::SweepResult> gptq_quantize_resident(backend::QuantOps& ops, const backend::SweepWeights& W,
+                                                             int64_t N, int64_t K, const backend::Hessian& H,
                                                              const GptqOptions& opts, GptqStats* stats,
                                                              FactorCache* cache = nullptr);
 

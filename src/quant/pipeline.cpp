@@ -158,13 +158,17 @@ class Run {
   void quantize_lm_head();
   // Every output tensor goes through here: to the output, and to the journal while a
   // layer is being recorded.
-  void emit(const std::string& name, DType dtype, const std::vector<int64_t>& shape, std::span<const std::byte> data) {
-    writer_.add_tensor(name, dtype, shape, data);
+  void emit(const std::string& name, DType dtype, const std::vector<int64_t>& shape, std::span<const std::byte> data,
+            io::CheckpointWriter::Lifetime lifetime = io::CheckpointWriter::Lifetime::kCopied) {
+    writer_.add_tensor(name, dtype, shape, data, lifetime);
     if (recording_) journal_->add(name, dtype, shape, data);
   }
+  // A source tensor as it is: written straight from the memory map, which outlives the
+  // writer (ckpt_ is declared before writer_), not copied first (the 8B shape's embedding
+  // and head: 1 GB each, ~0.9 s of copying).
   void copy_raw(const std::string& name) {
     const auto& t = ckpt_.get(name);
-    emit(name, t.dtype, t.shape, t.data);
+    emit(name, t.dtype, t.shape, t.data, io::CheckpointWriter::Lifetime::kCallerKeeps);
   }
   nlohmann::ordered_json fingerprint() const;
   void replay_layer(int64_t i);
@@ -217,6 +221,7 @@ class Run {
   std::unique_ptr<model::LayerRunner> runner_;
   std::unique_ptr<backend::QuantOps> ops_;  // GPTQ's compute, on b_
   FactorCache factors_;  // the last factor, shared by the modules of a group that read one H
+  backend::FactorPrecision factor_ = backend::FactorPrecision::kF64;  // fp32 when the memory cap needs it
   backend::Buffer scratch_;    // [chunk_rows, hidden]: a pass's rows when not in place
   backend::Buffer positions_;  // I32 [1, total tokens]: each row's position in its sample
   backend::KvLayer kv_;        // [chunk_rows, kv_heads * head_dim]: sample s of a chunk at its rows
@@ -314,23 +319,34 @@ void Run::plan_chunks() {
   StoreHome acts = device_stores ? StoreHome::kDevice : StoreHome::kHost;
   StoreHome residual = keep_residual ? acts : StoreHome::kNone;
   if (b_.device() != backend::Device::kCpu) {
-    const DeviceBudget need = device_budget(c_, o_.config, b_.activation_dtype());
     const backend::MemoryStats m = b_.memory();
     const uint64_t cap = o_.max_device_bytes > 0 ? o_.max_device_bytes : m.device_total - m.device_used;
     // A sample longer than the chunk gets a chunk of its own.
     const int64_t wanted = std::max(max_len_, by_samples ? o_.batch_samples * max_len_ : o_.batch_tokens);
+    const ActivationNeeds needs{.tokens = offsets_.back(), .longest = max_len_, .wanted_rows = wanted,
+                                .keep_residual = keep_residual, .device_stores = device_stores};
+    // The fp64 factor first; where its K² work matrix is what does not fit, the fp32 one
+    // (half the bytes; the loss it gives differs by ~5e-4 relative, bench_cuda_factor).
+    DeviceBudget need = device_budget(c_, o_.config, b_.activation_dtype());
     ActivationPlan plan;
+    std::string why;
     try {
-      plan = plan_activations(need, cap, {.tokens = offsets_.back(), .longest = max_len_, .wanted_rows = wanted,
-                                          .keep_residual = keep_residual, .device_stores = device_stores});
+      plan = plan_activations(need, cap, needs);
     } catch (const Error& e) {
-      throw Error(e.kind(), b_.name() + ": " + e.what());
+      const DeviceBudget f32 = device_budget(c_, o_.config, b_.activation_dtype(), backend::FactorPrecision::kF32);
+      try {
+        plan = plan_activations(f32, cap, needs);
+      } catch (const Error&) {
+        throw Error(e.kind(), b_.name() + ": " + e.what());
+      }
+      need = f32;
+      factor_ = backend::FactorPrecision::kF32;
+      why = "the inverse-Hessian factor computed in fp32 (the fp64 one's work matrix does not fit)";
     }
     acts = plan.activations;
     residual = plan.residual;
-    std::string why;
     if (plan.chunk_rows < wanted) {
-      why = "a forward chunk of " +
+      why += std::string(why.empty() ? "" : "; ") + "a forward chunk of " +
             (by_samples ? std::to_string(o_.batch_samples) + " samples" : std::to_string(o_.batch_tokens) + " tokens") +
             " does not fit: chunks of at most " + std::to_string(plan.chunk_rows) + " tokens instead";
       max_rows = plan.chunk_rows;
@@ -398,12 +414,22 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
                                   std::unique_ptr<backend::Linear>* swap_in) {
   ModuleReport m{.name = name, .layer = layer, .bits = s.bits, .group_size = s.group_size, .desc_act = s.desc_act};
   const auto t0 = Clock::now();
-  timed(&LayerTimes::convert, [&] {
-    const io::TensorView& t = io::expect_shape(ckpt_.get(weight_name), {out, in}, dir_.string());
-    if (w_.empty() || w_.view().cols < out * in) w_ = b_.alloc_host(1, out * in, DType::kF32);
-    io::to_f32(t, w_.view().as<float>());
-  });
-  const float* W = w_.view().as<float>();
+  const io::TensorView& t = io::expect_shape(ckpt_.get(weight_name), {out, in}, dir_.string());
+  // GPTQ reads the weights where the calibration passes already hold them when the
+  // backend keeps them with the checkpoint's values (its dense layer in the same dtype):
+  // no conversion on the host and no upload. Otherwise fp32 on the host.
+  std::optional<backend::Tensor> resident;
+  if (gptq_ && swap_in != nullptr && *swap_in) {
+    resident = b_.dense_weight(**swap_in);
+    if (resident && resident->dtype != t.dtype) resident.reset();
+  }
+  if (!resident) {
+    timed(&LayerTimes::convert, [&] {
+      if (w_.empty() || w_.view().cols < out * in) w_ = b_.alloc_host(1, out * in, DType::kF32);
+      io::to_f32(t, w_.view().as<float>());
+    });
+  }
+  const float* W = resident ? nullptr : w_.view().as<float>();
   // GPTQ's result stays where the sweep made it and is packed there (on CUDA only the
   // packed tensors come back); the unpacked form reaches the host only for on_quantized.
   PackedLinear saved;
@@ -411,7 +437,8 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   if (gptq_) {
     GptqStats st;
     const auto tq = Clock::now();
-    r = gptq_quantize_resident(*ops_, W, out, in, *h, gptq_options(o_.config, s, name), &st, &factors_);
+    const backend::SweepWeights sw = resident ? backend::SweepWeights{.resident = *resident} : backend::SweepWeights{.host = W};
+    r = gptq_quantize_resident(*ops_, sw, out, in, *h, gptq_options(o_.config, s, name), &st, &factors_);
     m.loss = st.loss;
     m.damp = st.damp_percent;
     m.retries = st.retries;
@@ -597,6 +624,7 @@ nlohmann::ordered_json Run::fingerprint() const {
                                {"activations", std::string(dtype_name(b_.activation_dtype()))},
                                {"forward_chunks", chunks_}};
   if (cpu_threads_ > 0) f["cpu_threads"] = cpu_threads_;
+  if (b_.device() != backend::Device::kCpu) f["factor"] = factor_ == backend::FactorPrecision::kF64 ? "fp64" : "fp32";
   return f;
 }
 
@@ -714,7 +742,7 @@ QuantizeResult Run::go() {
     phase(st.embed, [&] { embed_calibration(); });
     phase(st.setup, [&] {
       runner_ = std::make_unique<model::LayerRunner>(b_, c_, chunk_rows_);
-      ops_ = backend::make_quant_ops(b_);
+      ops_ = backend::make_quant_ops(b_, factor_);
     });
   }
   if (!o_.journal_dir.empty()) {

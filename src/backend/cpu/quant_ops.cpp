@@ -12,9 +12,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "backend/cpu/hessian.h"
 #include "core/cpu_threads.h"
+#include "core/dtype.h"
 #include "core/error.h"
 
 namespace gptq::backend {
@@ -82,10 +84,28 @@ class CpuQuantOps final : public QuantOps {
     }
     return true;
   }
+  // Resident weights are any host tensor here (the sweep itself takes fp32 host weights).
+  bool all_finite(Tensor w) override {
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const std::byte* row = static_cast<const std::byte*>(w.data) + r * w.stride * int64_t(dtype_size(w.dtype));
+      for (int64_t c = 0; c < w.cols; ++c) {
+        uint16_t h = 0;
+        float v = 0.0f;
+        switch (w.dtype) {
+          case DType::kF32: std::memcpy(&v, row + 4 * c, 4); break;
+          case DType::kF16: std::memcpy(&h, row + 2 * c, 2); v = f16_to_f32(h); break;
+          case DType::kBF16: std::memcpy(&h, row + 2 * c, 2); v = bf16_to_f32(h); break;
+          default: GPTQ_CHECK(false, "cpu all_finite: weights must be F32, F16 or BF16");
+        }
+        if (!std::isfinite(v)) return false;
+      }
+    }
+    return true;
+  }
 
   std::unique_ptr<InverseFactor> inverse_factor(const Hessian& h, std::span<const int64_t> perm,
                                                 std::span<const char> dead, double lambda) override;
-  std::unique_ptr<SweepResult> sweep(const float* W, const InverseFactor& U, const SweepPlan& plan,
+  std::unique_ptr<SweepResult> sweep(const SweepWeights& W, const InverseFactor& U, const SweepPlan& plan,
                                      const quant::QuantizedLinear& layout) override;
   void download(const SweepResult& r, quant::QuantizedLinear& out) override { out = cpu_result(r).q; }
   // The reference packer itself.
@@ -149,9 +169,11 @@ std::unique_ptr<InverseFactor> CpuQuantOps::inverse_factor(const Hessian& h, std
   return f;
 }
 
-std::unique_ptr<SweepResult> CpuQuantOps::sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
-                                                const quant::QuantizedLinear& layout) {
+std::unique_ptr<SweepResult> CpuQuantOps::sweep(const SweepWeights& weights, const InverseFactor& factor,
+                                                const SweepPlan& plan, const quant::QuantizedLinear& layout) {
   fit_threads_to_load();
+  GPTQ_CHECK(weights.host != nullptr, "cpu sweep: the weights must be fp32 host memory");
+  const float* W = weights.host;
   const auto* cf = dynamic_cast<const CpuFactor*>(&factor);
   GPTQ_CHECK(cf != nullptr, "cpu quant ops: factor made by another backend");
   const quant::QuantizerConfig& qc = plan.quant;

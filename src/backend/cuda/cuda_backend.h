@@ -17,9 +17,6 @@ int device_count();
 // Throws kDevice naming the device when it is absent or cannot be initialised.
 std::unique_ptr<Backend> make_cuda_backend(int index, const BackendOptions& options);
 
-// How the CUDA QuantOps factorises the damped Hessian (src/backend/cuda/quant_ops.cu).
-enum class FactorPrecision : uint8_t { kF64, kF32 };
-
 // GPTQ's compute on `b` (a backend made by make_cuda_backend): its device, stream and
 // cuBLAS handle. Throws kInvalidArgument for another backend.
 std::unique_ptr<QuantOps> make_cuda_quant_ops(Backend& b, FactorPrecision factor = FactorPrecision::kF64);

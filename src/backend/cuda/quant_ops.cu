@@ -320,13 +320,23 @@ __global__ void factor_from_inverse_kernel(const T* A, int64_t K, float* U, int*
   }
 }
 
-__global__ void non_finite_kernel(const float* x, int64_t n, int* bad) {
+template <class T>
+__global__ void non_finite_kernel(const T* x, int64_t n, int* bad) {
   pdl_begin();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    if (!isfinite(x[i])) {
+    if (!isfinite(float(x[i]))) {
       atomicOr(bad, 1);
       return;
     }
+  }
+}
+
+// out [N, K] fp32 = w [N, K] (row stride ld) widened: exact for f16/bf16/f32.
+template <class T>
+__global__ void widen_weights_kernel(const T* w, int64_t ld, int64_t N, int64_t K, float* out) {
+  pdl_begin();
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < N * K; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = float(w[(i / K) * ld + i % K]);
   }
 }
 
@@ -427,15 +437,62 @@ __global__ void fragment_params_kernel(const float* scales, const int32_t* zeros
   }
 }
 
+// ---- the Hessian's two triangles -------------------------------------------------------
+
+// Block b of nb along K, [bound(b), bound(b + 1)): multiples of 64 (16-byte aligned
+// operand offsets for the tensor cores), the last block taking the rest.
+__host__ __device__ inline int64_t hessian_bound(int64_t K, int nb, int b) {
+  return b >= nb ? K : (K * b / nb) / 64 * 64;
+}
+__device__ inline int hessian_block(int64_t K, int nb, int64_t i) {
+  int b = 0;
+  while (b + 1 < nb && i >= hessian_bound(K, nb, b + 1)) ++b;
+  return b;
+}
+
+// H: [K, K] row-major, valid where block(row) ≥ block(col) (what the block-triangular
+// accumulation computes, see CudaQuantOps::accumulate); fills the rest from its mirror,
+// H[i, j] = H[j, i] for block(i) < block(j). 32×32 tiles through shared memory, so both
+// the reads and the writes coalesce; a tile is copied when its rows' block lies below its
+// columns' block (tiles straddling a block bound check each element).
+__global__ void mirror_hessian_kernel(float* H, int64_t K, int nb) {
+  pdl_begin();
+  __shared__ float tile[32][33];
+  const int64_t i0 = int64_t(blockIdx.y) * 32, j0 = int64_t(blockIdx.x) * 32;  // destination tile rows i, cols j
+  if (i0 >= K || j0 >= K) return;
+  // The tile holds an element to fill only if its first row's block lies below its last
+  // column's block.
+  if (hessian_block(K, nb, i0) >= hessian_block(K, nb, j0 + 31 < K ? j0 + 31 : K - 1)) return;
+  // Read the source tile H[j0.., i0..] (rows j, cols i), coalesced along i.
+  for (int r = threadIdx.y; r < 32; r += blockDim.y) {
+    const int64_t j = j0 + r, i = i0 + threadIdx.x;
+    tile[r][threadIdx.x] = j < K && i < K ? H[j * K + i] : 0.0f;
+  }
+  __syncthreads();
+  for (int r = threadIdx.y; r < 32; r += blockDim.y) {
+    const int64_t i = i0 + r, j = j0 + threadIdx.x;
+    if (i < K && j < K && hessian_block(K, nb, i) < hessian_block(K, nb, j)) H[i * K + j] = tile[threadIdx.x][r];
+  }
+}
+
 // ---- the QuantOps ---------------------------------------------------------------------
 
+// Accumulated by block triangles (see CudaQuantOps::accumulate): `blocks` blocks along K,
+// and whether the uncomputed triangle has been filled in since the last accumulation.
 class CudaHessian final : public Hessian {
  public:
-  CudaHessian(int64_t k, std::shared_ptr<void> mem) : Hessian(k), mem(std::move(mem)) {}
+  CudaHessian(int64_t k, std::shared_ptr<void> mem, int blocks) : Hessian(k), mem(std::move(mem)), blocks(blocks) {}
   float* data() const { return static_cast<float*>(mem.get()); }
   void set_samples(int64_t n) { samples_ = n; }
   std::shared_ptr<void> mem;  // [K, K] fp32
+  int blocks = 1;
+  bool mirrored = true;
 };
+
+// Blocks along K for the triangular accumulation: with nb blocks the product computes
+// nb(nb + 1)/2 of nb² block pairs (nb = 4: 62.5% of the flops). Below K = 2048 the
+// smaller GEMMs would lose more in efficiency than the skipped blocks save.
+int hessian_blocks(int64_t K) { return K >= 4096 ? 4 : K >= 2048 ? 2 : 1; }
 
 struct CudaFactor final : InverseFactor {
   std::shared_ptr<void> U;  // [K, K] fp32
@@ -483,7 +540,7 @@ class CudaQuantOps final : public QuantOps {
     GPTQ_CHECK(K > 0, "cuda hessian: in_features must be positive");
     auto mem = ctx_.alloc(uint64_t(K * K) * 4, "a [" + std::to_string(K) + ", " + std::to_string(K) + "] Hessian");
     CUDA_CHECK(cudaMemsetAsync(mem.get(), 0, uint64_t(K * K) * 4, ctx_.stream));
-    return std::make_unique<CudaHessian>(K, std::move(mem));
+    return std::make_unique<CudaHessian>(K, std::move(mem), hessian_blocks(K));
   }
 
   void accumulate(Hessian& h, Tensor x) override {
@@ -495,11 +552,26 @@ class CudaQuantOps final : public QuantOps {
     const int64_t n_new = c.samples() + x.rows;
     const float alpha = float(2.0 / double(n_new)), beta = float(double(c.samples()) / double(n_new));
     const cudaDataType_t t = act_type(x.dtype);
-    // Column-major view: x row-major [r, K] is Xᵀ [K, r]; H = Xᵀ (Xᵀ)ᵀ.
+    // Column-major view: x row-major [r, K] is Xᵀ [K, r]; H = Xᵀ (Xᵀ)ᵀ. H is symmetric,
+    // so only the block pairs (I, J), I ≤ J, of its column-major form are computed:
+    // H[I, J] = X_Iᵀ X_J, one GEMM each; the other triangle is filled in from them when
+    // H is next read (complete()). Each computed entry is the same dot product as in the
+    // full GEMM (only cuBLAS's choice of kernel for the smaller shape may differ).
     const int ld = int(std::max<int64_t>(x.stride, K));
-    CUBLAS_CHECK(cublasGemmEx(ctx_.cublas, CUBLAS_OP_N, CUBLAS_OP_T, int(K), int(K), int(x.rows), &alpha, x.data, t,
-                              ld, x.data, t, ld, &beta, c.data(), CUDA_R_32F, int(K), CUBLAS_COMPUTE_32F,
-                              CUBLAS_GEMM_DEFAULT));
+    const int nb = c.blocks;
+    const size_t elem = dtype_size(x.dtype);
+    for (int J = 0; J < nb; ++J) {
+      const int64_t j0 = hessian_bound(K, nb, J), j1 = hessian_bound(K, nb, J + 1);
+      for (int I = 0; I <= J; ++I) {
+        const int64_t i0 = hessian_bound(K, nb, I), i1 = hessian_bound(K, nb, I + 1);
+        const auto* xi = static_cast<const std::byte*>(x.data) + size_t(i0) * elem;
+        const auto* xj = static_cast<const std::byte*>(x.data) + size_t(j0) * elem;
+        CUBLAS_CHECK(cublasGemmEx(ctx_.cublas, CUBLAS_OP_N, CUBLAS_OP_T, int(i1 - i0), int(j1 - j0), int(x.rows),
+                                  &alpha, xi, t, ld, xj, t, ld, &beta, c.data() + i0 + j0 * K, CUDA_R_32F, int(K),
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      }
+    }
+    c.mirrored = nb == 1;
     c.set_samples(n_new);
   }
 
@@ -510,10 +582,11 @@ class CudaQuantOps final : public QuantOps {
     const std::vector<float> f(host.begin(), host.end());
     CUDA_CHECK(cudaMemcpyAsync(c.data(), f.data(), f.size() * 4, cudaMemcpyHostToDevice, ctx_.stream));
     sync();
+    c.mirrored = true;
     c.set_samples(samples);
   }
   std::vector<double> download(const Hessian& h) override {
-    const CudaHessian& c = mine(h);
+    const CudaHessian& c = complete(h);
     std::vector<float> f(size_t(c.in_features() * c.in_features()));
     CUDA_CHECK(cudaMemcpyAsync(f.data(), c.data(), f.size() * 4, cudaMemcpyDeviceToHost, ctx_.stream));
     sync();
@@ -532,14 +605,14 @@ class CudaQuantOps final : public QuantOps {
     const CudaHessian& c = mine(h);
     clear_flag();
     const int64_t n = c.in_features() * c.in_features();
-    launch(non_finite_kernel, unsigned(std::min<int64_t>(ceil_div(n, 256), 4096)), 256, 0, ctx_.stream, c.data(), n,
-           flag());
+    launch(non_finite_kernel<float>, unsigned(std::min<int64_t>(ceil_div(n, 256), 4096)), 256, 0, ctx_.stream, c.data(),
+           n, flag());
     return read_flag() == 0;
   }
 
   std::unique_ptr<InverseFactor> inverse_factor(const Hessian& h, std::span<const int64_t> perm,
                                                 std::span<const char> dead, double lambda) override {
-    const CudaHessian& c = mine(h);
+    const CudaHessian& c = complete(h);
     const int64_t K = c.in_features();
     GPTQ_CHECK(int64_t(perm.size()) == K && int64_t(dead.size()) == K, "cuda inverse_factor: plan size");
     const bool f64 = precision_ == FactorPrecision::kF64;
@@ -597,7 +670,25 @@ class CudaQuantOps final : public QuantOps {
     return f;
   }
 
-  std::unique_ptr<SweepResult> sweep(const float* W, const InverseFactor& factor, const SweepPlan& plan,
+  bool all_finite(Tensor w) override {
+    GPTQ_CHECK(w.device == Device::kCuda && (w.stride == w.cols || w.rows <= 1),
+               "cuda all_finite: a contiguous device tensor");
+    clear_flag();
+    const int64_t n = w.rows * w.cols;
+    const unsigned grid = unsigned(std::min<int64_t>(ceil_div(n, 256), 4096));
+    switch (w.dtype) {
+      case DType::kF16: launch(non_finite_kernel<__half>, grid, 256, 0, ctx_.stream, static_cast<const __half*>(w.data), n, flag()); break;
+      case DType::kBF16:
+        launch(non_finite_kernel<__nv_bfloat16>, grid, 256, 0, ctx_.stream, static_cast<const __nv_bfloat16*>(w.data), n,
+               flag());
+        break;
+      case DType::kF32: launch(non_finite_kernel<float>, grid, 256, 0, ctx_.stream, static_cast<const float*>(w.data), n, flag()); break;
+      default: GPTQ_CHECK(false, "cuda all_finite: F32, F16 or BF16");
+    }
+    return read_flag() == 0;
+  }
+
+  std::unique_ptr<SweepResult> sweep(const SweepWeights& W, const InverseFactor& factor, const SweepPlan& plan,
                                      const quant::QuantizedLinear& layout) override {
     const auto* cf = dynamic_cast<const CudaFactor*>(&factor);
     GPTQ_CHECK(cf != nullptr, "cuda quant ops: factor made by another backend");
@@ -629,7 +720,33 @@ class CudaQuantOps final : public QuantOps {
     const auto row_loss = zeroed(uint64_t(N) * 8);
     const auto codes = zeroed(uint64_t(N * K));
     const auto Wp = take(wp_bytes);
-    const float* w = static_cast<const float*>(put(W, uint64_t(N * K) * 4));
+    const float* w = nullptr;
+    if (W.host != nullptr) {
+      w = static_cast<const float*>(put(W.host, uint64_t(N * K) * 4));
+    } else {
+      // The dense layer's own weights, already on the device: widened here, no transfer.
+      const Tensor& r = W.resident;
+      GPTQ_CHECK(r.device == Device::kCuda && r.rows == N && r.cols == K && r.stride >= K,
+                 "cuda sweep: resident weights must be a device tensor [N, K]");
+      auto* wide = static_cast<float*>(take(uint64_t(N * K) * 4));
+      const unsigned grid = unsigned(std::min<int64_t>(ceil_div(N * K, 256), 8192));
+      switch (r.dtype) {
+        case DType::kF16:
+          launch(widen_weights_kernel<__half>, grid, 256, 0, ctx_.stream, static_cast<const __half*>(r.data),
+                 r.stride, N, K, wide);
+          break;
+        case DType::kBF16:
+          launch(widen_weights_kernel<__nv_bfloat16>, grid, 256, 0, ctx_.stream,
+                 static_cast<const __nv_bfloat16*>(r.data), r.stride, N, K, wide);
+          break;
+        case DType::kF32:
+          launch(widen_weights_kernel<float>, grid, 256, 0, ctx_.stream, static_cast<const float*>(r.data), r.stride,
+                 N, K, wide);
+          break;
+        default: GPTQ_CHECK(false, "cuda sweep: resident weights must be F32, F16 or BF16");
+      }
+      w = wide;
+    }
     const char* dd = static_cast<const char*>(ddead);
     if (plan.params != GroupParams::kDynamic) {
       const int64_t pg = plan.params == GroupParams::kPerRow ? 1 : G;
@@ -791,6 +908,17 @@ class CudaQuantOps final : public QuantOps {
     return *c;
   }
   const CudaHessian& mine(const Hessian& h) const { return mine(const_cast<Hessian&>(h)); }
+  // H with both triangles filled in (a const read that completes the representation).
+  const CudaHessian& complete(const Hessian& h) {
+    CudaHessian& c = mine(const_cast<Hessian&>(h));
+    if (!c.mirrored) {
+      const int64_t K = c.in_features();
+      const unsigned tiles = unsigned(ceil_div(K, 32));
+      launch(mirror_hessian_kernel, dim3(tiles, tiles), dim3(32, 8), 0, ctx_.stream, c.data(), K, c.blocks);
+      c.mirrored = true;
+    }
+    return c;
+  }
   // A result of this QuantOps whose scratch has not been reused since.
   const CudaSweepResult& current(const SweepResult& r) const {
     const auto* c = dynamic_cast<const CudaSweepResult*>(&r);
