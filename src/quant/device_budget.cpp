@@ -23,7 +23,7 @@ constexpr int64_t kEfficientRows = 2048;
 
 std::string DeviceBudget::describe() const {
   return "weights " + mib(weights) + " + Hessians " + mib(hessians) + " + GPTQ work " + mib(gptq_work) + " + workspaces " +
-         mib(reserve) + ", plus " + std::to_string(per_row) + " bytes per calibration token of a forward chunk and " +
+         mib(reserve) + " + upload staging " + mib(staging) + ", plus " + std::to_string(per_row) + " bytes per calibration token of a forward chunk and " +
          std::to_string(per_token) + " per calibration token and activation store kept on the device";
 }
 
@@ -53,6 +53,7 @@ DeviceBudget device_budget(const model::ModelConfig& c, const QuantizeConfig& q,
   const uint64_t qd = uint64_t(c.heads * c.head_dim), kvd = uint64_t(c.kv_heads * c.head_dim);
   b.per_row = e * (4 * uint64_t(c.hidden) + 2 * qd + 4 * kvd + 2 * uint64_t(c.intermediate));
   b.per_token = e * uint64_t(c.hidden);
+  b.staging = 3 * uint64_t(kEmbedSliceRows) * uint64_t(c.hidden) * 4;
   return b;
 }
 

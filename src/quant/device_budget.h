@@ -16,6 +16,9 @@
 //             + a reserve of 192 MiB for the backend's workspaces (cuBLAS 32 MiB, the
 //               GPTQ GEMM's dequantization tiles, 64 MiB, held twice while the
 //               workspace grows, cuSOLVER's few MiB)
+//             + the fp32 upload staging of the calibration's embedding, uploaded in
+//               slices of kEmbedSliceRows rows: 3 · rows · hidden · 4 (the backend's
+//               staging grows by doubling and keeps the block it outgrew)
 //   per_row   = dtype · (4 hidden + 2 q_dim + 4 kv_dim + 2 intermediate): a chunk's rows
 //               staged from host memory, the LayerRunner's scratch and its KV rows
 //   per_token = dtype · hidden: one store of the residual stream, [tokens, hidden]
@@ -38,14 +41,18 @@
 
 namespace gptq::quant {
 
+// Rows per host-to-device slice when the calibration tokens are embedded.
+inline constexpr int64_t kEmbedSliceRows = 2048;
+
 struct DeviceBudget {
   uint64_t weights = 0;
   uint64_t hessians = 0;
   uint64_t gptq_work = 0;
   uint64_t reserve = uint64_t{192} << 20;
+  uint64_t staging = 0;
   uint64_t per_row = 0;
   uint64_t per_token = 0;
-  uint64_t fixed() const { return weights + hessians + gptq_work + reserve; }
+  uint64_t fixed() const { return weights + hessians + gptq_work + reserve + staging; }
   std::string describe() const;  // "weights 12 MiB + Hessians 4 MiB + GPTQ work 9 MiB + ..."
 };
 

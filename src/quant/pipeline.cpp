@@ -274,22 +274,27 @@ void Run::allocate(StoreHome activations, StoreHome residual) {
   b_.upload(pos, positions_.view());
 }
 
-// Chunk by chunk, so that the host holds one chunk of fp32 rows, not the whole set: the
-// rows are widened in parallel into the backend's host staging memory (page-locked on
-// CUDA, so each chunk is one fast transfer) and converted to the activation dtype there.
+// Slice by slice of at most kEmbedSliceRows rows, so that the host holds one slice of fp32
+// rows, not the whole set, and the device's fp32 upload staging stays that size too
+// (DeviceBudget::staging; uploading whole forward chunks made it chunk-sized: 550 MiB
+// over a 15 GB cap's plan at 70k-token chunks, measured). The rows are widened in
+// parallel into page-locked host memory (one fast transfer per slice) and converted to
+// the activation dtype on the device.
 void Run::embed_calibration() {
   const auto& emb = ckpt_.get("model.embed_tokens.weight");
   if (emb.shape != std::vector<int64_t>{c_.vocab, c_.hidden}) {
     throw Error(ErrorKind::kFormat, dir_.string() + ": model.embed_tokens.weight has shape " + emb.shape_string());
   }
   const std::size_t row_bytes = std::size_t(c_.hidden) * dtype_size(emb.dtype);
-  const backend::Buffer host = b_.alloc_host(chunk_rows_, c_.hidden, DType::kF32);
-  std::vector<int32_t> ids;
-  for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
-    const int64_t first = offsets_[chunks_[c]], rows = offsets_[chunks_[c + 1]] - first;
-    ids.clear();
-    for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) ids.insert(ids.end(), calib_.samples[s].begin(), calib_.samples[s].end());
-    b_.synchronize();  // the previous chunk's transfer has left `host`
+  const int64_t tokens = offsets_.back(), slice = std::min(kEmbedSliceRows, chunk_rows_);
+  const backend::Buffer host = b_.alloc_host(slice, c_.hidden, DType::kF32);
+  std::vector<int32_t> all;
+  all.reserve(std::size_t(tokens));
+  for (const auto& s : calib_.samples) all.insert(all.end(), s.begin(), s.end());
+  for (int64_t first = 0; first < tokens; first += slice) {
+    const int64_t rows = std::min(slice, tokens - first);
+    const std::span<const int32_t> ids(all.data() + first, std::size_t(rows));
+    b_.synchronize();  // the previous slice's transfer has left `host`
     float* out = host.view().as<float>();
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
