@@ -126,8 +126,8 @@ Runner add_quantize(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "gptq", "gptq_v2"}))->capture_default_str();
   app.add_option("--max-shard-size", a->max_shard_size, "Largest safetensors shard (e.g. 4GB, 500MB)")->capture_default_str();
   app.add_option("--write-queue", a->write_queue,
-                 "Tensor bytes waiting for the background checkpoint writer at most (e.g. 1GiB); "
-                 "0: write on the quantizing thread")
+                 "Tensor bytes waiting for each background writer (checkpoint, resume journal) at most "
+                 "(e.g. 1GiB); 0: the checkpoint on the quantizing thread, the journal one write at a time")
       ->capture_default_str();
   add_device_flags(app, a->device);
   app.add_option("--max-device-memory", a->max_device_memory,
