@@ -1,7 +1,8 @@
 // The CUDA QuantOps: GPTQ's arithmetic on the device, on the backend's stream.
 //
-// Hessian: H [K, K] fp32, accumulated with one cublasGemmEx per observed chunk,
-// H ← β H + α XᵀX with the activations as they are (f16/bf16/f32) and fp32 accumulation.
+// Hessian: H [K, K] fp32, H ← β H + α XᵀX per observed chunk with the activations as they
+// are (f16/bf16/f32) and fp32 accumulation: one cublasGemmEx per block pair of its upper
+// block triangle (hessian_blocks), the lower triangle mirrored in when H is read.
 // Products of f16/bf16 values are exact in fp32, so the error is the fp32 summation over
 // the chunk's rows (≲ rows · 2⁻²⁴ relative to Σ|x_i x_j|, ~√rows · 2⁻²⁴ typically) plus
 // one rounding per chunk of the running mean. Damping adds λ = 0.01–0.05 · mean(diag H)
