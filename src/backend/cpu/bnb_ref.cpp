@@ -50,9 +50,10 @@ void int8_gemm_ref(const BnbPacked& w, const float* x, int64_t M, int64_t ldx, f
       const float wscale = w.absmax[std::size_t(n)] * (1.0f / 127.0f);
       for (int64_t k = 0; k < K; ++k) {
         acc += ca[std::size_t(k)] * int32_t(cb[n * K + k]);
-        if (outlier[std::size_t(k)]) fp += xr[k] * (float(cb[n * K + k]) * wscale);
+        if (outlier[std::size_t(k)]) fp = std::fma(xr[k], float(cb[n * K + k]) * wscale, fp);
       }
-      y[m * ldy + n] = float(acc) * (r * w.absmax[std::size_t(n)] * (1.0f / 16129.0f)) + fp +
+      // Fused multiply-adds written out, as the kernel has them (no contraction left to choose).
+      y[m * ldy + n] = std::fma(float(acc), r * w.absmax[std::size_t(n)] * (1.0f / 16129.0f), fp) +
                        (w.bias.empty() ? 0.0f : w.bias[std::size_t(n)]);
     }
   }
