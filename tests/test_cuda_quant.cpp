@@ -181,17 +181,24 @@ TEST_F(CudaQuant, PackOnTheDeviceMatchesTheHostPacker) {
   }
 }
 
+// The Hessian of R correlated input rows (test::correlated_inputs, `seed`), made on the
+// CPU in fp64 and assigned to a Hessian of `ops`.
+std::unique_ptr<backend::Hessian> device_hessian(backend::QuantOps& ops, int64_t R, int64_t K, uint64_t seed) {
+  const std::vector<float> X = test::correlated_inputs(R, K, seed);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), R);
+  auto h = ops.hessian(K);
+  ops.assign(*h, acc.matrix(), acc.samples());
+  return h;
+}
+
 // A sweep result lives in the QuantOps' scratch: once a later call reuses it, reading
 // the result is refused instead of returning another module's codes.
 TEST_F(CudaQuant, StaleSweepResultIsRefused) {
   constexpr int64_t N = 32, K = 64;
   const std::vector<float> W = test::gaussian(size_t(N * K), 5, 0.05f);
-  const std::vector<float> X = test::correlated_inputs(256, K, 9);
-  backend::cpu::HessianAccumulator acc(K);
-  acc.add(X.data(), 256);
   auto ops = backend::make_quant_ops(*gpu_);
-  auto h = ops->hessian(K);
-  ops->assign(*h, acc.matrix(), acc.samples());
+  const auto h = device_hessian(*ops, 256, K, 9);
   const quant::GptqOptions o{.quant = {.bits = 4}, .group_size = 32};
   const auto first = quant::gptq_quantize_resident(*ops, {.host = W.data()}, N, K, *h, o, nullptr);
   const auto second = quant::gptq_quantize_resident(*ops, {.host = W.data()}, N, K, *h, o, nullptr);
@@ -208,12 +215,8 @@ TEST_F(CudaQuant, ResidentWeightsEqualHostWeights) {
   constexpr int64_t N = 48, K = 256;
   std::vector<float> W = test::gaussian(size_t(N * K), 15, 0.05f);
   for (float& w : W) w = bf16_to_f32(f32_to_bf16(w));
-  const std::vector<float> X = test::correlated_inputs(512, K, 16);
-  backend::cpu::HessianAccumulator acc(K);
-  acc.add(X.data(), 512);
   auto ops = backend::make_quant_ops(*gpu_);
-  auto h = ops->hessian(K);
-  ops->assign(*h, acc.matrix(), acc.samples());
+  const auto h = device_hessian(*ops, 512, K, 16);
   const quant::GptqOptions o{.quant = {.bits = 4}, .group_size = 64, .act_order = quant::ActOrder::kGroupAware};
   quant::QuantizedLinear host, dev;
   quant::GptqStats sh, sd;
