@@ -84,24 +84,19 @@ TEST_F(Resume, ContinuedRunWritesTheSameCheckpoint) {
   }
 }
 
-// CPU results depend on the thread count (OpenBLAS), so a run keeps one count throughout
-// and a resumed run takes over the recorded one instead of fitting its own to the load:
-// here a count the load fit can never choose (more than the usable cores).
-TEST_F(Resume, ContinuedRunTakesTheRecordedThreadCount) {
-  const int odd = usable_cores() + 1;
-  set_thread_policy({.mode = ThreadMode::kFixed, .count = odd});
-  run(tmp_.path() / "whole", quant::LayerJournal::Mode::kFresh);
+// The CPU products are thread-count invariant (backend/cpu/fixed_blas.h), so the count
+// the load fit picks cannot change a checkpoint: a whole run on one thread, a run
+// stopped after two layers on more threads than there are cores, and its continuation at
+// the load-fitted count all write the same bytes.
+TEST_F(Resume, TheThreadCountDoesNotChangeTheCheckpoint) {
+  set_thread_policy({.mode = ThreadMode::kFixed, .count = 1});
+  run(tmp_.path() / "one", quant::LayerJournal::Mode::kFresh);
+  set_thread_policy({.mode = ThreadMode::kFixed, .count = usable_cores() + 1});
   EXPECT_THROW(run(tmp_.path() / "resumed", quant::LayerJournal::Mode::kFresh, 2), Interrupted);
   set_thread_policy({.mode = ThreadMode::kAuto});
   run(tmp_.path() / "resumed", quant::LayerJournal::Mode::kContinue);
   EXPECT_TRUE(test::read_file(tmp_.path() / "resumed" / "model.safetensors") ==
-              test::read_file(tmp_.path() / "whole" / "model.safetensors"));
-
-  EXPECT_THROW(run(tmp_.path() / "again", quant::LayerJournal::Mode::kFresh, 2), Interrupted);
-  set_thread_policy({.mode = ThreadMode::kFixed, .count = odd + 1});
-  test::expect_error([&] { run(tmp_.path() / "again", quant::LayerJournal::Mode::kContinue); },
-                     "had another cpu_threads", ErrorKind::kInvalidArgument);
-  set_thread_policy({.mode = ThreadMode::kAuto});
+              test::read_file(tmp_.path() / "one" / "model.safetensors"));
 }
 
 TEST_F(Resume, OtherSettingsAreRefused) {

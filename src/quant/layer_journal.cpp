@@ -37,12 +37,6 @@ LayerJournal::LayerJournal(fs::path dir, const nlohmann::ordered_json& fingerpri
   io::write_file_atomic(run, fingerprint.dump(2) + "\n");
 }
 
-std::optional<nlohmann::ordered_json> LayerJournal::recorded_fingerprint(const fs::path& dir) {
-  const fs::path run = dir / "run.json";
-  if (!fs::exists(run)) return std::nullopt;
-  return io::read_ordered_json_file(run);
-}
-
 fs::path LayerJournal::layer_dir(int64_t layer) const {
   char name[32];
   std::snprintf(name, sizeof name, "layer-%05lld", static_cast<long long>(layer));

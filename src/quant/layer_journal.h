@@ -60,10 +60,6 @@ class LayerJournal {
     std::vector<std::string> order;  // names, in the order the run added them
     nlohmann::ordered_json meta;
   };
-  // The fingerprint of the run recorded in `dir`, if there is one (what --resume will
-  // compare against), so that a continued run can take over settings chosen at run time.
-  static std::optional<nlohmann::ordered_json> recorded_fingerprint(const std::filesystem::path& dir);
-
   // A layer found on disk at the start (layer < the count found then).
   Layer read(int64_t layer) const;
 

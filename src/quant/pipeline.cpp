@@ -235,7 +235,6 @@ class Run {
   // module costs a page fault per 4 KiB on first touch.
   backend::Buffer w_;
   Clock::time_point layer_start_;
-  int cpu_threads_ = 0;  // the run's CPU thread count on the CPU backend (0: another backend)
 };
 
 void Run::measure_calibration() {
@@ -628,7 +627,6 @@ nlohmann::ordered_json Run::fingerprint() const {
                                {"device", b_.name()},
                                {"activations", std::string(dtype_name(b_.activation_dtype()))},
                                {"forward_chunks", chunks_}};
-  if (cpu_threads_ > 0) f["cpu_threads"] = cpu_threads_;
   if (b_.device() != backend::Device::kCpu) f["factor"] = factor_ == backend::FactorPrecision::kF64 ? "fp64" : "fp32";
   return f;
 }
@@ -692,43 +690,7 @@ void Run::write_metadata(QuantizeResult& r) {
   writer_.add_file("quant_log.json", log.dump(2) + "\n");
 }
 
-// The CPU thread count of a quantization on the CPU backend, fixed for the whole run.
-// OpenBLAS's sgemm rounds differently with another thread count (it splits the products
-// by threads: 1, 2, 3 and 16 threads give three different results, measured), so the
-// checkpoint's bytes depend on the count; a run therefore does not follow the load
-// layer by layer (core/cpu_threads.h) but takes the count once, records it in its
-// journal, and a resumed run takes it over, so that it writes what the interrupted run
-// would have (a --threads N that differs is refused as another setting).
-int run_threads(const PipelineOptions& o) {
-  if (thread_policy().mode == ThreadMode::kAuto && o.journal_mode == LayerJournal::Mode::kContinue &&
-      !o.journal_dir.empty()) {
-    if (const auto before = LayerJournal::recorded_fingerprint(o.journal_dir); before && before->contains("cpu_threads")) {
-      return io::json_get<int>(*before, "cpu_threads", (o.journal_dir / "run.json").string());
-    }
-  }
-  return fit_threads_to_load();
-}
-
-// Sets a fixed thread count for the scope of a run, then restores the policy.
-class ThreadPin {
- public:
-  explicit ThreadPin(int count) : before_(thread_policy()) {
-    set_thread_policy({.mode = ThreadMode::kFixed, .count = count});
-  }
-  ~ThreadPin() { set_thread_policy(before_); }
-  ThreadPin(const ThreadPin&) = delete;
-  ThreadPin& operator=(const ThreadPin&) = delete;
-
- private:
-  ThreadPolicy before_;
-};
-
 QuantizeResult Run::go() {
-  std::optional<ThreadPin> pin;
-  if (b_.device() == backend::Device::kCpu) {
-    cpu_threads_ = run_threads(o_);
-    pin.emplace(cpu_threads_);
-  }
   gptq_ = o_.config.method == Method::kGptq;
   StartupTimes& st = result_.startup;
   auto phase = [&](double& into, auto&& f) {
@@ -756,8 +718,8 @@ QuantizeResult Run::go() {
   phase(st.embedding_out, [&] { copy_raw("model.embed_tokens.weight"); });
   if (o_.on_startup) o_.on_startup(st);
   for (int64_t i = 0; i < c_.layers; ++i) {
-    // The host work of this layer (loading, packing, writing) on the free cores; on the
-    // CPU backend the count is the run's, pinned above.
+    // The host work of this layer (loading, packing, writing) on the free cores; results
+    // do not depend on the count (backend/cpu/fixed_blas.h).
     fit_threads_to_load();
     quantize_layer(i);
     if (o_.on_layer) o_.on_layer(i + 1, c_.layers, since(start_));

@@ -1,6 +1,7 @@
 #include "backend/cpu/cpu_linear.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <immintrin.h>
 #endif
 
+#include "backend/cpu/fixed_blas.h"
 #include "core/error.h"
 #include "io/checkpoint.h"
 
@@ -63,6 +65,7 @@ void widened_product(int64_t N, int64_t K, const float* x, int64_t M, int64_t ld
   const int64_t tiles = (N + kTileRows - 1) / kTileRows;
 #pragma omp parallel if (M * N * K >= kParallelMacs)
   {
+    omp_set_num_threads(1);  // OpenBLAS on this thread alone, in a team of one too (backend/cpu/fixed_blas.h)
     std::vector<float> tile(std::size_t(kTileRows * K));
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
@@ -118,13 +121,8 @@ void DenseLinear::row_f32(int64_t r, float* dst) const { widen_rows(r, 1, dst); 
 void DenseLinear::forward(const float* x, int64_t M, int64_t ldx, float* y, int64_t ldy) const {
   if (dtype_ == DType::kF32) {
     const auto* w = reinterpret_cast<const float*>(bytes_.data());
-    if (M == 1) {
-      // y = W x: sgemv streams W once, which is what decode is bound by.
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, int(out_), int(in_), 1.0f, w, int(in_), x, 1, 0.0f, y, 1);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(out_), int(in_), 1.0f, x, int(ldx), w,
-                  int(in_), 0.0f, y, int(ldy));
-    }
+    // y[M, out] = x[M, in] · Wᵀ in fixed tiles (at M = 1, OpenBLAS streams each tile's W rows once).
+    gemm(Op::kN, Op::kT, M, out_, in_, 1.0f, x, ldx, w, in_, 0.0f, y, ldy);
   } else {
 #if defined(__F16C__) && defined(__FMA__)
     if (M == 1) {

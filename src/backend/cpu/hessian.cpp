@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string>
 
+#include "backend/cpu/fixed_blas.h"
 #include "core/error.h"
 
 namespace gptq::backend::cpu {
@@ -56,8 +57,7 @@ void HessianAccumulator::add(const float* X, int64_t rows, int64_t stride) {
       std::copy(src, src + k_, widened_.begin() + i * k_);
     }
     // Upper triangle of H (row-major) += alpha · Xcᵀ Xc, Xc: [r, K].
-    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(k_), blasint(r), alpha,
-                widened_.data(), blasint(k_), beta, h_.data(), blasint(k_));
+    syrk_upper(k_, r, alpha, widened_.data(), k_, beta, h_.data(), k_);
     beta = 1.0;
   }
   samples_ = n_new;

@@ -6,7 +6,8 @@
 //   H ← H · n_old/n_new + 2/n_new · XᵀX,   n_new = n_old + rows.
 //
 // Precision: fp64 throughout. Each fp32 activation row is widened to fp64 and the batch
-// Gram matrix comes from cblas_dsyrk. The products x_i·x_j of fp32 values are exact in
+// Gram matrix comes from a syrk in fixed tiles (backend/cpu/fixed_blas.h: the same
+// bits with any thread count). The products x_i·x_j of fp32 values are exact in
 // fp64 (24 + 24 significand bits < 53), so the only error is fp64 summation, about
 // n · 2^-53 relative to Σ|x_i x_j| — far below what an fp32 accumulator gives over the
 // ~10^5 rows of a typical calibration set (GPTQModel's fp32 addmm loses ~n · 2^-24).

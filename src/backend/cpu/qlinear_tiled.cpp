@@ -6,8 +6,7 @@
 #include <string>
 #include <vector>
 
-#include <cblas.h>
-
+#include "backend/cpu/fixed_blas.h"
 #include "backend/cpu/qlinear.h"
 #include "backend/cpu/qlinear_detail.h"
 #include "core/error.h"
@@ -77,8 +76,7 @@ void qlinear_tiled(const PackedLinearView& w, const float* x, int64_t M, float* 
     p.decode(w, n0, width);
     dequantize(w, p, wt.data());
     // y[:, n0:n0+width] = x[M, K] · wt[K, width]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(width), int(K), 1.0f, x,
-                int(K), wt.data(), int(width), 0.0f, y + n0, int(N));
+    gemm(Op::kN, Op::kN, M, width, K, 1.0f, x, K, wt.data(), width, 0.0f, y + n0, N);
   }
   if (w.bias) {
 #pragma omp parallel for schedule(static)

@@ -1,19 +1,20 @@
-// The reference QuantOps: fp64 Hessians (cblas_dsyrk, backend/cpu/hessian.h), the fp64
-// LAPACK factorisation, and the fp32 column sweep with OpenMP over rows and one
-// cblas_sgemm per block for the lazy update.
+// The reference QuantOps: fp64 Hessians (a tiled syrk, backend/cpu/hessian.h), the fp64
+// LAPACK factorisation, and the fp32 column sweep with OpenMP over rows and one tiled
+// sgemm per block for the lazy update. Every product is thread-count invariant
+// (backend/cpu/fixed_blas.h), so a checkpoint does not depend on the machine's load.
 //
 // Memory per module, besides W and H: a K² fp64 work matrix during the factorisation
 // (freed before the sweep), the K² fp32 factor U, and an N·K fp32 working copy of W plus
 // two N·block_size blocks. K = 16384: 2 GiB + 1 GiB + N·64 KiB.
 #include "backend/quant_ops.h"
 
-#include <cblas.h>
 #include <lapack.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/fixed_blas.h"
 #include "backend/cpu/hessian.h"
 #include "core/cpu_threads.h"
 #include "core/dtype.h"
@@ -154,8 +155,15 @@ std::unique_ptr<InverseFactor> CpuQuantOps::inverse_factor(const Hessian& h, std
   const char non_unit = 'N';
   const lapack_int n = lapack_int(K);
   lapack_int info = 0;
-  LAPACK_dpotrf(&upper, &n, A.data(), &n, &info);
-  if (info == 0) LAPACK_dtrtri(&upper, &non_unit, &n, A.data(), &n, &info);
+  {
+    // Single-threaded: OpenBLAS's threaded potrf and trtri give other bits with 2 or 3
+    // threads than with 1 (measured at K = 2048 and 4096), which would put the machine's
+    // load into U (backend/cpu/fixed_blas.h). Cost, measured on the 2-core CI machine:
+    // K = 2048 0.14 s (0.08 s on 2 threads), K = 4096 1.02 s (0.56 s).
+    const cpu::SerialBlas serial;
+    LAPACK_dpotrf(&upper, &n, A.data(), &n, &info);
+    if (info == 0) LAPACK_dtrtri(&upper, &non_unit, &n, A.data(), &n, &info);
+  }
   bool ok = info == 0;
   for (int64_t i = 0; ok && i < K; ++i) ok = std::isfinite(A[size_t(i * K + i)]);
   if (!ok) return nullptr;
@@ -273,9 +281,7 @@ std::unique_ptr<SweepResult> CpuQuantOps::sweep(const SweepWeights& weights, con
     }
     // Lazy batch update of every later column: Wp[:, i2:] −= E1 · U[i1:i2, i2:].
     if (i2 < K) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blasint(N), blasint(K - i2),
-                  blasint(cnt), -1.0f, E1.data(), blasint(cnt), U + i1 * K + i2, blasint(K),
-                  1.0f, Wp.data() + i2, blasint(K));
+      cpu::gemm(cpu::Op::kN, cpu::Op::kN, N, K - i2, cnt, -1.0f, E1.data(), cnt, U + i1 * K + i2, K, 1.0f, Wp.data() + i2, K);
     }
   }
   double loss = 0.0;
