@@ -158,6 +158,7 @@ TEST(Cli, EveryParseFailureExitsWithStatusTwo) {
       {"ppl " + m + " --text x --threads 0", "--threads: expected auto or a whole number >= 1"},
       {"generate " + m + " --prompt hi --threads many", "--threads: expected auto or a whole number >= 1"},
       {"quantize " + m + " --out o --calib c --threads -2", "--threads: expected auto or a whole number >= 1"},
+      {"quantize " + m + " --out o --calib c --devices cpu,,cpu", "--devices cpu,,cpu: an empty device name"},
       // quantize
       {"quantize --out o", "model is required"},
       {"quantize " + m, "--out is required"},
@@ -262,6 +263,27 @@ TEST(Cli, QuantizeRtnWritesAStandardCheckpoint) {
   EXPECT_EQ(info["quantization_config"]["checkpoint_format"], "gptq_v2");
   EXPECT_EQ(info["parameters"], 15191712);
   std::filesystem::remove_all(out);
+}
+
+// --devices runs one rank per listed device (here two CPU ranks, sharing its cores): the
+// same checkpoint layout as one device, and --json says how many ranks ran.
+// (tests/test_quantize_parallel.cpp compares the codes.)
+TEST(Cli, QuantizeOnSeveralDevices) {
+  test::TempDir d;
+  const std::string common = "quantize " + model_dir() + " --calib " + (test::source_dir() / "data" / "web-bible.txt").string() +
+                             " --n-samples 4 --seq-len 64 --batch-size 1 --json";
+  const auto one = run(common + " --device cpu --out " + (d.path() / "one").string() + " 2>/dev/null");
+  const auto two = run(common + " --devices cpu,cpu --out " + (d.path() / "two").string() + " 2>/dev/null");
+  ASSERT_EQ(one.status, 0) << one.out;
+  ASSERT_EQ(two.status, 0) << two.out;
+  EXPECT_EQ(nlohmann::json::parse(one.out)["ranks"], 1);
+  const auto j = nlohmann::json::parse(two.out);
+  EXPECT_EQ(j["ranks"], 2);
+  EXPECT_EQ(j["modules"], nlohmann::json::parse(one.out)["modules"]);
+  EXPECT_EQ(j["tensor_bytes"], nlohmann::json::parse(one.out)["tensor_bytes"]);
+  const auto r = run(common + " --devices cpu,cpu,cpu,cpu,cpu --out " + (d.path() / "five").string() + " 2>&1");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("makes 4 forward chunks (4 samples), fewer than the 5 devices"), std::string::npos) << r.out;
 }
 
 // The lines quantize prints on stderr that start with "gptq: warning: ".

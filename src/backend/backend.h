@@ -168,6 +168,10 @@ class Backend {
   virtual void download(Tensor src, std::span<float> host) = 0;
   virtual void download(Tensor src, std::span<int32_t> host) = 0;
   virtual void synchronize() = 0;
+  // Makes this backend's device the calling thread's current one (CUDA's current device is
+  // per thread and kernels launch on it): a thread other than the one that made the
+  // backend calls this before using it (quant/parallel.h's ranks). A no-op on the CPU.
+  virtual void bind_thread() {}
   // Host memory for activations kept off the device ([rows, cols] of any float dtype, a
   // Tensor with device kCpu): page-locked where that makes transfers faster and
   // asynchronous (CUDA; not counted in MemoryStats::peak_allocated, which is device

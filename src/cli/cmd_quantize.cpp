@@ -1,5 +1,6 @@
 // gptq quantize MODEL --out DIR --calib FILE... [options]: GPTQ (or RTN) to a standard
 // GPTQ checkpoint. Defaults are GPTQModel's; the effective settings are echoed first.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -12,7 +13,9 @@
 #include "io/atomic_file.h"
 #include "quant/calibration.h"
 #include "format/loader_support.h"
+#include "quant/parallel.h"
 #include "quant/pipeline.h"
+#include "backend/registry.h"
 #include "model/config.h"
 #include "tokenizer/tokenizer.h"
 
@@ -47,6 +50,7 @@ struct QuantizeArgs {
   std::string max_shard_size = "4GB";
   std::string write_queue = std::to_string(io::CheckpointWriterOptions{}.background_bytes);
   DeviceArgs device;
+  std::string devices;  // empty: --device alone
   std::string max_device_memory;
   int64_t batch_size = 0;
   bool overwrite = false;
@@ -55,6 +59,26 @@ struct QuantizeArgs {
   std::string eval_text;
   std::vector<std::string> eval_tasks;
 };
+
+// --devices: "all" -> cuda:0 .. cuda:N-1; "a,b,c" -> {a, b, c}; "" -> {}.
+std::vector<std::string> device_list(const std::string& s) {
+  std::vector<std::string> out;
+  if (s == "all") {
+    const int n = backend::cuda_device_count();
+    if (n == 0) throw Error(ErrorKind::kDevice, "--devices all: no CUDA device");
+    for (int i = 0; i < n; ++i) out.push_back("cuda:" + std::to_string(i));
+    return out;
+  }
+  std::size_t from = 0;
+  while (from < s.size()) {
+    const std::size_t comma = std::min(s.find(',', from), s.size());
+    if (comma == from) throw Error(ErrorKind::kInvalidArgument, "--devices " + s + ": an empty device name");
+    out.push_back(s.substr(from, comma - from));
+    from = comma + 1;
+    if (comma + 1 == s.size()) throw Error(ErrorKind::kInvalidArgument, "--devices " + s + ": an empty device name");
+  }
+  return out;
+}
 
 // "4GB", "500MB", "2GiB", "1000000" -> bytes; `flag` names the option in errors.
 uint64_t parse_size(const std::string& s, const std::string& flag) {
@@ -130,6 +154,20 @@ Runner add_quantize(CLI::App& app) {
                  "(e.g. 1GiB); 0: the checkpoint on the quantizing thread, the journal one write at a time")
       ->capture_default_str();
   add_device_flags(app, a->device);
+  app.add_option("--devices", a->devices,
+                 "Quantize data-parallel on several devices, one rank each: a comma-separated list (cuda:0,cuda:1; "
+                 "a device may repeat) or all (every GPU). The calibration is shared among them in whole forward "
+                 "chunks, the Hessians pooled, each group's modules quantized on different ranks; rank 0 writes "
+                 "(src/quant/parallel.h). Replaces --device")
+      ->check([](const std::string& s) {
+        if (s == "all") return std::string();
+        try {
+          device_list(s);
+        } catch (const Error& e) {
+          return std::string(e.what());
+        }
+        return std::string();
+      });
   app.add_option("--max-device-memory", a->max_device_memory,
                  "Device memory quantizing may allocate (e.g. 15GB); default: what is free at the start");
   app.add_option("--batch-size", a->batch_size,
@@ -223,7 +261,15 @@ Runner add_quantize(CLI::App& app) {
       std::fprintf(stderr, "  %-40s %4d %6d %12.5g %7.3f %7.2f%s\n", m.name.c_str(), m.bits, m.group_size, m.loss,
                    m.damp, m.seconds, m.retries > 0 ? "  (damping raised)" : "");
     };
-    const std::unique_ptr<backend::Backend> be = open_backend(a->device, a->model);
+    // One backend per rank; rank 0's reports progress and memory.
+    std::vector<std::unique_ptr<backend::Backend>> ranks;
+    for (const std::string& spec : device_list(a->devices)) {
+      DeviceArgs d = a->device;
+      d.device = spec;
+      ranks.push_back(open_backend(d, a->model));
+    }
+    if (ranks.empty()) ranks.push_back(open_backend(a->device, a->model));
+    const std::unique_ptr<backend::Backend>& be = ranks.front();
     po.on_layer_times = [](const quant::LayerTimes& t) {
       std::fprintf(stderr, "  %s: %s\n", t.layer < 0 ? "lm_head" : ("layer " + std::to_string(t.layer)).c_str(),
                    quant::describe(t).c_str());
@@ -237,7 +283,9 @@ Runner add_quantize(CLI::App& app) {
       layers.update(done, "device " + std::to_string(m.device_used >> 20) + " MiB in use, peak allocated " +
                               std::to_string(m.peak_allocated >> 20) + " MiB");
     };
-    const quant::QuantizeResult r = quant::quantize_model(a->model, calib, *be, po);
+    std::vector<backend::Backend*> backends;
+    for (const auto& b : ranks) backends.push_back(b.get());
+    const quant::QuantizeResult r = quant::quantize_model_parallel(a->model, calib, backends, po);
     layers.finish();
 
     std::fprintf(stderr,
@@ -268,7 +316,8 @@ Runner add_quantize(CLI::App& app) {
                                 {"peak_rss_bytes", r.peak_rss},         {"tensor_bytes", r.checkpoint.tensor_bytes},
                                 {"shards", r.checkpoint.shards.size()}, {"bpw_quantized", r.bpw_quantized},
                                 {"bpw_total", r.bpw_total},             {"quantized_params", r.quantized_params},
-                                {"total_params", r.total_params},       {"modules", r.modules.size()}};
+                                {"total_params", r.total_params},       {"modules", r.modules.size()},
+                                {"ranks", ranks.size()}};
       j["startup"] = nlohmann::json(quant::to_json(r.startup));
       j["layers"] = nlohmann::json::array();
       for (const auto& t : r.layers) j["layers"].push_back(nlohmann::json(quant::to_json(t)));

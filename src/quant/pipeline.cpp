@@ -20,6 +20,7 @@
 #include "model/side_files.h"
 #include "quant/device_budget.h"
 #include "quant/gptq.h"
+#include "quant/rank_group.h"
 #include "format/packing.h"
 #include "quant/rtn.h"
 
@@ -72,6 +73,12 @@ class HessianObserver final : public model::LinearObserver {
     *seconds_ += since(t0);
   }
   const backend::Hessian& hessian(Slot s) const { return *hessians_.at(input_source(s)); }
+  // Each distinct Hessian once, in slot order (the same order on every rank).
+  std::vector<backend::Hessian*> distinct() const {
+    std::vector<backend::Hessian*> out;
+    for (const auto& [slot, h] : hessians_) out.push_back(h.get());
+    return out;
+  }
 
  private:
   backend::Backend& b_;
@@ -123,16 +130,29 @@ ModuleReport module_report_from_json(const nlohmann::ordered_json& j, const std:
           .seconds = io::json_get<double>(j, "seconds", what)};
 }
 
+// A quantized module as every rank sees it: its report line and the checkpoint's tensors.
+struct QuantizedModule {
+  ModuleReport report;
+  PackedLinear packed;
+};
+
 // Everything one run needs, so the steps below stay short.
 class Run {
  public:
-  Run(const fs::path& dir, const CalibSet& calib, backend::Backend& b, const PipelineOptions& o)
-      : dir_(dir), calib_(calib), b_(b), o_(o), c_(model::load_config(dir)), ckpt_(dir),
-        writer_(o.out_dir, o.writer), start_(Clock::now()) {}
+  Run(const fs::path& dir, const CalibSet& calib, backend::Backend& b, const PipelineOptions& o, const RankRole& role)
+      : dir_(dir), calib_(calib), b_(b), o_(o), role_(role), c_(model::load_config(dir)), ckpt_(dir),
+        start_(Clock::now()) {
+    if (leader()) writer_.emplace(o.out_dir, o.writer);
+  }
 
   QuantizeResult go();
 
  private:
+  int world() const { return role_.group != nullptr ? role_.group->world() : 1; }
+  bool leader() const { return role_.rank == 0; }
+  const CalibSet& whole() const { return role_.whole != nullptr ? *role_.whole : calib_; }
+  // Every rank's Hessians become their pool over all ranks' rows (a no-op for one rank).
+  void pool(const std::vector<backend::Hessian*>& hessians);
   // A [tokens, hidden] activation store; `resident`: in memory the backend's ops read
   // (device memory, or any memory on the CPU), so a pass may run on its rows in place.
   struct Store {
@@ -152,15 +172,25 @@ class Run {
   void run_samples(model::DecoderLayer& L, model::LinearObserver* obs, Store& from, Store* into, model::Block start,
                    std::optional<Slot> stop_after);
   void quantize_layer(int64_t i);
-  ModuleReport quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
-                               int64_t in, const std::string& weight_name, const backend::Hessian* h,
-                               std::unique_ptr<backend::Linear>* swap_in);
+  // Quantizes one module. `dense`: the layer's linear the calibration passes ran (null
+  // for RTN and the head); then *made receives the quantized linear to swap in for it.
+  std::shared_ptr<const QuantizedModule> quantize_module(const std::string& name, int64_t layer,
+                                                         const ModuleSettings& s, int64_t out, int64_t in,
+                                                         const std::string& weight_name, const backend::Hessian* h,
+                                                         backend::Linear* dense, std::unique_ptr<backend::Linear>* made);
+  // A quantized module (made on this rank or another) to the output and the report, and
+  // into *swap_in when not null: `made` when this rank made it, else built from the
+  // packed tensors as a reload of the checkpoint builds it.
+  void publish(const QuantizedModule& m, std::unique_ptr<backend::Linear> made, std::unique_ptr<backend::Linear>* swap_in);
+  // The modules of one group: each quantized on its owning rank (every module on this one
+  // when alone), then published on every rank in the group's order.
+  void quantize_group(int64_t layer, const std::vector<Slot>& todo, const HessianObserver* obs, model::DecoderLayer* L);
   void quantize_lm_head();
   // Every output tensor goes through here: to the output, and to the journal while a
   // layer is being recorded.
   void emit(const std::string& name, DType dtype, const std::vector<int64_t>& shape, std::span<const std::byte> data,
             io::CheckpointWriter::Lifetime lifetime = io::CheckpointWriter::Lifetime::kCopied) {
-    writer_.add_tensor(name, dtype, shape, data, lifetime);
+    if (writer_) writer_->add_tensor(name, dtype, shape, data, lifetime);
     if (recording_) journal_->add(name, dtype, shape, data);
   }
   // A source tensor as it is: written straight from the memory map, which outlives the
@@ -202,9 +232,10 @@ class Run {
   const CalibSet& calib_;
   backend::Backend& b_;
   const PipelineOptions& o_;
+  RankRole role_;
   model::ModelConfig c_;
   io::Checkpoint ckpt_;
-  io::CheckpointWriter writer_;
+  std::optional<io::CheckpointWriter> writer_;  // rank 0's only
   Clock::time_point start_;
   QuantizeResult result_;
   bool gptq_ = true;
@@ -364,20 +395,12 @@ void Run::plan_chunks() {
       o_.on_note(why + " (" + std::to_string(cap >> 20) + " MiB of device memory; " + need.describe() + ")");
     }
   }
-  chunks_ = {0};
-  int64_t rows = 0, samples = 0;
-  for (std::size_t s = 0; s + 1 < offsets_.size(); ++s) {
-    const int64_t len = offsets_[s + 1] - offsets_[s];
-    if (rows > 0 && (rows + len > max_rows || samples == max_samples)) {
-      chunks_.push_back(s);
-      rows = 0;
-      samples = 0;
-    }
-    rows += len;
-    ++samples;
-    chunk_rows_ = std::max(chunk_rows_, rows);
+  std::vector<int64_t> lengths;
+  for (std::size_t s = 0; s + 1 < offsets_.size(); ++s) lengths.push_back(offsets_[s + 1] - offsets_[s]);
+  chunks_ = chunk_starts(lengths, max_rows, max_samples);
+  for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
+    chunk_rows_ = std::max(chunk_rows_, offsets_[chunks_[c + 1]] - offsets_[chunks_[c]]);
   }
-  chunks_.push_back(offsets_.size() - 1);
   allocate(acts, residual);
 }
 
@@ -413,18 +436,22 @@ void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, Store&
   ++times_.passes;
 }
 
-ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const ModuleSettings& s, int64_t out,
-                                  int64_t in, const std::string& weight_name, const backend::Hessian* h,
-                                  std::unique_ptr<backend::Linear>* swap_in) {
-  ModuleReport m{.name = name, .layer = layer, .bits = s.bits, .group_size = s.group_size, .desc_act = s.desc_act};
+std::shared_ptr<const QuantizedModule> Run::quantize_module(const std::string& name, int64_t layer,
+                                                            const ModuleSettings& s, int64_t out, int64_t in,
+                                                            const std::string& weight_name, const backend::Hessian* h,
+                                                            backend::Linear* dense,
+                                                            std::unique_ptr<backend::Linear>* made) {
+  auto done = std::make_shared<QuantizedModule>();
+  ModuleReport& m = done->report;
+  m = {.name = name, .layer = layer, .bits = s.bits, .group_size = s.group_size, .desc_act = s.desc_act};
   const auto t0 = Clock::now();
   const io::TensorView& t = io::expect_shape(ckpt_.get(weight_name), {out, in}, dir_.string());
   // GPTQ reads the weights where the calibration passes already hold them when the
   // backend keeps them with the checkpoint's values (its dense layer in the same dtype):
   // no conversion on the host and no upload. Otherwise fp32 on the host.
   std::optional<backend::Tensor> resident;
-  if (gptq_ && swap_in != nullptr && *swap_in) {
-    resident = b_.dense_weight(**swap_in);
+  if (gptq_ && dense != nullptr) {
+    resident = b_.dense_weight(*dense);
     if (resident && resident->dtype != t.dtype) resident.reset();
   }
   if (!resident) {
@@ -436,7 +463,7 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
   const float* W = resident ? nullptr : w_.view().as<float>();
   // GPTQ's result stays where the sweep made it and is packed there (on CUDA only the
   // packed tensors come back); the unpacked form reaches the host only for on_quantized.
-  PackedLinear saved;
+  PackedLinear& saved = done->packed;
   std::unique_ptr<backend::SweepResult> r;
   if (gptq_) {
     GptqStats st;
@@ -463,27 +490,81 @@ ModuleReport Run::quantize_module(const std::string& name, int64_t layer, const 
     if (o_.on_quantized) o_.on_quantized(name, q);
     timed(&LayerTimes::pack, [&] { saved = pack(q, o_.config.format); });
   }
-  timed(&LayerTimes::write, [&] {
-    emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
-    emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
-    emit(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales));
-    emit(name + ".g_idx", DType::kI32, {in}, bytes_of(saved.g_idx));
-    if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
-  });
-  quantized_bits_ += int64_t(saved.qweight.size() * 32 + saved.qzeros.size() * 32 + saved.scales.size() * 16 +
-                             saved.g_idx.size() * 32);
-  result_.quantized_params += out * in;
-  if (swap_in != nullptr) {
+  if (made != nullptr) {
     // The in-memory model runs exactly what a reload of the checkpoint runs: the tensors
     // just written, with v2 zeros as the loader converts v1 ones, bias included (GPTQ
     // quantizes the weight only). Built from the sweep's result where it is (on CUDA,
     // without a host round trip).
     std::vector<float> bias;
     if (ckpt_.find(name + ".bias") != nullptr) bias = model::load_vector(ckpt_, name + ".bias", out);
-    timed(&LayerTimes::swap_in, [&] { *swap_in = ops_->swap_in(b_, *r, std::move(bias)); });
+    timed(&LayerTimes::swap_in, [&] { *made = ops_->swap_in(b_, *r, std::move(bias)); });
   }
   m.seconds = since(t0);
-  return m;
+  return done;
+}
+
+void Run::publish(const QuantizedModule& q, std::unique_ptr<backend::Linear> made,
+                  std::unique_ptr<backend::Linear>* swap_in) {
+  const auto t0 = Clock::now();
+  const std::string& name = q.report.name;
+  const PackedLinear& saved = q.packed;
+  timed(&LayerTimes::write, [&] {
+    emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
+    emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
+    emit(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales));
+    emit(name + ".g_idx", DType::kI32, {saved.in_features}, bytes_of(saved.g_idx));
+    if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
+  });
+  quantized_bits_ += int64_t(saved.qweight.size() * 32 + saved.qzeros.size() * 32 + saved.scales.size() * 16 +
+                             saved.g_idx.size() * 32);
+  result_.quantized_params += saved.out_features * saved.in_features;
+  if (swap_in != nullptr) {
+    if (made) {
+      *swap_in = std::move(made);
+    } else {
+      // Another rank's module, as model::read_packed gives it from the checkpoint.
+      timed(&LayerTimes::swap_in, [&] {
+        PackedLinear p = saved;
+        if (ckpt_.find(name + ".bias") != nullptr) p.bias = model::load_vector(ckpt_, name + ".bias", p.out_features);
+        if (o_.config.format == Format::kV1) convert_v1_zeros_to_v2(p);
+        *swap_in = b_.gptq_linear(std::move(p));
+      });
+    }
+  }
+  ModuleReport r = q.report;
+  r.seconds += since(t0);
+  report(std::move(r));
+}
+
+void Run::quantize_group(int64_t layer, const std::vector<Slot>& todo, const HessianObserver* obs,
+                         model::DecoderLayer* L) {
+  std::vector<int64_t> cost;
+  for (Slot s : todo) {
+    const auto [out, in] = model::slot_shape(c_, s);
+    cost.push_back(out * in);
+  }
+  const std::vector<int> owner = assign_owners(cost, world());
+  std::vector<std::shared_ptr<const QuantizedModule>> mine(todo.size());
+  std::vector<std::unique_ptr<backend::Linear>> made(todo.size());
+  for (std::size_t k = 0; k < todo.size(); ++k) {
+    if (owner[k] != role_.rank) continue;
+    const Slot s = todo[k];
+    const std::string name = model::module_name(layer, s);
+    const auto [out, in] = model::slot_shape(c_, s);
+    backend::Linear* dense = L != nullptr ? L->linears[std::size_t(s)].get() : nullptr;
+    mine[k] = quantize_module(name, layer, *o_.config.resolve(name), out, in, name + ".weight",
+                              obs != nullptr ? &obs->hessian(s) : nullptr, dense, L != nullptr ? &made[k] : nullptr);
+  }
+  std::vector<std::shared_ptr<const QuantizedModule>> all = mine;
+  if (world() > 1) {
+    // Every rank's list, then module k from its owner's.
+    using List = std::vector<std::shared_ptr<const QuantizedModule>>;
+    const auto lists = role_.group->gather<List>(role_.rank, std::make_shared<const List>(mine));
+    for (std::size_t k = 0; k < todo.size(); ++k) all[k] = (*lists[std::size_t(owner[k])])[k];
+  }
+  for (std::size_t k = 0; k < todo.size(); ++k) {
+    publish(*all[k], std::move(made[k]), L != nullptr ? &L->linears[std::size_t(todo[k])] : nullptr);
+  }
 }
 
 void Run::quantize_layer(int64_t i) {
@@ -546,12 +627,8 @@ void Run::quantize_layer(int64_t i) {
         run_samples(*L, &*obs, acts_, nullptr, model::Block::kAttention, todo.back());
       }
     }
-    for (Slot s : todo) {
-      const std::string name = model::module_name(i, s);
-      const auto [out, in] = model::slot_shape(c_, s);
-      report(quantize_module(name, i, *o_.config.resolve(name), out, in, name + ".weight",
-                             gptq_ ? &obs->hessian(s) : nullptr, gptq_ ? &L->linears[std::size_t(s)] : nullptr));
-    }
+    if (obs) timed(&LayerTimes::hessian, [&] { pool(obs->distinct()); });
+    quantize_group(i, todo, obs ? &*obs : nullptr, L ? &*L : nullptr);
     factors_.clear();  // keyed by this group's Hessians, which go now; and its memory with them
   }
   if (gptq_) {  // the next layer's inputs
@@ -586,7 +663,7 @@ void Run::replay_layer(int64_t i) {
   const LayerJournal::Layer l = journal_->read(i);
   for (const std::string& name : l.order) {
     const io::TensorView& t = l.tensors->get(name);
-    writer_.add_tensor(name, t.dtype, t.shape, t.data);
+    if (writer_) writer_->add_tensor(name, t.dtype, t.shape, t.data);
   }
   const std::string what = "journal of layer " + std::to_string(i);
   for (const auto& m : l.meta.at("modules")) report(module_report_from_json(m, what));
@@ -612,21 +689,31 @@ void Run::replay_layer(int64_t i) {
   run_samples(*L, nullptr, acts_, &acts_, model::Block::kAttention, std::nullopt);
 }
 
+void Run::pool(const std::vector<backend::Hessian*>& hessians) {
+  if (world() == 1) return;
+  for (backend::Hessian* h : hessians) {
+    const auto [mean, rows] = role_.group->pooled_mean(role_.rank, ops_->download(*h), h->samples());
+    ops_->assign(*h, mean, rows);
+  }
+}
+
 nlohmann::ordered_json Run::fingerprint() const {
   // FNV-1a over the calibration token ids: the windows, not just their description.
   uint64_t h = 1469598103934665603ull;
-  for (const auto& sample : calib_.samples) {
+  for (const auto& sample : whole().samples) {
     for (int32_t id : sample) h = (h ^ uint64_t(uint32_t(id))) * 1099511628211ull;
     h = (h ^ 0xffffffffull) * 1099511628211ull;
   }
   nlohmann::ordered_json f = {{"quantizer", "gptq.cpp:" + o_.version},
                                {"source", fs::absolute(dir_).string()},
                                {"quantization_config", o_.config.to_json(o_.version)},
-                               {"calibration", calib_.describe()},
+                               {"calibration", whole().describe()},
                                {"calibration_tokens_fnv1a", h},
                                {"device", b_.name()},
                                {"activations", std::string(dtype_name(b_.activation_dtype()))},
                                {"forward_chunks", chunks_}};
+  // Several ranks pool their shares' Hessians, which rounds differently (quant/parallel.h).
+  if (world() > 1) f["ranks"] = world();
   if (b_.device() != backend::Device::kCpu) f["factor"] = factor_ == backend::FactorPrecision::kF64 ? "fp64" : "fp32";
   return f;
 }
@@ -659,7 +746,8 @@ void Run::quantize_lm_head() {
     }
     ++times_.passes;
   }
-  report(quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, h.get(), nullptr));
+  if (h) timed(&LayerTimes::hessian, [&] { pool({h.get()}); });
+  if (leader()) publish(*quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, h.get(), nullptr, nullptr), nullptr, nullptr);
   factors_.clear();
   end_times();
 }
@@ -671,23 +759,23 @@ void Run::write_metadata(QuantizeResult& r) {
   config["quantization_config"] = qc;
   // A quantized head cannot stay tied to the (unquantized) embedding.
   if (o_.config.lm_head && c_.tie_embeddings && o_.config.resolve("lm_head")) config["tie_word_embeddings"] = false;
-  writer_.add_file("config.json", config.dump(2) + "\n");
-  writer_.add_file("quantize_config.json", qc.dump(2) + "\n");
-  model::add_side_files(writer_, dir_);
+  writer_->add_file("config.json", config.dump(2) + "\n");
+  writer_->add_file("quantize_config.json", qc.dump(2) + "\n");
+  model::add_side_files(*writer_, dir_);
   ojson modules = ojson::array();
   for (const auto& m : r.modules) modules.push_back(report_json(m));
   ojson layers = ojson::array();
   for (const auto& t : r.layers) layers.push_back(to_json(t));
   const ojson log = {{"quantizer", "gptq.cpp:" + o_.version},
                      {"source", dir_.string()},
-                     {"calibration", calib_.describe()},
+                     {"calibration", whole().describe()},
                      {"quantization_config", qc},
                      {"seconds", since(start_)},
                      {"peak_rss_bytes", peak_rss_bytes()},
                      {"startup", to_json(r.startup)},
                      {"modules", modules},
                      {"layers", layers}};
-  writer_.add_file("quant_log.json", log.dump(2) + "\n");
+  writer_->add_file("quant_log.json", log.dump(2) + "\n");
 }
 
 QuantizeResult Run::go() {
@@ -729,8 +817,9 @@ QuantizeResult Run::go() {
 
   for (const auto& name : ckpt_.names()) result_.total_params += ckpt_.get(name).numel();
   result_.peak_rss = peak_rss_bytes();
+  if (!writer_) return result_;  // another rank's share: rank 0 writes
   write_metadata(result_);
-  result_.checkpoint = writer_.commit();
+  result_.checkpoint = writer_->commit();
   if (journal_) journal_->remove();
   result_.seconds = since(start_);
   result_.bpw_quantized = result_.quantized_params > 0 ? double(quantized_bits_) / double(result_.quantized_params) : 0.0;
@@ -787,10 +876,32 @@ void check_quantizable(const fs::path& dir, const QuantizeConfig& config) {
   if (config.lm_head) check("lm_head", c.hidden);
 }
 
+std::vector<std::size_t> chunk_starts(std::span<const int64_t> lengths, int64_t max_rows, int64_t max_samples) {
+  std::vector<std::size_t> starts = {0};
+  int64_t rows = 0, samples = 0;
+  for (std::size_t s = 0; s < lengths.size(); ++s) {
+    if (rows > 0 && (rows + lengths[s] > max_rows || samples == max_samples)) {
+      starts.push_back(s);
+      rows = 0;
+      samples = 0;
+    }
+    rows += lengths[s];
+    ++samples;
+  }
+  starts.push_back(lengths.size());
+  return starts;
+}
+
 QuantizeResult quantize_model(const fs::path& model_dir, const CalibSet& calib, backend::Backend& b,
                               const PipelineOptions& o) {
   check_quantizable(model_dir, o.config);
-  Run run(model_dir, calib, b, o);
+  Run run(model_dir, calib, b, o, RankRole{});
+  return run.go();
+}
+
+QuantizeResult quantize_model_rank(const fs::path& model_dir, const CalibSet& share, backend::Backend& b,
+                                   const PipelineOptions& o, const RankRole& role) {
+  Run run(model_dir, share, b, o, role);
   return run.go();
 }
 

@@ -24,6 +24,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -159,6 +160,24 @@ struct PipelineOptions {
 // directory is left untouched (nothing half-written).
 QuantizeResult quantize_model(const std::filesystem::path& model_dir, const CalibSet& calib, backend::Backend& b,
                               const PipelineOptions& o);
+
+// The forward chunks of whole samples of these lengths: chunk c holds samples
+// [starts[c], starts[c + 1]); a chunk is closed before a sample that would take it past
+// max_rows tokens or max_samples samples (a longer sample gets a chunk of its own).
+std::vector<std::size_t> chunk_starts(std::span<const int64_t> lengths, int64_t max_rows, int64_t max_samples);
+
+class RankGroup;
+
+// One rank of a data-parallel quantization, for quant/parallel.h's driver only: `share`
+// holds this rank's calibration samples, `whole` all of them (the journal's fingerprint).
+// Rank 0 writes the checkpoint and returns the run's result; the others write nothing.
+struct RankRole {
+  RankGroup* group = nullptr;
+  int rank = 0;
+  const CalibSet* whole = nullptr;
+};
+QuantizeResult quantize_model_rank(const std::filesystem::path& model_dir, const CalibSet& share, backend::Backend& b,
+                                   const PipelineOptions& o, const RankRole& role);
 
 // Checks every module's settings against its shape (K fits the packing) before any work
 // starts; throws kInvalidArgument naming the module. A group size that does not divide K

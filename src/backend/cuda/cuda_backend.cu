@@ -217,6 +217,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return name_; }
   Device device() const override { return Device::kCuda; }
+  void bind_thread() override { CUDA_CHECK(cudaSetDevice(index_)); }
   DType activation_dtype() const override { return act_; }
 
   Buffer alloc(int64_t rows, int64_t cols, DType dtype) override {
@@ -294,8 +295,15 @@ class CudaBackend final : public Backend {
     copy_2d(dst.data, dst.stride * e, src.data, src.stride * e, src.cols * e, src.rows, cudaMemcpyDefault);
   }
   MemoryStats memory() const override {
+    // cudaMemGetInfo reports the calling thread's current device: this backend's, for
+    // the call, from any thread.
+    int current = 0;
+    CUDA_CHECK(cudaGetDevice(&current));
+    CUDA_CHECK(cudaSetDevice(index_));
     size_t free = 0, total = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free, &total));
+    const cudaError_t info = cudaMemGetInfo(&free, &total);
+    CUDA_CHECK(cudaSetDevice(current));
+    CUDA_CHECK(info);
     return {.peak_allocated = meter_->peak(), .device_used = total - free, .device_total = total};
   }
 

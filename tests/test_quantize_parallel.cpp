@@ -1,0 +1,256 @@
+// Data-parallel quantization (quant/parallel.h, quant/rank_group.h): the rank group's
+// collectives, the calibration shares and module owners, and whole runs on several ranks
+// against one rank: on CPU backends here, and with several ranks on one GPU where one
+// is present (NCCL refuses two ranks on one device; these ranks meet in host memory).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <thread>
+
+#include "backend/backend.h"
+#include "backend/registry.h"
+#include "io/checkpoint.h"
+#include "quant/calibration.h"
+#include "quant/parallel.h"
+#include "quant/rank_group.h"
+#include "temp_dir.h"
+#include "test_paths.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+namespace gptq {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Runs f(rank) on `world` threads and joins them.
+template <class F>
+void on_ranks(int world, const F& f) {
+  std::vector<std::thread> t;
+  for (int r = 0; r < world; ++r) t.emplace_back(f, r);
+  for (auto& x : t) x.join();
+}
+
+TEST(RankGroup, AllGatherIsInRankOrderRoundAfterRound) {
+  constexpr int kWorld = 3;
+  quant::RankGroup g(kWorld);
+  std::vector<std::vector<int>> seen(kWorld);
+  on_ranks(kWorld, [&](int r) {
+    for (int round = 0; round < 50; ++round) {
+      const auto all = g.gather<int>(r, std::make_shared<const int>(100 * round + r));
+      for (int q = 0; q < kWorld; ++q) seen[r].push_back(*all[std::size_t(q)]);
+    }
+  });
+  for (int r = 0; r < kWorld; ++r) {
+    ASSERT_EQ(seen[r].size(), 150u);
+    for (int round = 0; round < 50; ++round) {
+      for (int q = 0; q < kWorld; ++q) EXPECT_EQ(seen[r][std::size_t(round * kWorld + q)], 100 * round + q);
+    }
+  }
+}
+
+// Rank r holds the mean of its rows_r rows; the pool is Σ (rows_r / n) · part_r in rank
+// order: the same bits on every rank, and the same arithmetic written out here.
+TEST(RankGroup, PooledMeanIsTheRowWeightedSumInRankOrder) {
+  constexpr int kWorld = 3;
+  const std::vector<int64_t> rows = {5, 0, 11};
+  const std::vector<std::vector<double>> parts = {{0.1, -2.0, 3.3}, {9.0, 9.0, 9.0}, {1.0 / 3, 0.7, -1e-9}};
+  quant::RankGroup g(kWorld);
+  std::vector<std::pair<std::vector<double>, int64_t>> got(kWorld);
+  on_ranks(kWorld, [&](int r) { got[std::size_t(r)] = g.pooled_mean(r, parts[std::size_t(r)], rows[std::size_t(r)]); });
+  std::vector<double> want(3, 0.0);
+  for (int r = 0; r < kWorld; ++r) {
+    const double w = double(rows[std::size_t(r)]) / 16.0;
+    for (int i = 0; i < 3; ++i) want[std::size_t(i)] += w * parts[std::size_t(r)][std::size_t(i)];
+  }
+  for (int r = 0; r < kWorld; ++r) {
+    EXPECT_EQ(got[std::size_t(r)].second, 16);
+    EXPECT_EQ(std::memcmp(got[std::size_t(r)].first.data(), want.data(), 3 * sizeof(double)), 0) << "rank " << r;
+  }
+}
+
+TEST(RankGroup, AFailedRankReleasesTheOthers) {
+  quant::RankGroup g(3);
+  std::vector<int> threw(3, 0);
+  on_ranks(3, [&](int r) {
+    if (r == 2) {
+      g.fail();
+      return;
+    }
+    try {
+      g.gather<int>(r, std::make_shared<const int>(r));
+    } catch (const Error& e) {
+      threw[std::size_t(r)] = e.kind() == ErrorKind::kInternal && std::string(e.what()).find("another rank") != std::string::npos;
+    }
+  });
+  EXPECT_EQ(threw, (std::vector<int>{1, 1, 0}));
+}
+
+TEST(AssignOwners, CostliestFirstToTheLeastLoadedRank) {
+  EXPECT_EQ(quant::assign_owners({1, 1, 1}, 2), (std::vector<int>{0, 1, 0}));  // q, k, v of one size
+  EXPECT_EQ(quant::assign_owners({4, 1, 1}, 2), (std::vector<int>{0, 1, 1}));  // q beside GQA's small k, v
+  EXPECT_EQ(quant::assign_owners({3, 5, 2, 2}, 2), (std::vector<int>{1, 0, 1, 0}));
+  EXPECT_EQ(quant::assign_owners({7}, 4), (std::vector<int>{0}));
+  EXPECT_EQ(quant::assign_owners({2, 2}, 1), (std::vector<int>{0, 0}));
+}
+
+// Shares are runs of whole chunks: 7 samples of 2 tokens in chunks of 2 samples make
+// chunks {0,1} {2,3} {4,5} {6}; 3 ranks get 1, 1 and 2 of them. By tokens: chunks of
+// at most 5 tokens hold 2 samples each.
+TEST(CalibrationShares, RunsOfWholeChunks) {
+  quant::CalibSet c;
+  for (int32_t s = 0; s < 7; ++s) c.samples.push_back({s, s});
+  auto sizes = [&](int world, quant::PipelineOptions o) {
+    std::vector<std::vector<int32_t>> joined;
+    std::vector<std::size_t> n;
+    for (const auto& share : quant::calibration_shares(c, world, o)) {
+      n.push_back(share.samples.size());
+      joined.insert(joined.end(), share.samples.begin(), share.samples.end());
+    }
+    EXPECT_EQ(joined, c.samples);
+    return n;
+  };
+  EXPECT_EQ(sizes(3, {.batch_samples = 2}), (std::vector<std::size_t>{2, 2, 3}));
+  EXPECT_EQ(sizes(2, {.batch_samples = 2}), (std::vector<std::size_t>{4, 3}));
+  EXPECT_EQ(sizes(2, {.batch_tokens = 5}), (std::vector<std::size_t>{4, 3}));
+  EXPECT_EQ(sizes(4, {.batch_samples = 2}), (std::vector<std::size_t>{2, 2, 2, 1}));
+  test::expect_error([&] { quant::calibration_shares(c, 5, {.batch_samples = 2}); },
+                     "makes 4 forward chunks (7 samples), fewer than the 5 devices", ErrorKind::kInvalidArgument);
+}
+
+// The 4-bit codes of one checkpoint's .qweight tensors (8 per int32, along K).
+std::vector<uint8_t> codes_of(const io::Checkpoint& ck, const std::string& name) {
+  const io::TensorView& t = ck.get(name);
+  std::vector<uint8_t> out;
+  for (std::size_t i = 0; i + 4 <= t.data.size(); i += 4) {
+    uint32_t w = 0;
+    std::memcpy(&w, t.data.data() + i, 4);
+    for (int k = 0; k < 8; ++k) out.push_back(uint8_t((w >> (4 * k)) & 15u));
+  }
+  return out;
+}
+
+class Parallel : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const auto tk = tok::Tokenizer::load(test::stories15m_dir() / "tokenizer.json");
+    calib_ = new quant::CalibSet(quant::load_calibration(
+        tk, {.files = {test::source_dir() / "data" / "stories15M-samples.txt"}, .n_samples = 7, .seq_len = 96}));
+  }
+  static void TearDownTestSuite() { delete calib_; }
+
+  // stories15M at 4-bit g32 with act-order on `backends` (rank 0 first); the module
+  // reports by name.
+  std::map<std::string, quant::ModuleReport> quantize(const std::string& name,
+                                                      std::vector<std::unique_ptr<backend::Backend>>& backends,
+                                                      const quant::CalibSet& calib) {
+    quant::PipelineOptions po{.out_dir = tmp_.path() / name, .batch_samples = 2};
+    po.config.defaults = {.bits = 4, .group_size = 32, .sym = true, .desc_act = true};
+    po.config.act_group_aware = false;
+    std::vector<backend::Backend*> b;
+    for (auto& x : backends) b.push_back(x.get());
+    const quant::QuantizeResult r = quant::quantize_model_parallel(test::stories15m_dir(), calib, b, po);
+    std::map<std::string, quant::ModuleReport> m;
+    for (const auto& x : r.modules) m[x.name] = x;
+    return m;
+  }
+
+  // Several ranks against one: the same tensors, names, shapes and order; everything not
+  // quantized byte for byte; each module's 4-bit codes at least 99% the same, the rest
+  // one step apart, and its loss within 1% (the contract the GPU path meets against the
+  // CPU's, for the same reason: one H rounded two ways).
+  void expect_close_to_one_rank(const std::string& make) {
+    std::vector<std::unique_ptr<backend::Backend>> one;
+    one.push_back(backend::make_backend(make, {.activations = DType::kF32}));
+    const auto base = quantize("one", one, *calib_);
+    for (int world : {2, 3}) {
+      std::vector<std::unique_ptr<backend::Backend>> many;
+      for (int r = 0; r < world; ++r) many.push_back(backend::make_backend(make, {.activations = DType::kF32}));
+      const std::string name = "ranks" + std::to_string(world);
+      const auto got = quantize(name, many, *calib_);
+      ASSERT_EQ(got.size(), base.size());
+      for (const auto& [module, rep] : base) {
+        ASSERT_TRUE(got.count(module)) << module;
+        if (rep.quantized) {
+          EXPECT_NEAR(got.at(module).loss, rep.loss, 0.01 * rep.loss) << module << ", " << world << " ranks";
+        }
+      }
+      const io::Checkpoint a(tmp_.path() / "one"), b(tmp_.path() / name);
+      ASSERT_EQ(a.names(), b.names());
+      for (const std::string& t : a.names()) {
+        const io::TensorView &x = a.get(t), &y = b.get(t);
+        ASSERT_EQ(x.shape, y.shape) << t;
+        ASSERT_EQ(x.dtype, y.dtype) << t;
+        const bool quantized_part = t.find(".qweight") != std::string::npos || t.find(".qzeros") != std::string::npos ||
+                                    t.find(".scales") != std::string::npos || t.find(".g_idx") != std::string::npos;
+        if (!quantized_part) {
+          EXPECT_TRUE(std::equal(x.data.begin(), x.data.end(), y.data.begin(), y.data.end())) << t;
+          continue;
+        }
+        if (t.find(".qweight") == std::string::npos) continue;
+        const auto ca = codes_of(a, t), cb = codes_of(b, t);
+        int64_t same = 0, far = 0;
+        for (std::size_t i = 0; i < ca.size(); ++i) {
+          same += ca[i] == cb[i];
+          far += std::abs(int(ca[i]) - int(cb[i])) > 1;
+        }
+        EXPECT_GE(double(same), 0.99 * double(ca.size())) << t << ", " << world << " ranks";
+        EXPECT_EQ(far, 0) << t << ", " << world << " ranks";
+      }
+    }
+  }
+
+  test::TempDir tmp_;
+  static quant::CalibSet* calib_;
+};
+quant::CalibSet* Parallel::calib_ = nullptr;
+
+TEST_F(Parallel, OneRankIsTheSingleDeviceRun) {
+  std::vector<std::unique_ptr<backend::Backend>> one;
+  one.push_back(backend::make_cpu_backend());
+  quantize("parallel", one, *calib_);
+  auto be = backend::make_cpu_backend();
+  quant::PipelineOptions po{.out_dir = tmp_.path() / "single", .batch_samples = 2};
+  po.config.defaults = {.bits = 4, .group_size = 32, .sym = true, .desc_act = true};
+  po.config.act_group_aware = false;
+  quant::quantize_model(test::stories15m_dir(), *calib_, *be, po);
+  EXPECT_TRUE(test::read_file(tmp_.path() / "parallel" / "model.safetensors") ==
+              test::read_file(tmp_.path() / "single" / "model.safetensors"));
+}
+
+TEST_F(Parallel, SeveralCpuRanksAgreeWithOne) { expect_close_to_one_rank("cpu"); }
+
+TEST_F(Parallel, SeveralRanksOnOneGpuAgreeWithOne) {
+  if (backend::cuda_device_count() == 0) GTEST_SKIP() << "skipped: no CUDA device";
+  expect_close_to_one_rank("cuda:0");
+}
+
+// A rank whose share is bad fails alone; the others are released, the run reports that
+// rank's error (not "another rank failed"), and nothing is written.
+TEST_F(Parallel, OneRanksErrorIsTheRunsErrorAndNothingIsWritten) {
+  quant::CalibSet bad = *calib_;
+  bad.samples.back().back() = 1 << 30;  // in the last rank's share only
+  std::vector<std::unique_ptr<backend::Backend>> two;
+  two.push_back(backend::make_cpu_backend());
+  two.push_back(backend::make_cpu_backend());
+  test::expect_error([&] { quantize("bad", two, bad); }, "calibration token id out of range",
+                     ErrorKind::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(tmp_.path() / "bad"));
+}
+
+TEST_F(Parallel, MoreRanksThanSamplesOrAResumeAreRefused) {
+  quant::CalibSet two_samples = *calib_;
+  two_samples.samples.resize(2);
+  std::vector<std::unique_ptr<backend::Backend>> three;
+  for (int r = 0; r < 3; ++r) three.push_back(backend::make_cpu_backend());
+  test::expect_error([&] { quantize("few", three, two_samples); }, "fewer than the 3 devices",
+                     ErrorKind::kInvalidArgument);
+  std::vector<backend::Backend*> b = {three[0].get(), three[1].get()};
+  quant::PipelineOptions po{.out_dir = tmp_.path() / "resume", .journal_dir = tmp_.path() / "j",
+                            .journal_mode = quant::LayerJournal::Mode::kContinue};
+  test::expect_error([&] { quant::quantize_model_parallel(test::stories15m_dir(), *calib_, b, po); },
+                     "--resume is not supported with several devices", ErrorKind::kUnsupported);
+}
+
+}  // namespace
+}  // namespace gptq
