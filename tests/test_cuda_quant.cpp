@@ -192,6 +192,30 @@ std::unique_ptr<backend::Hessian> device_hessian(backend::QuantOps& ops, int64_t
   return h;
 }
 
+// The device-to-device pool (QuantOps::pool over NCCL, quant/parallel.h) with the one
+// rank a one-GPU machine has: H := 0.5 · H, exact in fp32 (a power of two), through the
+// scale kernel and a one-rank all-reduce, and the row count set. Several GPUs run the
+// real pooling (not measured yet: no several-GPU machine was lent).
+TEST_F(CudaQuant, DevicePoolOfOneRankScalesTheHessian) {
+  std::vector<backend::Backend*> ranks = {gpu_.get()};
+  const auto comms = backend::make_device_comms(ranks);
+  if (comms.empty()) GTEST_SKIP() << "skipped: this build has no NCCL";
+  constexpr int64_t K = 320;
+  auto ops = backend::make_quant_ops(*gpu_);
+  const auto h = device_hessian(*ops, 256, K, 9);
+  const std::vector<double> before = ops->download(*h);
+  ASSERT_TRUE(ops->pool(*h, 0.5, 1000, *comms[0]));
+  EXPECT_EQ(h->samples(), 1000);
+  const std::vector<double> after = ops->download(*h);
+  for (std::size_t i = 0; i < after.size(); ++i) ASSERT_EQ(after[i], 0.5 * before[i]) << i;
+  // Another backend's communicator is not this QuantOps': it declines, and the caller
+  // pools through the host.
+  const auto cpu = backend::make_cpu_backend();
+  auto cpu_ops = backend::make_quant_ops(*cpu);
+  auto hc = cpu_ops->hessian(K);
+  EXPECT_FALSE(cpu_ops->pool(*hc, 0.5, 1000, *comms[0]));
+}
+
 // A sweep result lives in the QuantOps' scratch: once a later call reuses it, reading
 // the result is refused instead of returning another module's codes.
 TEST_F(CudaQuant, StaleSweepResultIsRefused) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/device_comm.h"
 #include "format/packing.h"
 #include "format/quant_params.h"
 #include "format/quantizer.h"
@@ -106,6 +107,11 @@ class QuantOps {
   virtual void accumulate(Hessian& h, Tensor x) = 0;
   // H := host ([K, K] fp64 row-major, symmetric), as if from `samples` rows (tests, tools).
   virtual void assign(Hessian& h, std::span<const double> host, int64_t samples) = 0;
+  // The ranks' Hessians of one input pooled in place, device to device: on every rank of
+  // `comm`, H := Σ_r weight_r H_r, as if from `rows` rows. Every rank calls it with the same
+  // h shape. False when this QuantOps cannot (the CPU's, or another backend's comm): the
+  // caller then pools through the host (download, sum, assign).
+  virtual bool pool(Hessian& h, double weight, int64_t rows, DeviceComm& comm) { return false; }
   virtual std::vector<double> download(const Hessian& h) = 0;  // [K, K] fp64 row-major
   virtual std::vector<double> diagonal(const Hessian& h) = 0;  // [K]
   virtual bool all_finite(const Hessian& h) = 0;

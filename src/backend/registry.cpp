@@ -65,4 +65,13 @@ std::unique_ptr<QuantOps> make_quant_ops(Backend& b, FactorPrecision factor) {
   throw Error(ErrorKind::kUnsupported, "backend " + b.name() + " has no GPTQ compute");
 }
 
+std::vector<std::unique_ptr<DeviceComm>> make_device_comms(std::span<Backend* const> ranks) {
+#ifdef GPTQ_HAVE_CUDA
+  return cuda::make_nccl_comms(ranks);
+#else
+  (void)ranks;
+  return {};
+#endif
+}
+
 }  // namespace gptq::backend

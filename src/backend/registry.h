@@ -3,11 +3,13 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/device_comm.h"
 #include "backend/quant_ops.h"
 
 namespace gptq::backend {
@@ -40,5 +42,12 @@ std::string default_backend();
 
 // CUDA devices visible to this process (0 when CUDA was not compiled in).
 int cuda_device_count();
+
+// One communicator per rank (rank order) among these backends' devices, made together:
+// NCCL, when it was compiled in, every backend is CUDA and no two share a device (NCCL
+// refuses two ranks on one GPU); one rank gets a communicator of one (the tests'). Otherwise empty: the ranks
+// then pool through host memory. NVLink multicast (NVLS) is off unless NCCL_NVLS_ENABLE
+// says otherwise: gptq.cpp never asks for it.
+std::vector<std::unique_ptr<DeviceComm>> make_device_comms(std::span<Backend* const> ranks);
 
 }  // namespace gptq::backend

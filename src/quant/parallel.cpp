@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend/registry.h"
 #include "core/error.h"
 #include "quant/rank_group.h"
 
@@ -75,6 +76,11 @@ QuantizeResult quantize_model_parallel(const std::filesystem::path& model_dir, c
   }
 
   const std::vector<CalibSet> shares = calibration_shares(calib, world, o);
+  const std::vector<std::unique_ptr<backend::DeviceComm>> comms = backend::make_device_comms(backends);
+  if (o.on_note) {
+    o.on_note(std::to_string(world) + " ranks; Hessians pooled " +
+              (comms.empty() ? "through host memory" : "device to device (NCCL)"));
+  }
   RankGroup group(world);
   std::vector<QuantizeResult> results(static_cast<std::size_t>(world));
   std::mutex mu;
@@ -84,13 +90,15 @@ QuantizeResult quantize_model_parallel(const std::filesystem::path& model_dir, c
       backends[std::size_t(r)]->bind_thread();
       results[std::size_t(r)] =
           quantize_model_rank(model_dir, shares[std::size_t(r)], *backends[std::size_t(r)], opts[std::size_t(r)],
-                              {.group = &group, .rank = r, .whole = &calib});
+                              {.group = &group, .rank = r, .whole = &calib,
+                               .comm = comms.empty() ? nullptr : comms[std::size_t(r)].get()});
     } catch (...) {
       {
         const std::lock_guard<std::mutex> lock(mu);
         if (!first) first = std::current_exception();
       }
       group.fail();
+      for (const auto& c : comms) c->abort();  // a rank inside an all-reduce waits on NCCL, not the group
     }
   };
   std::vector<std::thread> threads;

@@ -689,9 +689,18 @@ void Run::replay_layer(int64_t i) {
   run_samples(*L, nullptr, acts_, &acts_, model::Block::kAttention, std::nullopt);
 }
 
+// Device to device through the ranks' communicator where there is one (every rank's
+// QuantOps then takes it, or none does), else through the host in rank order.
 void Run::pool(const std::vector<backend::Hessian*>& hessians) {
   if (world() == 1) return;
   for (backend::Hessian* h : hessians) {
+    if (role_.comm != nullptr) {
+      int64_t n = 0;
+      for (const auto& rows : role_.group->gather<int64_t>(role_.rank, std::make_shared<const int64_t>(h->samples()))) {
+        n += *rows;
+      }
+      if (n > 0 && ops_->pool(*h, double(h->samples()) / double(n), n, *role_.comm)) continue;
+    }
     const auto [mean, rows] = role_.group->pooled_mean(role_.rank, ops_->download(*h), h->samples());
     ops_->assign(*h, mean, rows);
   }

@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "backend/device_comm.h"
 #include "io/checkpoint_writer.h"
 #include "quant/calibration.h"
 #include "quant/layer_journal.h"
@@ -169,12 +170,14 @@ std::vector<std::size_t> chunk_starts(std::span<const int64_t> lengths, int64_t 
 class RankGroup;
 
 // One rank of a data-parallel quantization, for quant/parallel.h's driver only: `share`
-// holds this rank's calibration samples, `whole` all of them (the journal's fingerprint).
+// holds this rank's calibration samples, `whole` all of them (the journal's fingerprint);
+// `comm`, when the ranks have one, pools the Hessians device to device.
 // Rank 0 writes the checkpoint and returns the run's result; the others write nothing.
 struct RankRole {
   RankGroup* group = nullptr;
   int rank = 0;
   const CalibSet* whole = nullptr;
+  backend::DeviceComm* comm = nullptr;  // pools the Hessians device to device when set
 };
 QuantizeResult quantize_model_rank(const std::filesystem::path& model_dir, const CalibSet& share, backend::Backend& b,
                                    const PipelineOptions& o, const RankRole& role);

@@ -217,6 +217,7 @@ class CudaBackend final : public Backend {
 
   std::string name() const override { return name_; }
   Device device() const override { return Device::kCuda; }
+  int index() const { return index_; }
   void bind_thread() override { CUDA_CHECK(cudaSetDevice(index_)); }
   DType activation_dtype() const override { return act_; }
 
@@ -947,6 +948,11 @@ std::unique_ptr<Backend> make_cuda_backend(int index, const BackendOptions& opti
   }
   if (options.gptq_mma_max_rows < 0) throw Error(ErrorKind::kInvalidArgument, "gptq_mma_max_rows must be >= 0");
   return std::make_unique<CudaBackend>(index, options);
+}
+
+int device_index(const Backend& b) {
+  const auto* cb = dynamic_cast<const CudaBackend*>(&b);
+  return cb != nullptr ? cb->index() : -1;
 }
 
 std::unique_ptr<QuantOps> make_cuda_quant_ops(Backend& b, FactorPrecision factor) {

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <memory>
+#include <span>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/quant_ops.h"
@@ -20,5 +22,13 @@ std::unique_ptr<Backend> make_cuda_backend(int index, const BackendOptions& opti
 // GPTQ's compute on `b` (a backend made by make_cuda_backend): its device, stream and
 // cuBLAS handle. Throws kInvalidArgument for another backend.
 std::unique_ptr<QuantOps> make_cuda_quant_ops(Backend& b, FactorPrecision factor = FactorPrecision::kF64);
+
+// The device of a backend made by make_cuda_backend; -1 for any other backend.
+int device_index(const Backend& b);
+
+// registry.h's make_device_comms on CUDA: NCCL communicators when NCCL was compiled in
+// and the ranks are CUDA backends on distinct devices (one rank: a communicator of
+// one), else empty.
+std::vector<std::unique_ptr<DeviceComm>> make_nccl_comms(std::span<Backend* const> ranks);
 
 }  // namespace gptq::backend::cuda
