@@ -182,8 +182,9 @@ class Run {
   // into *swap_in when not null: `made` when this rank made it, else built from the
   // packed tensors as a reload of the checkpoint builds it.
   void publish(const QuantizedModule& m, std::unique_ptr<backend::Linear> made, std::unique_ptr<backend::Linear>* swap_in);
-  // The modules of one group: each quantized on its owning rank (every module on this one
-  // when alone), then published on every rank in the group's order.
+  // The modules of one group: alone, each quantized and published in turn; with several
+  // ranks, each quantized on its owning rank, then all published on every rank in the
+  // group's order.
   void quantize_group(int64_t layer, const std::vector<Slot>& todo, const HessianObserver* obs, model::DecoderLayer* L);
   void quantize_lm_head();
   // Every output tensor goes through here: to the output, and to the journal while a
@@ -554,14 +555,15 @@ void Run::quantize_group(int64_t layer, const std::vector<Slot>& todo, const Hes
     backend::Linear* dense = L != nullptr ? L->linears[std::size_t(s)].get() : nullptr;
     mine[k] = quantize_module(name, layer, *o_.config.resolve(name), out, in, name + ".weight",
                               obs != nullptr ? &obs->hessian(s) : nullptr, dense, L != nullptr ? &made[k] : nullptr);
+    // Alone, each module goes out (and its dense layer is freed) before the next is made.
+    if (world() == 1) publish(*mine[k], std::move(made[k]), L != nullptr ? &L->linears[std::size_t(s)] : nullptr);
   }
-  std::vector<std::shared_ptr<const QuantizedModule>> all = mine;
-  if (world() > 1) {
-    // Every rank's list, then module k from its owner's.
-    using List = std::vector<std::shared_ptr<const QuantizedModule>>;
-    const auto lists = role_.group->gather<List>(role_.rank, std::make_shared<const List>(mine));
-    for (std::size_t k = 0; k < todo.size(); ++k) all[k] = (*lists[std::size_t(owner[k])])[k];
-  }
+  if (world() == 1) return;
+  // Every rank's list, then module k from its owner's.
+  using List = std::vector<std::shared_ptr<const QuantizedModule>>;
+  const auto lists = role_.group->gather<List>(role_.rank, std::make_shared<const List>(mine));
+  std::vector<std::shared_ptr<const QuantizedModule>> all(todo.size());
+  for (std::size_t k = 0; k < todo.size(); ++k) all[k] = (*lists[std::size_t(owner[k])])[k];
   for (std::size_t k = 0; k < todo.size(); ++k) {
     publish(*all[k], std::move(made[k]), L != nullptr ? &L->linears[std::size_t(todo[k])] : nullptr);
   }
