@@ -9,6 +9,7 @@
 #include "quant/calibration.h"
 #include "quant/device_budget.h"
 #include "quant/pipeline.h"
+#include "stories_calibration.h"
 #include "temp_dir.h"
 #include "test_paths.h"
 #include "test_util.h"
@@ -65,9 +66,7 @@ TEST(PlanActivations, NoResidualStoreWithoutReuseAndNoDeviceStoreWhenStreamingIs
 class Passes : public testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const auto tk = tok::Tokenizer::load(test::stories15m_dir() / "tokenizer.json");
-    calib_ = new quant::CalibSet(quant::load_calibration(
-        tk, {.files = {test::source_dir() / "data" / "stories15M-samples.txt"}, .n_samples = 7, .seq_len = 96}));
+    calib_ = new quant::CalibSet(test::stories_calibration(7, 96));
   }
   static void TearDownTestSuite() { delete calib_; }
 

@@ -13,6 +13,7 @@
 #include "quant/calibration.h"
 #include "quant/parallel.h"
 #include "quant/rank_group.h"
+#include "stories_calibration.h"
 #include "temp_dir.h"
 #include "test_paths.h"
 #include "test_util.h"
@@ -133,9 +134,7 @@ std::vector<uint8_t> codes_of(const io::Checkpoint& ck, const std::string& name)
 class Parallel : public testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const auto tk = tok::Tokenizer::load(test::stories15m_dir() / "tokenizer.json");
-    calib_ = new quant::CalibSet(quant::load_calibration(
-        tk, {.files = {test::source_dir() / "data" / "stories15M-samples.txt"}, .n_samples = 7, .seq_len = 96}));
+    calib_ = new quant::CalibSet(test::stories_calibration(7, 96));
   }
   static void TearDownTestSuite() { delete calib_; }
 

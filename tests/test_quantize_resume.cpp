@@ -10,6 +10,7 @@
 #include "core/cpu_threads.h"
 #include "quant/calibration.h"
 #include "quant/pipeline.h"
+#include "stories_calibration.h"
 #include "temp_dir.h"
 #include "test_paths.h"
 #include "test_util.h"
@@ -27,9 +28,7 @@ struct Interrupted : std::runtime_error {
 class Resume : public testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const auto tk = tok::Tokenizer::load(test::stories15m_dir() / "tokenizer.json");
-    calib_ = new quant::CalibSet(quant::load_calibration(
-        tk, {.files = {test::source_dir() / "data" / "stories15M-samples.txt"}, .n_samples = 8, .seq_len = 128}));
+    calib_ = new quant::CalibSet(test::stories_calibration(8, 128));
   }
   static void TearDownTestSuite() { delete calib_; }
 
