@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <stdexcept>
 #include <thread>
 
 #include "backend/backend.h"
@@ -237,18 +238,52 @@ TEST_F(Parallel, OneRanksErrorIsTheRunsErrorAndNothingIsWritten) {
   EXPECT_FALSE(fs::exists(tmp_.path() / "bad"));
 }
 
-TEST_F(Parallel, MoreRanksThanSamplesOrAResumeAreRefused) {
+TEST_F(Parallel, MoreRanksThanChunksAreRefused) {
   quant::CalibSet two_samples = *calib_;
   two_samples.samples.resize(2);
   std::vector<std::unique_ptr<backend::Backend>> three;
   for (int r = 0; r < 3; ++r) three.push_back(backend::make_cpu_backend());
   test::expect_error([&] { quantize("few", three, two_samples); }, "fewer than the 3 devices",
                      ErrorKind::kInvalidArgument);
-  std::vector<backend::Backend*> b = {three[0].get(), three[1].get()};
-  quant::PipelineOptions po{.out_dir = tmp_.path() / "resume", .journal_dir = tmp_.path() / "j",
-                            .journal_mode = quant::LayerJournal::Mode::kContinue};
-  test::expect_error([&] { quant::quantize_model_parallel(test::stories15m_dir(), *calib_, b, po); },
-                     "--resume is not supported with several devices", ErrorKind::kUnsupported);
+}
+
+struct Interrupted : std::runtime_error {
+  Interrupted() : std::runtime_error("interrupted by the test") {}
+};
+
+// Two ranks stopped after layer 3 (the hook runs on rank 0; the group then stops rank 1)
+// and continued write the uninterrupted two-rank run's checkpoint byte for byte: rank 0
+// recorded the layers, rank 1 replays them from its journal. One rank cannot continue
+// what two started.
+TEST_F(Parallel, TwoRanksResumeTogether) {
+  const fs::path journal = tmp_.path() / "journal";
+  auto run = [&](const std::string& name, int world, quant::LayerJournal::Mode mode, int64_t stop_after) {
+    std::vector<std::unique_ptr<backend::Backend>> ranks;
+    std::vector<backend::Backend*> b;
+    for (int r = 0; r < world; ++r) {
+      ranks.push_back(backend::make_cpu_backend());
+      b.push_back(ranks.back().get());
+    }
+    quant::PipelineOptions po{.out_dir = tmp_.path() / name, .batch_samples = 2, .journal_dir = journal,
+                              .journal_mode = mode};
+    po.config.defaults = {.bits = 4, .group_size = 32, .sym = true, .desc_act = true};
+    po.config.act_group_aware = false;
+    po.on_layer = [stop_after](int64_t done, int64_t, double) {
+      if (done == stop_after) throw Interrupted();
+    };
+    return quant::quantize_model_parallel(test::stories15m_dir(), *calib_, b, po);
+  };
+  run("whole", 2, quant::LayerJournal::Mode::kFresh, -1);
+  EXPECT_THROW(run("resumed", 2, quant::LayerJournal::Mode::kFresh, 3), Interrupted);
+  EXPECT_FALSE(fs::exists(tmp_.path() / "resumed"));
+  test::expect_error([&] { run("resumed", 1, quant::LayerJournal::Mode::kContinue, -1); }, "had another ranks (2, now none)",
+                     ErrorKind::kInvalidArgument);
+  const quant::QuantizeResult r = run("resumed", 2, quant::LayerJournal::Mode::kContinue, -1);
+  EXPECT_TRUE(test::read_file(tmp_.path() / "resumed" / "model.safetensors") ==
+              test::read_file(tmp_.path() / "whole" / "model.safetensors"));
+  ASSERT_EQ(r.layers.size(), 6u);
+  for (const quant::LayerTimes& t : r.layers) EXPECT_EQ(t.replayed, t.layer < 3) << "layer " << t.layer;
+  EXPECT_EQ(r.modules.size(), 6u * 7u);
 }
 
 }  // namespace

@@ -13,12 +13,18 @@ namespace fs = std::filesystem;
 LayerJournal::LayerJournal(fs::path dir, const nlohmann::ordered_json& fingerprint, Mode mode, uint64_t queue_bytes)
     : dir_(std::move(dir)), queue_(std::make_unique<io::WriteQueue>(queue_bytes)) {
   const fs::path run = dir_ / "run.json";
-  if (mode == Mode::kContinue) {
+  if (mode != Mode::kFresh) {
     if (!fs::exists(run)) {
       throw Error(ErrorKind::kInvalidArgument, "--resume: " + dir_.string() + " holds no interrupted run to continue");
     }
     const nlohmann::ordered_json before = io::read_ordered_json_file(run);
-    if (before != fingerprint) {
+    if (mode == Mode::kContinue && before != fingerprint) {
+      for (const auto& [key, value] : before.items()) {
+        if (!fingerprint.contains(key)) {
+          throw Error(ErrorKind::kInvalidArgument, "--resume: the interrupted run in " + dir_.string() + " had another " +
+                                                       key + " (" + value.dump() + ", now none)");
+        }
+      }
       for (const auto& [key, value] : fingerprint.items()) {
         if (!before.contains(key) || before[key] != value) {
           throw Error(ErrorKind::kInvalidArgument, "--resume: the interrupted run in " + dir_.string() + " had another " +

@@ -39,7 +39,9 @@ class LayerJournal {
   // `fingerprint`: everything the output depends on (settings, source, calibration,
   // device). kContinue takes the layers already in `dir` when its fingerprint matches and
   // throws kInvalidArgument naming the difference otherwise; kFresh empties `dir`.
-  enum class Mode { kFresh, kContinue };
+  // kRead: the other ranks of a continued data-parallel run (quant/parallel.h) read the
+  // layers found and write nothing; rank 0's kContinue journal checks the fingerprint.
+  enum class Mode { kFresh, kContinue, kRead };
   // `queue_bytes`: tensor bytes the background writer holds at most (add() waits beyond).
   LayerJournal(std::filesystem::path dir, const nlohmann::ordered_json& fingerprint, Mode mode,
                uint64_t queue_bytes = uint64_t{1} << 30);

@@ -44,16 +44,18 @@ QuantizeResult quantize_model_parallel(const std::filesystem::path& model_dir, c
   if (world < 1) throw Error(ErrorKind::kInvalidArgument, "quantize: no device given");
   // RTN reads no calibration: there is nothing to share.
   if (world == 1 || o.config.method == Method::kRtn) return quantize_model(model_dir, calib, *backends[0], o);
-  if (o.journal_mode == LayerJournal::Mode::kContinue) {
-    throw Error(ErrorKind::kUnsupported, "--resume is not supported with several devices yet");
-  }
   check_quantizable(model_dir, o.config);
 
   // Ranks other than 0 report nothing and write nothing.
   std::vector<PipelineOptions> opts(std::size_t(world), o);
   for (int r = 1; r < world; ++r) {
     PipelineOptions& q = opts[std::size_t(r)];
-    q.journal_dir.clear();
+    // Rank 0 records the layers; a continued run's other ranks replay them from its journal.
+    if (o.journal_mode == LayerJournal::Mode::kContinue) {
+      q.journal_mode = LayerJournal::Mode::kRead;
+    } else {
+      q.journal_dir.clear();
+    }
     q.on_note = nullptr;
     q.on_module = nullptr;
     q.on_quantized = nullptr;

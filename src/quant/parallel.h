@@ -26,8 +26,13 @@
 // byte-identical to one rank's with 2 and 3 ranks, with and without act-order. Where a memory cap shrinks one device's chunks the ranks' (smaller) stores
 // may not need it, and the chunks then differ too.
 //
-// Not yet: --resume of a run with several ranks (refused), and device-to-device pooling
-// (the Hessians pass through host memory; NCCL is the next step of issue 14).
+// Resume: rank 0 records the finished layers (quant/layer_journal.h); a continued run's
+// other ranks replay them from that journal (read only), so the ranks resume together.
+// The fingerprint holds the rank count and every rank's device: a run continues only
+// with the ranks it started with.
+//
+// Pooling goes device to device over NCCL when every rank is a CUDA backend on its own
+// GPU (backend/registry.h make_device_comms), else through host memory.
 #pragma once
 
 #include <filesystem>

@@ -237,6 +237,7 @@ class Run {
   model::ModelConfig c_;
   io::Checkpoint ckpt_;
   std::optional<io::CheckpointWriter> writer_;  // rank 0's only
+  std::vector<std::string> rank_devices_;       // every rank's backend, with several ranks
   Clock::time_point start_;
   QuantizeResult result_;
   bool gptq_ = true;
@@ -578,7 +579,7 @@ void Run::quantize_layer(int64_t i) {
   }
   const std::size_t first_report = result_.modules.size();
   const int64_t bits_before = quantized_bits_, params_before = result_.quantized_params;
-  if (journal_) {
+  if (journal_ && leader()) {
     journal_->begin(i);
     recording_ = true;
   }
@@ -640,7 +641,7 @@ void Run::quantize_layer(int64_t i) {
       run_samples(*L, nullptr, acts_, &acts_, model::Block::kAttention, std::nullopt);
     }
   }
-  if (journal_) {
+  if (recording_) {
     nlohmann::ordered_json modules = nlohmann::ordered_json::array();
     for (std::size_t m = first_report; m < result_.modules.size(); ++m) {
       nlohmann::ordered_json j = report_json(result_.modules[m]);
@@ -721,10 +722,13 @@ nlohmann::ordered_json Run::fingerprint() const {
                                {"calibration", whole().describe()},
                                {"calibration_tokens_fnv1a", h},
                                {"device", b_.name()},
-                               {"activations", std::string(dtype_name(b_.activation_dtype()))},
-                               {"forward_chunks", chunks_}};
+                               {"activations", std::string(dtype_name(b_.activation_dtype()))}};
   // Several ranks pool their shares' Hessians, which rounds differently (quant/parallel.h).
-  if (world() > 1) f["ranks"] = world();
+  if (world() > 1) {
+    f["ranks"] = world();
+    f["rank_devices"] = rank_devices_;
+  }
+  f["forward_chunks"] = chunks_;
   if (b_.device() != backend::Device::kCpu) f["factor"] = factor_ == backend::FactorPrecision::kF64 ? "fp64" : "fp32";
   return f;
 }
@@ -810,6 +814,11 @@ QuantizeResult Run::go() {
       runner_ = std::make_unique<model::LayerRunner>(b_, c_, chunk_rows_);
       ops_ = backend::make_quant_ops(b_, factor_);
     });
+  }
+  if (world() > 1) {
+    for (const auto& name : role_.group->gather<std::string>(role_.rank, std::make_shared<const std::string>(b_.name()))) {
+      rank_devices_.push_back(*name);
+    }
   }
   if (!o_.journal_dir.empty()) {
     journal_.emplace(o_.journal_dir, fingerprint(), o_.journal_mode, o_.writer.background_bytes);
