@@ -139,14 +139,15 @@ class Parallel : public testing::Test {
   }
   static void TearDownTestSuite() { delete calib_; }
 
-  // stories15M at 4-bit g32 with act-order on `backends` (rank 0 first); the module
-  // reports by name.
+  // stories15M at 4-bit g32 with act-order (and the head, when asked) on `backends`
+  // (rank 0 first); the module reports by name.
   std::map<std::string, quant::ModuleReport> quantize(const std::string& name,
                                                       std::vector<std::unique_ptr<backend::Backend>>& backends,
-                                                      const quant::CalibSet& calib) {
+                                                      const quant::CalibSet& calib, bool lm_head = false) {
     quant::PipelineOptions po{.out_dir = tmp_.path() / name, .batch_samples = 2};
     po.config.defaults = {.bits = 4, .group_size = 32, .sym = true, .desc_act = true};
     po.config.act_group_aware = false;
+    po.config.lm_head = lm_head;
     std::vector<backend::Backend*> b;
     for (auto& x : backends) b.push_back(x.get());
     const quant::QuantizeResult r = quant::quantize_model_parallel(test::stories15m_dir(), calib, b, po);
@@ -159,15 +160,19 @@ class Parallel : public testing::Test {
   // quantized byte for byte; each module's 4-bit codes at least 99% the same, the rest
   // one step apart, and its loss within 1% (the contract the GPU path meets against the
   // CPU's, for the same reason: one H rounded two ways).
-  void expect_close_to_one_rank(const std::string& make) {
+  void expect_close_to_one_rank(const std::string& make, bool lm_head = false) {
     std::vector<std::unique_ptr<backend::Backend>> one;
     one.push_back(backend::make_backend(make, {.activations = DType::kF32}));
-    const auto base = quantize("one", one, *calib_);
-    for (int world : {2, 3}) {
+    const auto base = quantize("one", one, *calib_, lm_head);
+    if (lm_head) {
+      ASSERT_TRUE(base.count("lm_head"));
+      EXPECT_TRUE(base.at("lm_head").quantized);
+    }
+    for (int world : lm_head ? std::vector<int>{2} : std::vector<int>{2, 3}) {
       std::vector<std::unique_ptr<backend::Backend>> many;
       for (int r = 0; r < world; ++r) many.push_back(backend::make_backend(make, {.activations = DType::kF32}));
       const std::string name = "ranks" + std::to_string(world);
-      const auto got = quantize(name, many, *calib_);
+      const auto got = quantize(name, many, *calib_, lm_head);
       ASSERT_EQ(got.size(), base.size());
       for (const auto& [module, rep] : base) {
         ASSERT_TRUE(got.count(module)) << module;
@@ -219,6 +224,10 @@ TEST_F(Parallel, OneRankIsTheSingleDeviceRun) {
 }
 
 TEST_F(Parallel, SeveralCpuRanksAgreeWithOne) { expect_close_to_one_rank("cpu"); }
+
+// The head's Hessian (the final-normed residual of every rank's share) is pooled too, and
+// rank 0 quantizes it.
+TEST_F(Parallel, SeveralCpuRanksAgreeWithOneOnTheHead) { expect_close_to_one_rank("cpu", true); }
 
 TEST_F(Parallel, SeveralRanksOnOneGpuAgreeWithOne) {
   if (backend::cuda_device_count() == 0) GTEST_SKIP() << "skipped: no CUDA device";
