@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -381,6 +382,38 @@ TEST(CheckpointWriter, BackgroundWritingGivesTheSameFiles) {
   EXPECT_EQ(inline_files.size(), 8u);  // 6 shards, the index, config.json
   EXPECT_TRUE(write("one-at-a-time", 16) == inline_files);
   EXPECT_TRUE(write("default", CheckpointWriterOptions{}.background_bytes) == inline_files);
+}
+
+// Bytes handed over with their owner (a quantized module's tensors): the files are the
+// copied tensors' files, and the writer lets go of every owner by commit. That it holds
+// each until written (not just until add_tensor returns) is what the sanitizer build
+// checks: the test drops its own references at once.
+TEST(CheckpointWriter, SharedBytesGiveTheSameFilesAndAreReleased) {
+  gptq::test::TempDir tmp;
+  std::vector<Spec> specs = forty_byte_tensors(9);
+  specs.push_back(spec("big", DType::kF16, {300}, 99));
+  auto copied = [&](const std::string& name, uint64_t background) {
+    CheckpointWriter w(tmp.path() / name, {.max_shard_bytes = 100, .background_bytes = background});
+    write_all(w, specs);
+    w.commit();
+    return contents(tmp.path() / name);
+  };
+  auto shared = [&](const std::string& name, uint64_t background) {
+    std::vector<std::weak_ptr<const void>> owners;
+    CheckpointWriter w(tmp.path() / name, {.max_shard_bytes = 100, .background_bytes = background});
+    for (const Spec& s : specs) {
+      auto owner = std::make_shared<const std::vector<std::byte>>(s.bytes);
+      w.add_tensor(s.name, s.dtype, s.shape, *owner, owner);
+      owners.push_back(owner);
+    }
+    w.commit();
+    for (const auto& o : owners) EXPECT_TRUE(o.expired()) << name;
+    return contents(tmp.path() / name);
+  };
+  const auto reference = copied("copied", 0);
+  EXPECT_TRUE(shared("inline", 0) == reference);
+  EXPECT_TRUE(shared("background", CheckpointWriterOptions{}.background_bytes) == reference);
+  EXPECT_TRUE(shared("one-at-a-time", 16) == reference);
 }
 
 // An I/O error in the tensor writes (the shard's data file made /dev/full: every write

@@ -157,6 +157,17 @@ fs::path CheckpointWriter::data_path() const {
 
 void CheckpointWriter::add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                                   std::span<const std::byte> data, Lifetime lifetime) {
+  add(name, dtype, shape, data, lifetime, nullptr);
+}
+
+void CheckpointWriter::add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                                  std::span<const std::byte> data, std::shared_ptr<const void> owner) {
+  GPTQ_CHECK(owner != nullptr, "checkpoint writer: add_tensor without the owner of its bytes");
+  add(name, dtype, shape, data, Lifetime::kCallerKeeps, std::move(owner));
+}
+
+void CheckpointWriter::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                           std::span<const std::byte> data, Lifetime lifetime, std::shared_ptr<const void> owner) {
   check_usable();
   const std::string where = out_dir_.string() + ": tensor \"" + name + "\"";
   if (name.empty() || name == "__metadata__") {
@@ -174,7 +185,9 @@ void CheckpointWriter::add_tensor(const std::string& name, DType dtype, const st
         pending_bytes_ + nbytes > options_.max_shard_bytes) {
       close_shard();
     }
-    if (queue_ && lifetime == Lifetime::kCallerKeeps) {
+    if (queue_ && owner != nullptr) {
+      run([this, name, data, owner] { append(name, data); }, nbytes);
+    } else if (queue_ && lifetime == Lifetime::kCallerKeeps) {
       run([this, name, data] { append(name, data); }, 0);  // no copy held: counts nothing against the cap
     } else if (queue_) {
       auto copy = std::make_shared<std::vector<std::byte>>(data.begin(), data.end());

@@ -74,6 +74,10 @@ class CheckpointWriter {
   enum class Lifetime { kCopied, kCallerKeeps };
   void add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                   std::span<const std::byte> data, Lifetime lifetime = Lifetime::kCopied);
+  // The same without a copy: `owner` keeps `data` valid, and the writer holds it until the
+  // bytes are written (counted against background_bytes meanwhile, as a copy would be).
+  void add_tensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                  std::span<const std::byte> data, std::shared_ptr<const void> owner);
   // A plain file beside the weights (config.json, tokenizer.json, quant_log.json, ...).
   // `name` must be a plain file name, not a weights file name, not added before.
   void add_file(const std::string& name, std::string_view contents);
@@ -102,6 +106,9 @@ class CheckpointWriter {
   // File work, on the queue's thread (or inline without one), touching data_ only.
   void append(const std::string& name, std::span<const std::byte> data);
   void assemble_shard(std::size_t shard, std::vector<PendingTensor> tensors);
+  // add_tensor's checks and bookkeeping; `owner` (when not null) keeps `data` valid.
+  void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, std::span<const std::byte> data,
+           Lifetime lifetime, std::shared_ptr<const void> owner);
   // Runs `job` (holding `bytes`) on the queue, or now without one.
   void run(std::function<void()> job, uint64_t bytes);
 

@@ -74,10 +74,16 @@ void LayerJournal::begin(int64_t layer) {
 
 void LayerJournal::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
                        std::span<const std::byte> data) {
-  GPTQ_CHECK(open_, "layer journal: add outside begin/commit");
   auto copy = std::make_shared<std::vector<std::byte>>(data.begin(), data.end());
-  queue_->push([writer = writer_, name, dtype, shape, copy] { (*writer)->add_tensor(name, dtype, shape, *copy); },
-               copy->size());
+  add(name, dtype, shape, *copy, copy);
+}
+
+void LayerJournal::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                       std::span<const std::byte> data, std::shared_ptr<const void> owner) {
+  GPTQ_CHECK(open_, "layer journal: add outside begin/commit");
+  GPTQ_CHECK(owner != nullptr, "layer journal: add without the owner of its bytes");
+  queue_->push([writer = writer_, name, dtype, shape, data, owner] { (*writer)->add_tensor(name, dtype, shape, data); },
+               data.size());
   order_.push_back(name);
 }
 

@@ -55,6 +55,9 @@ class LayerJournal {
   // Recording layer `i` (= layers_done()): its tensors in output order, then commit.
   void begin(int64_t layer);
   void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, std::span<const std::byte> data);
+  // The same without a copy: `owner` keeps `data` valid until it is written.
+  void add(const std::string& name, DType dtype, const std::vector<int64_t>& shape, std::span<const std::byte> data,
+           std::shared_ptr<const void> owner);
   void commit(nlohmann::ordered_json meta);
 
   struct Layer {
