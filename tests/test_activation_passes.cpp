@@ -41,16 +41,17 @@ TEST(PlanActivations, TheResidualGoesToTheHostBeforeTheChunkShrinks) {
   EXPECT_EQ(p.activations, StoreHome::kDevice);
   EXPECT_EQ(p.residual, StoreHome::kHost);
   EXPECT_EQ(p.chunk_rows, 400);
-  EXPECT_EQ(p.bytes, 100u + 4000 + 4000 + 4000);
+  EXPECT_EQ(p.bytes, 100u + 4000 + 4000 + 400 * (10 + 4));  // a streamed store's second slot: 4 per row
 }
 
 TEST(PlanActivations, BothOnTheHostAndTheChunkShrunkToOneSample) {
-  const quant::ActivationPlan p = quant::plan_activations(kNeed, 100 + 4000 + 100 * 10, kCalib);
+  // 10 bytes a row and 4 for the streamed stores' second staging slot.
+  const quant::ActivationPlan p = quant::plan_activations(kNeed, 100 + 4000 + 100 * 14, kCalib);
   EXPECT_EQ(p.activations, StoreHome::kHost);
   EXPECT_EQ(p.residual, StoreHome::kHost);
   EXPECT_EQ(p.chunk_rows, 100);
-  test::expect_error([] { quant::plan_activations(kNeed, 100 + 4000 + 100 * 10 - 1, kCalib); },
-                     "quantizing needs at least 5100 bytes", ErrorKind::kDevice);
+  test::expect_error([] { quant::plan_activations(kNeed, 100 + 4000 + 100 * 14 - 1, kCalib); },
+                     "quantizing needs at least 5500 bytes", ErrorKind::kDevice);
 }
 
 TEST(PlanActivations, NoResidualStoreWithoutReuseAndNoDeviceStoreWhenStreamingIsAsked) {

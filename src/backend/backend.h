@@ -180,6 +180,21 @@ class Backend {
   // dst = src, element for element: same dtype and shape, any row strides; each side in
   // this backend's memory or in its alloc_host memory. Ordered with the ops.
   virtual void copy(Tensor src, Tensor dst) = 0;
+  // copy() on a second queue beside the ops, so that streaming activations between host
+  // and device overlaps the computation (quant/pipeline.cpp's passes over stores kept in
+  // host memory). The copy starts once every op queued before the call has finished; it
+  // returns a ticket, and join(ticket) makes the ops queued after the join wait for that
+  // copy. Copies beside run one after another in call order. synchronize() waits for the
+  // ops only (so that timing a phase does not stall the stream beside): a copy is known
+  // done once its ticket was joined and the ops synchronized. The caller owns the
+  // hazards: an op that overwrites a copy's source or touches its destination joins the
+  // copy's ticket first. The default copies in order with the ops (every ticket done).
+  using CopyTicket = uint64_t;
+  virtual CopyTicket copy_beside(Tensor src, Tensor dst) {
+    copy(src, dst);
+    return 0;
+  }
+  virtual void join(CopyTicket) {}
   virtual MemoryStats memory() const = 0;
   // A resident fp32 vector [1, n] (norm weights, RoPE frequencies).
   Buffer vector(std::span<const float> host);

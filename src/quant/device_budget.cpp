@@ -19,6 +19,10 @@ uint64_t gptq_scratch(uint64_t n, uint64_t k, uint64_t factor_bytes) {
 
 // Chunks of this many rows keep every linear a large product; beyond it residency wins.
 constexpr int64_t kEfficientRows = 2048;
+
+bool streams(StoreHome activations, StoreHome residual) {
+  return activations == StoreHome::kHost || residual == StoreHome::kHost;
+}
 }  // namespace
 
 std::string DeviceBudget::describe() const {
@@ -74,15 +78,17 @@ ActivationPlan plan_activations(const DeviceBudget& need, uint64_t cap, const Ac
   for (std::size_t i = 0; i < options.size(); ++i) {
     const Option& o = options[i];
     const uint64_t resident = need.fixed() + positions + uint64_t(o.stores_on_device) * store;
-    const int64_t fit = cap > resident ? int64_t((cap - resident) / need.per_row) : 0;
+    const uint64_t per_row = need.per_row + (streams(o.activations, o.residual) ? need.per_token : 0);
+    const int64_t fit = cap > resident ? int64_t((cap - resident) / per_row) : 0;
     const bool last = i + 1 == options.size();
     if (fit >= (last ? a.longest : enough)) {
       const int64_t rows = std::min(a.wanted_rows, fit);
       return {.activations = o.activations, .residual = o.residual, .chunk_rows = rows,
-              .bytes = resident + uint64_t(rows) * need.per_row};
+              .bytes = resident + uint64_t(rows) * per_row};
     }
   }
-  const uint64_t least = need.fixed() + positions + uint64_t(a.longest) * need.per_row;
+  // The last option streams the activations.
+  const uint64_t least = need.fixed() + positions + uint64_t(a.longest) * (need.per_row + need.per_token);
   throw Error(ErrorKind::kDevice, "quantizing needs at least " + std::to_string(least) + " bytes of device memory (" +
                                       need.describe() + "; the longest sample has " + std::to_string(a.longest) +
                                       " tokens), more than the " + std::to_string(cap) + " bytes available");

@@ -20,7 +20,9 @@
 //               slices of kEmbedSliceRows rows: 3 · rows · hidden · 4 (the backend's
 //               staging grows by doubling and keeps the block it outgrew)
 //   per_row   = dtype · (4 hidden + 2 q_dim + 4 kv_dim + 2 intermediate): a chunk's rows
-//               staged from host memory, the LayerRunner's scratch and its KV rows
+//               staged from host memory, the LayerRunner's scratch and its KV rows;
+//               + dtype · hidden when a store is streamed: a second staging slot, so
+//               the next chunk's transfer overlaps this chunk's pass
 //   per_token = dtype · hidden: one store of the residual stream, [tokens, hidden]
 //             (+ 4 bytes a token once for the positions, resident in any case)
 // The stores: the activations entering the layer, and under true-sequential the

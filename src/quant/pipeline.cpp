@@ -181,7 +181,8 @@ class Run {
   // A quantized module (made on this rank or another) to the output and the report, and
   // into *swap_in when not null: `made` when this rank made it, else built from the
   // packed tensors as a reload of the checkpoint builds it.
-  void publish(const QuantizedModule& m, std::unique_ptr<backend::Linear> made, std::unique_ptr<backend::Linear>* swap_in);
+  void publish(std::shared_ptr<const QuantizedModule> m, std::unique_ptr<backend::Linear> made,
+               std::unique_ptr<backend::Linear>* swap_in);
   // The modules of one group: alone, each quantized and published in turn; with several
   // ranks, each quantized on its owning rank, then all published on every rank in the
   // group's order.
@@ -193,6 +194,12 @@ class Run {
             io::CheckpointWriter::Lifetime lifetime = io::CheckpointWriter::Lifetime::kCopied) {
     if (writer_) writer_->add_tensor(name, dtype, shape, data, lifetime);
     if (recording_) journal_->add(name, dtype, shape, data);
+  }
+  // Bytes that `owner` keeps: written without a copy (a quantized module's tensors).
+  void emit(const std::string& name, DType dtype, const std::vector<int64_t>& shape, std::span<const std::byte> data,
+            const std::shared_ptr<const void>& owner) {
+    if (writer_) writer_->add_tensor(name, dtype, shape, data, owner);
+    if (recording_) journal_->add(name, dtype, shape, data, owner);
   }
   // A source tensor as it is: written straight from the memory map, which outlives the
   // writer (ckpt_ is declared before writer_), not copied first (the 8B shape's embedding
@@ -256,6 +263,7 @@ class Run {
   FactorCache factors_;  // the last factor, shared by the modules of a group that read one H
   backend::FactorPrecision factor_ = backend::FactorPrecision::kF64;  // fp32 when the memory cap needs it
   backend::Buffer scratch_;    // [chunk_rows, hidden]: a pass's rows when not in place
+  backend::Buffer scratch_next_;  // the same, a second slot for streamed stores (run_samples)
   backend::Buffer positions_;  // I32 [1, total tokens]: each row's position in its sample
   backend::KvLayer kv_;        // [chunk_rows, kv_heads * head_dim]: sample s of a chunk at its rows
   int64_t quantized_bits_ = 0;
@@ -296,6 +304,7 @@ void Run::allocate(StoreHome activations, StoreHome residual) {
   acts_ = store(activations);
   mid_ = store(residual);
   scratch_ = b_.alloc(chunk_rows_, c_.hidden);
+  if (activations == StoreHome::kHost || residual == StoreHome::kHost) scratch_next_ = b_.alloc(chunk_rows_, c_.hidden);
   kv_ = {b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim), b_.alloc(chunk_rows_, c_.kv_heads * c_.head_dim)};
   std::vector<int32_t> pos;
   pos.reserve(std::size_t(tokens));
@@ -413,14 +422,40 @@ void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, Store&
   b_.synchronize();
   const auto t0 = Clock::now();
   const double nested = times_.hessian + times_.transfer;
+  const std::size_t n = chunks_.size() - 1;
+  auto first = [&](std::size_t c) { return offsets_[chunks_[c]]; };
+  auto count = [&](std::size_t c) { return offsets_[chunks_[c + 1]] - offsets_[chunks_[c]]; };
+  // Chunk c's staging slot: two when a store is streamed, so that chunk c + 1's rows
+  // arrive while chunk c's pass runs and chunk c - 1's rows leave.
+  auto slot = [&](std::size_t c) { return c % 2 == 1 && !scratch_next_.empty() ? 1 : 0; };
+  const bool in_place = from.resident && (!writes || into == &from);
+  const bool in_slot = !in_place && !(into != nullptr && into->resident);
+  // Where chunk c is computed: in place, in `into`'s device chunk, or in its slot.
+  auto home = [&](std::size_t c) {
+    if (in_place) return from.chunk(first(c), count(c));
+    if (!in_slot) return into->chunk(first(c), count(c));
+    return (slot(c) == 0 ? scratch_ : scratch_next_).rows(count(c));
+  };
+  // Host rows travel beside the ops (backend.h copy_beside). Chunk c + 1's rows are asked
+  // for before chunk c's pass is queued, so they wait only for chunk c - 1's pass (the
+  // slot's last user) and, earlier in the queue beside, for chunk c - 1's rows leaving.
+  std::vector<backend::Backend::CopyTicket> arrived(n), left;
+  std::optional<backend::Backend::CopyTicket> slot_left[2];  // each slot's last copy out
+  auto fetch = [&](std::size_t c) {
+    if (!from.resident) arrived[c] = b_.copy_beside(from.chunk(first(c), count(c)), home(c));
+  };
   std::vector<model::Sequence> seqs;
-  for (std::size_t c = 0; c + 1 < chunks_.size(); ++c) {
-    const int64_t base = offsets_[chunks_[c]], rows = offsets_[chunks_[c + 1]] - base;
-    const backend::Tensor src = from.chunk(base, rows);
-    backend::Tensor h = src;  // in place
-    if (!from.resident || (writes && into != &from)) {
-      h = into != nullptr && into->resident ? into->chunk(base, rows) : scratch_.rows(rows);
-      timed(&LayerTimes::transfer, [&] { b_.copy(src, h); });
+  if (n > 0) fetch(0);
+  for (std::size_t c = 0; c < n; ++c) {
+    const int64_t base = first(c), rows = count(c);
+    const backend::Tensor h = home(c);
+    if (c + 1 < n) fetch(c + 1);
+    if (!from.resident) {
+      b_.join(arrived[c]);
+    } else if (!in_place) {
+      // The ops fill the slot: chunk c - 2's rows must have left it.
+      if (in_slot && slot_left[slot(c)]) b_.join(*slot_left[slot(c)]);
+      b_.copy(from.chunk(base, rows), h);  // device to device, in order with the ops
     }
     seqs.clear();
     for (std::size_t s = chunks_[c]; s < chunks_[c + 1]; ++s) {
@@ -429,10 +464,18 @@ void Run::run_samples(model::DecoderLayer& L, model::LinearObserver* obs, Store&
                       .cache = {kv_.k.view().row_slice(r, len), kv_.v.view().row_slice(r, len)}});
     }
     runner_->forward(L, h, positions_.view().col_slice(base, rows), seqs, obs, stop_after, start);
-    if (into != nullptr && into->chunk(base, rows).data != h.data) {
-      timed(&LayerTimes::transfer, [&] { b_.copy(h, into->chunk(base, rows)); });
+    if (into == nullptr) continue;
+    const backend::Tensor dst = into->chunk(base, rows);
+    if (dst.data == h.data) continue;
+    if (into->resident) {
+      b_.copy(h, dst);
+    } else {
+      left.push_back(b_.copy_beside(h, dst));
+      if (in_slot) slot_left[slot(c)] = left.back();
     }
   }
+  // The stores are complete before anything reads them again.
+  for (backend::Backend::CopyTicket t : left) b_.join(t);
   b_.synchronize();
   times_.forward += since(t0) - (times_.hessian + times_.transfer - nested);
   ++times_.passes;
@@ -505,16 +548,20 @@ std::shared_ptr<const QuantizedModule> Run::quantize_module(const std::string& n
   return done;
 }
 
-void Run::publish(const QuantizedModule& q, std::unique_ptr<backend::Linear> made,
+void Run::publish(std::shared_ptr<const QuantizedModule> module, std::unique_ptr<backend::Linear> made,
                   std::unique_ptr<backend::Linear>* swap_in) {
   const auto t0 = Clock::now();
+  const QuantizedModule& q = *module;
   const std::string& name = q.report.name;
   const PackedLinear& saved = q.packed;
   timed(&LayerTimes::write, [&] {
-    emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight));
-    emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros));
-    emit(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales));
-    emit(name + ".g_idx", DType::kI32, {saved.in_features}, bytes_of(saved.g_idx));
+    // The packed tensors go to the writers as they are: the module stays alive until written.
+    const std::shared_ptr<const void> owner = module;
+    emit(name + ".qweight", DType::kI32, {saved.qweight_shape[0], saved.qweight_shape[1]}, bytes_of(saved.qweight),
+         owner);
+    emit(name + ".qzeros", DType::kI32, {saved.qzeros_shape[0], saved.qzeros_shape[1]}, bytes_of(saved.qzeros), owner);
+    emit(name + ".scales", DType::kF16, {saved.scales_shape[0], saved.scales_shape[1]}, bytes_of(saved.scales), owner);
+    emit(name + ".g_idx", DType::kI32, {saved.in_features}, bytes_of(saved.g_idx), owner);
     if (ckpt_.find(name + ".bias") != nullptr) copy_raw(name + ".bias");
   });
   quantized_bits_ += int64_t(saved.qweight.size() * 32 + saved.qzeros.size() * 32 + saved.scales.size() * 16 +
@@ -557,7 +604,7 @@ void Run::quantize_group(int64_t layer, const std::vector<Slot>& todo, const Hes
     mine[k] = quantize_module(name, layer, *o_.config.resolve(name), out, in, name + ".weight",
                               obs != nullptr ? &obs->hessian(s) : nullptr, dense, L != nullptr ? &made[k] : nullptr);
     // Alone, each module goes out (and its dense layer is freed) before the next is made.
-    if (world() == 1) publish(*mine[k], std::move(made[k]), L != nullptr ? &L->linears[std::size_t(s)] : nullptr);
+    if (world() == 1) publish(mine[k], std::move(made[k]), L != nullptr ? &L->linears[std::size_t(s)] : nullptr);
   }
   if (world() == 1) return;
   // Every rank's list, then module k from its owner's.
@@ -566,7 +613,7 @@ void Run::quantize_group(int64_t layer, const std::vector<Slot>& todo, const Hes
   std::vector<std::shared_ptr<const QuantizedModule>> all(todo.size());
   for (std::size_t k = 0; k < todo.size(); ++k) all[k] = (*lists[std::size_t(owner[k])])[k];
   for (std::size_t k = 0; k < todo.size(); ++k) {
-    publish(*all[k], std::move(made[k]), L != nullptr ? &L->linears[std::size_t(todo[k])] : nullptr);
+    publish(all[k], std::move(made[k]), L != nullptr ? &L->linears[std::size_t(todo[k])] : nullptr);
   }
 }
 
@@ -762,7 +809,7 @@ void Run::quantize_lm_head() {
     ++times_.passes;
   }
   if (h) timed(&LayerTimes::hessian, [&] { pool({h.get()}); });
-  if (leader()) publish(*quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, h.get(), nullptr, nullptr), nullptr, nullptr);
+  if (leader()) publish(quantize_module("lm_head", -1, *s, c_.vocab, c_.hidden, weight, h.get(), nullptr, nullptr), nullptr, nullptr);
   factors_.clear();
   end_times();
 }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -213,6 +215,10 @@ class CudaBackend final : public Backend {
     for (cudaEvent_t e : host_stage_done_) {
       if (e != nullptr) cudaEventDestroy(e);
     }
+    if (beside_) cudaStreamSynchronize(beside_->stream);
+    for (const auto& [t, c] : tickets_) cudaEventDestroy(c.done);
+    for (cudaEvent_t e : spare_events_) cudaEventDestroy(e);
+    if (ops_queued_ != nullptr) cudaEventDestroy(ops_queued_);
   }
 
   std::string name() const override { return name_; }
@@ -270,6 +276,15 @@ class CudaBackend final : public Backend {
   }
   void synchronize() override {
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    // The copies beside that the ops joined are done: their events can be reused.
+    for (auto it = tickets_.begin(); it != tickets_.end();) {
+      if (!it->second.joined) {
+        ++it;
+        continue;
+      }
+      spare_events_.push_back(it->second.done);
+      it = tickets_.erase(it);
+    }
     if (*bad_id_host_ != 0) {
       *bad_id_host_ = 0;
       throw Error(ErrorKind::kInvalidArgument, "a token id is outside the model's vocabulary");
@@ -294,6 +309,39 @@ class CudaBackend final : public Backend {
     const int64_t e = int64_t(dtype_size(src.dtype));
     // Unified addressing tells device from page-locked host memory.
     copy_2d(dst.data, dst.stride * e, src.data, src.stride * e, src.cols * e, src.rows, cudaMemcpyDefault);
+  }
+  CopyTicket copy_beside(Tensor src, Tensor dst) override {
+    GPTQ_CHECK(src.dtype == dst.dtype && src.rows == dst.rows && src.cols == dst.cols,
+               "cuda copy_beside: shapes or dtypes differ");
+    if (!beside_) {
+      beside_ = std::make_unique<OwnedStream>();
+      CUDA_CHECK(cudaEventCreateWithFlags(&ops_queued_, cudaEventDisableTiming));
+    }
+    // Waiting takes the event's state when asked, so one event serves every copy.
+    CUDA_CHECK(cudaEventRecord(ops_queued_, stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(beside_->stream, ops_queued_, 0));
+    const int64_t e = int64_t(dtype_size(src.dtype));
+    if (src.rows > 0 && src.cols > 0) {
+      CUDA_CHECK(cudaMemcpy2DAsync(dst.data, size_t(dst.stride * e), src.data, size_t(src.stride * e),
+                                   size_t(src.cols * e), size_t(src.rows), cudaMemcpyDefault, beside_->stream));
+    }
+    cudaEvent_t done = nullptr;
+    if (spare_events_.empty()) {
+      CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    } else {
+      done = spare_events_.back();
+      spare_events_.pop_back();
+    }
+    CUDA_CHECK(cudaEventRecord(done, beside_->stream));
+    tickets_[next_ticket_] = {.done = done};
+    return next_ticket_++;
+  }
+  void join(CopyTicket t) override {
+    GPTQ_CHECK(t < next_ticket_, "cuda join: a ticket this backend did not give");
+    const auto it = tickets_.find(t);
+    if (it == tickets_.end()) return;  // joined and synchronized before
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, it->second.done, 0));
+    it->second.joined = true;
   }
   MemoryStats memory() const override {
     // cudaMemGetInfo reports the calling thread's current device: this backend's, for
@@ -900,6 +948,17 @@ class CudaBackend final : public Backend {
   std::shared_ptr<void> host_stage_[2];  // page-locked upload blocks, made at first use
   cudaEvent_t host_stage_done_[2] = {};  // each block's last transfer
   cudaStream_t stream_ = nullptr;
+  // copy_beside's queue, made at its first use; each copy's event until the ops joined
+  // it and were synchronized, then among spare_events_ for reuse.
+  struct BesideCopy {
+    cudaEvent_t done = nullptr;
+    bool joined = false;
+  };
+  std::unique_ptr<OwnedStream> beside_;
+  cudaEvent_t ops_queued_ = nullptr;
+  std::map<CopyTicket, BesideCopy> tickets_;
+  std::vector<cudaEvent_t> spare_events_;
+  CopyTicket next_ticket_ = 0;
   cublasHandle_t cublas_ = nullptr;
   std::shared_ptr<void> cublas_ws_;
   std::shared_ptr<void> workspace_, staging_, counters_;
