@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/hessian.h"
@@ -135,6 +136,44 @@ INSTANTIATE_TEST_SUITE_P(Options, CudaQuantOps, testing::ValuesIn(cases()),
 // (scattered g_idx), a partial last group (K = 576 at g128: 4 full groups and one of
 // 64) and one group (g-1). N = 200 is no multiple of 32: the qzeros rows end in a
 // partly filled word (3-bit: 19 words for 200 zeros, the last block cut short).
+// K = 2200 is split in halves (CudaQuantOps factors and inverts triangles wider than
+// 1024 by recursion: 1024 + 1176, then 512 + 664), partial tiles included; act-order
+// permutes H first. The same contract as MatchesCpu, for the same reason.
+TEST_F(CudaQuant, RecursiveFactorOfAWideHessianMatchesCpu) {
+  constexpr int64_t N = 64, K = 2200, R = 4096;
+  const std::vector<float> W = test::gaussian(size_t(N * K), 11, 0.05f);
+  const std::vector<float> X = test::correlated_inputs(R, K, 23);
+  backend::cpu::HessianAccumulator acc(K);
+  acc.add(X.data(), R);
+  const quant::GptqOptions opts{.quant = {.bits = 4, .sym = true}, .group_size = 128,
+                                .act_order = quant::ActOrder::kDescAct};
+  quant::GptqStats cs;
+  const quant::QuantizedLinear cq = quant::gptq_quantize(W.data(), N, K, acc.matrix().data(), opts, &cs);
+  for (const auto precision : {backend::FactorPrecision::kF64, backend::FactorPrecision::kF32}) {
+    quant::GptqStats gs;
+#ifdef GPTQ_HAVE_CUDA
+    auto ops = backend::cuda::make_cuda_quant_ops(*gpu_, precision);
+#else
+    auto ops = backend::make_quant_ops(*gpu_);  // not reached: SetUp skips without CUDA
+#endif
+    auto h = ops->hessian(K);
+    ops->assign(*h, acc.matrix(), acc.samples());
+    const quant::QuantizedLinear gq = quant::gptq_quantize(*ops, W.data(), N, K, *h, opts, &gs);
+    ASSERT_EQ(gq.q.size(), cq.q.size());
+    int64_t same = 0, off_by_more = 0;
+    for (size_t i = 0; i < cq.q.size(); ++i) {
+      const int d = std::abs(int(gq.q[i]) - int(cq.q[i]));
+      same += d == 0;
+      off_by_more += d > 1;
+    }
+    const bool f64 = precision == backend::FactorPrecision::kF64;
+    EXPECT_GE(double(same), 0.99 * double(cq.q.size())) << (f64 ? "fp64" : "fp32") << " factor";
+    EXPECT_EQ(off_by_more, 0) << (f64 ? "fp64" : "fp32") << " factor";
+    EXPECT_NEAR(gs.loss, cs.loss, 0.01 * cs.loss) << (f64 ? "fp64" : "fp32") << " factor";
+    EXPECT_EQ(gs.retries, cs.retries);
+  }
+}
+
 TEST_F(CudaQuant, PackOnTheDeviceMatchesTheHostPacker) {
   constexpr int64_t N = 200, K = 576, R = 768;
   const std::vector<float> W = test::gaussian(size_t(N * K), 11, 0.05f);
@@ -280,16 +319,21 @@ TEST_F(CudaQuant, SwapInOnTheDeviceEqualsTheLoadedLayer) {
   const std::vector<float> bias = test::gaussian(size_t(N), 31, 0.1f);
   backend::cpu::HessianAccumulator acc(K);
   acc.add(X.data(), R);
-  for (const DType act : {DType::kF16, DType::kF32}) {
-    const auto gpu = backend::make_backend("cuda:0", {.activations = act});
+  // Both layouts: the fragment order (tensor-core kernel, f16) and the GEMV layout
+  // (the default kernel, and f32 whatever the kernel), each built on the device.
+  for (const auto& [act, kernel] : {std::pair{DType::kF16, backend::GptqKernel::kTensorCore},
+                                   std::pair{DType::kF16, backend::GptqKernel::kGemv},
+                                   std::pair{DType::kF32, backend::GptqKernel::kGemv}}) {
+    const auto gpu = backend::make_backend("cuda:0", {.activations = act, .gptq_kernel = kernel});
     auto ops = backend::make_quant_ops(*gpu);
     auto h = ops->hessian(K);
     ops->assign(*h, acc.matrix(), acc.samples());
     for (const int bits : {2, 3, 4, 8}) {
       for (const quant::ActOrder order : {quant::ActOrder::kNone, quant::ActOrder::kDescAct}) {
         for (const int group : {128, -1}) {
-          SCOPED_TRACE(std::string(dtype_name(act)) + " " + std::to_string(bits) + "-bit g" + std::to_string(group) +
-                       (order == quant::ActOrder::kDescAct ? " desc_act" : ""));
+          SCOPED_TRACE(std::string(dtype_name(act)) +
+                       (kernel == backend::GptqKernel::kGemv ? " gemv " : " tensor-core ") + std::to_string(bits) +
+                       "-bit g" + std::to_string(group) + (order == quant::ActOrder::kDescAct ? " desc_act" : ""));
           const quant::GptqOptions o{.quant = {.bits = bits, .sym = false}, .group_size = group, .act_order = order};
           const auto r = quant::gptq_quantize_resident(*ops, {.host = W.data()}, N, K, *h, o, nullptr);
           quant::PackedLinear p = ops->pack(*r, quant::Format::kV2);
@@ -403,10 +447,11 @@ TEST_F(CudaQuant, CapBelowOneLayerIsRefusedWithTheBytes) {
   EXPECT_FALSE(fs::exists(tmp.path() / "out"));
 }
 
-// A cap that holds one layer, the positions and 300 tokens of activations: the
-// 16-sample batch (2048 tokens) is shrunk to chunks of ≤ 300 tokens (2 samples), the
-// activations streamed from host memory, with one note, and the device never
-// allocates past the cap.
+// A cap that holds one layer, the positions and 300 chunk rows of a streamed run (each
+// row's forward work, per_row, and its row of the second staging slot that the next
+// chunk streams into, per_token): the 16-sample batch (2048 tokens) is shrunk to chunks
+// of ≤ 300 tokens (2 samples), the activations streamed from host memory, with one note,
+// and the device never allocates past the cap.
 TEST_F(CudaQuant, CapShrinksTheBatch) {
   test::TempDir tmp;
   const quant::CalibSet calib = stories_calibration(16);
@@ -414,7 +459,7 @@ TEST_F(CudaQuant, CapShrinksTheBatch) {
   std::vector<std::string> notes;
   quant::PipelineOptions po{.out_dir = tmp.path() / "out",
                             .batch_samples = 16,
-                            .max_device_bytes = need.fixed() + 4 * 2048 + 300 * need.per_row,
+                            .max_device_bytes = need.fixed() + 4 * 2048 + 300 * (need.per_row + need.per_token),
                             .on_note = [&](const std::string& n) { notes.push_back(n); }};
   quant::quantize_model(test::stories15m_dir(), calib, *gpu_, po);
   ASSERT_EQ(notes.size(), 1u);

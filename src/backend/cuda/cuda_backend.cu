@@ -415,12 +415,22 @@ class CudaBackend final : public Backend {
     d.scales = static_cast<const __half*>(put(host->scales.data(), host->scales.size() * 2));
     d.zeros = static_cast<const uint8_t*>(put(host->zeros.data(), host->zeros.size()));
     d.block_group = static_cast<const int32_t*>(put(host->block_group.data(), host->block_group.size() * 4));
-    // As above, for the largest GEMV batch.
-    GptqGemvGroup<__half> alone{.job = {{.w = d}}, .count = 1};
-    const GemvScratch need = gptq_gemv_scratch(alone, kGemvMaxRows);
-    reserve_workspace(need.floats * kMaxGroup);
-    reserve_counters(need.counters * kMaxGroup);
-    synchronize();
+    reserve_gemv(d);
+    synchronize();  // the host copies above must outlive their transfers
+    return l;
+  }
+
+  // gptq_linear's GEMV-layout layer from tensors already in this backend's device memory
+  // (the CUDA quantizer's swap-in), owning `memory` (`bytes` in all).
+  std::unique_ptr<Linear> gemv_linear(const GptqDeviceLayout& d, int group_size,
+                                      std::vector<std::shared_ptr<void>> memory, uint64_t bytes) {
+    GPTQ_CHECK(!takes_fragment_layout(d.bits), "cuda gemv_linear: this backend lays these bits out otherwise");
+    auto l = std::make_unique<GptqLinear>(d.N, d.K);
+    l->what = gptq_what(d.bits, group_size) + (d.perm != nullptr ? " act-order" : "");
+    l->layout = d;
+    l->memory = std::move(memory);
+    l->bytes = bytes;
+    reserve_gemv(d);
     return l;
   }
 
@@ -440,6 +450,14 @@ class CudaBackend final : public Backend {
     l->bytes = bytes;
     reserve_mma(d);
     return l;
+  }
+
+  // The split-K workspace and counters the GEMV kernels need for d at the largest batch.
+  void reserve_gemv(const GptqDeviceLayout& d) {
+    GptqGemvGroup<__half> alone{.job = {{.w = d}}, .count = 1};
+    const GemvScratch need = gptq_gemv_scratch(alone, kGemvMaxRows);
+    reserve_workspace(need.floats * kMaxGroup);
+    reserve_counters(need.counters * kMaxGroup);
   }
 
   std::unique_ptr<Linear> bnb_linear(quant::bnb::BnbPacked packed) override {
@@ -674,6 +692,10 @@ class CudaBackend final : public Backend {
             .fragment_linear = [this](const MmaDeviceLayout& d, int group_size,
                                       std::vector<std::shared_ptr<void>> memory, uint64_t bytes) {
               return fragment_linear(d, group_size, std::move(memory), bytes);
+            },
+            .gemv_linear = [this](const GptqDeviceLayout& d, int group_size,
+                                  std::vector<std::shared_ptr<void>> memory, uint64_t bytes) {
+              return gemv_linear(d, group_size, std::move(memory), bytes);
             }};
   }
 

@@ -404,6 +404,20 @@ __global__ void pack_scales_kernel(const float* scales, int64_t n, uint16_t* out
   }
 }
 
+// ---- swap-in, GEMV layout: device twin of gptq_repack.cpp's repack_for_cuda ----------
+// (the identity order with N a multiple of 4, where its qweight is the checkpoint's and
+// only the zero points change form)
+
+// zeros [G, N] int32 → out [G, N] one byte each, as repack_for_cuda reads them back from
+// v2 qzeros: the stored code, masked to `bits`.
+__global__ void zero_bytes_kernel(const int32_t* zeros, int64_t n, int bits, uint8_t* out) {
+  pdl_begin();
+  const int32_t mask = (1 << bits) - 1;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = uint8_t(int32_t(quant::stored_zero(zeros[i], bits, quant::Format::kV2)) & mask);
+  }
+}
+
 // ---- swap-in: device twin of format/fragment_layout.cpp's make_fragment_layout --------
 
 // words [Nt][Kp/64][32][bits]: thread (row tile nt, chunk c, lane) writes its lane's run
@@ -666,28 +680,7 @@ class CudaQuantOps final : public QuantOps {
       launch(reversed_damped_kernel<float>, grid, 256, 0, ctx_.stream, hp, pp, dp, lambda, K,
              static_cast<float*>(A));
     }
-    const cudaDataType_t t = f64 ? CUDA_R_64F : CUDA_R_32F;
-    size_t dev_bytes = 0, host_bytes = 0, dev2 = 0, host2 = 0;
-    CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A, K, t,
-                                               &dev_bytes, &host_bytes));
-    CUSOLVER_CHECK(cusolverDnXtrtri_bufferSize(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, K, t, A,
-                                               K, &dev2, &host2));
-    if (std::max(dev_bytes, dev2) > solver_work_bytes_) {
-      sync();  // the old workspace may still be in use
-      solver_work_.reset();
-      solver_work_ = ctx_.alloc(std::max(dev_bytes, dev2), "the cuSOLVER workspace");
-      solver_work_bytes_ = std::max(dev_bytes, dev2);
-    }
-    const auto& work = solver_work_;
-    std::vector<std::byte> host_work(std::max(host_bytes, host2));
-    clear_flag();
-    CUSOLVER_CHECK(cusolverDnXpotrf(solver_, params_, CUBLAS_FILL_MODE_UPPER, K, t, A, K, t, work.get(),
-                                    std::max(dev_bytes, dev2), host_work.data(), host_work.size(), flag()));
-    if (read_flag() != 0) return nullptr;  // not positive definite at this λ
-    CUSOLVER_CHECK(cusolverDnXtrtri(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, K, t, A, K,
-                                    work.get(), std::max(dev_bytes, dev2), host_work.data(), host_work.size(),
-                                    flag()));
-    if (read_flag() != 0) return nullptr;
+    if (!factor_upper(A, K, f64) || !invert_upper(A, K, f64)) return nullptr;  // not positive definite at this λ
     auto f = std::make_unique<CudaFactor>();
     f->U = ctx_.alloc(uint64_t(K * K) * 4, "the inverse-Hessian factor");
     auto* up = static_cast<float*>(f->U.get());
@@ -700,6 +693,113 @@ class CudaQuantOps final : public QuantOps {
     }
     if (read_flag() != 0) return nullptr;
     return f;
+  }
+
+  // The halves of a K-wide triangle at most this wide go to cuSOLVER whole; wider ones are
+  // split in two (recursively). cuSOLVER's own Xpotrf and Xtrtri work in panels so narrow
+  // that on the 8B shape they took ~240 ms a layer in ~10⁴ launches (K = 14336: 3800 trmm
+  // calls for the inverse alone) for ~2·K³/3 flops that the fp64 tensor cores do in ~30 ms;
+  // halving puts almost all of the flops into a few large cuBLAS calls.
+  static constexpr int64_t kTriangleBase = 1024;
+
+  // In place, A: [n, n] column-major at `a` with leading dimension ld (fp64, or fp32 when not
+  // f64): its upper triangle becomes U with UᵀU = A (the lower one is not read). False
+  // when A is not numerically positive definite. With A = [A11 A12; A12ᵀ A22]:
+  // U11 = chol(A11), U12 = U11⁻ᵀ A12, U22 = chol(A22 − U12ᵀ U12).
+  bool factor_upper(void* a, int64_t n, bool f64, int64_t ld = 0) {
+    if (ld == 0) ld = n;
+    const size_t e = f64 ? 8 : 4;
+    auto at = [&](int64_t i, int64_t j) { return static_cast<std::byte*>(a) + size_t(i + j * ld) * e; };
+    if (n <= kTriangleBase) {
+      const cudaDataType_t t = f64 ? CUDA_R_64F : CUDA_R_32F;
+      size_t dev_bytes = 0, host_bytes = 0;
+      CUSOLVER_CHECK(cusolverDnXpotrf_bufferSize(solver_, params_, CUBLAS_FILL_MODE_UPPER, n, t, a, ld, t, &dev_bytes,
+                                                 &host_bytes));
+      void* work = solver_workspace(dev_bytes);
+      std::vector<std::byte> host_work(host_bytes);
+      clear_flag();
+      CUSOLVER_CHECK(cusolverDnXpotrf(solver_, params_, CUBLAS_FILL_MODE_UPPER, n, t, a, ld, t, work, dev_bytes,
+                                      host_work.data(), host_work.size(), flag()));
+      return read_flag() == 0;
+    }
+    const int64_t n1 = split_point(n), n2 = n - n1;
+    if (!factor_upper(a, n1, f64, ld)) return false;
+    const double one = 1.0, minus_one = -1.0;
+    const float onef = 1.0f, minus_onef = -1.0f;
+    if (f64) {
+      CUBLAS_CHECK(cublasDtrsm(ctx_.cublas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_T,
+                               CUBLAS_DIAG_NON_UNIT, int(n1), int(n2), &one, reinterpret_cast<const double*>(at(0, 0)),
+                               int(ld), reinterpret_cast<double*>(at(0, n1)), int(ld)));
+      CUBLAS_CHECK(cublasDsyrk(ctx_.cublas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_T, int(n2), int(n1), &minus_one,
+                               reinterpret_cast<const double*>(at(0, n1)), int(ld), &one,
+                               reinterpret_cast<double*>(at(n1, n1)), int(ld)));
+    } else {
+      CUBLAS_CHECK(cublasStrsm(ctx_.cublas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_T,
+                               CUBLAS_DIAG_NON_UNIT, int(n1), int(n2), &onef, reinterpret_cast<const float*>(at(0, 0)),
+                               int(ld), reinterpret_cast<float*>(at(0, n1)), int(ld)));
+      CUBLAS_CHECK(cublasSsyrk(ctx_.cublas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_T, int(n2), int(n1), &minus_onef,
+                               reinterpret_cast<const float*>(at(0, n1)), int(ld), &onef,
+                               reinterpret_cast<float*>(at(n1, n1)), int(ld)));
+    }
+    return factor_upper(at(n1, n1), n2, f64, ld);
+  }
+
+  // In place, as factor_upper: the upper triangle of U becomes U⁻¹ (the lower one is not
+  // touched). inv [U11 U12; 0 U22] = [U11⁻¹, −U11⁻¹ U12 U22⁻¹; 0, U22⁻¹]: the diagonal
+  // blocks first, then U12 by two in-place trmm (cuBLAS takes C = B for BLAS's in-place
+  // form), so no workspace. False when a diagonal entry is zero.
+  bool invert_upper(void* a, int64_t n, bool f64, int64_t ld = 0) {
+    if (ld == 0) ld = n;
+    const size_t e = f64 ? 8 : 4;
+    auto at = [&](int64_t i, int64_t j) { return static_cast<std::byte*>(a) + size_t(i + j * ld) * e; };
+    if (n <= kTriangleBase) {
+      const cudaDataType_t t = f64 ? CUDA_R_64F : CUDA_R_32F;
+      size_t dev_bytes = 0, host_bytes = 0;
+      CUSOLVER_CHECK(cusolverDnXtrtri_bufferSize(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, n, t, a, ld,
+                                                 &dev_bytes, &host_bytes));
+      void* work = solver_workspace(dev_bytes);
+      std::vector<std::byte> host_work(host_bytes);
+      clear_flag();
+      CUSOLVER_CHECK(cusolverDnXtrtri(solver_, CUBLAS_FILL_MODE_UPPER, CUBLAS_DIAG_NON_UNIT, n, t, a, ld, work,
+                                      dev_bytes, host_work.data(), host_work.size(), flag()));
+      return read_flag() == 0;
+    }
+    const int64_t n1 = split_point(n), n2 = n - n1;
+    if (!invert_upper(a, n1, f64, ld) || !invert_upper(at(n1, n1), n2, f64, ld)) return false;
+    const double one = 1.0, minus_one = -1.0;
+    const float onef = 1.0f, minus_onef = -1.0f;
+    if (f64) {
+      auto* b = reinterpret_cast<double*>(at(0, n1));
+      CUBLAS_CHECK(cublasDtrmm(ctx_.cublas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
+                               CUBLAS_DIAG_NON_UNIT, int(n1), int(n2), &one, reinterpret_cast<const double*>(at(0, 0)),
+                               int(ld), b, int(ld), b, int(ld)));
+      CUBLAS_CHECK(cublasDtrmm(ctx_.cublas, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
+                               CUBLAS_DIAG_NON_UNIT, int(n1), int(n2), &minus_one,
+                               reinterpret_cast<const double*>(at(n1, n1)), int(ld), b, int(ld), b, int(ld)));
+    } else {
+      auto* b = reinterpret_cast<float*>(at(0, n1));
+      CUBLAS_CHECK(cublasStrmm(ctx_.cublas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
+                               CUBLAS_DIAG_NON_UNIT, int(n1), int(n2), &onef, reinterpret_cast<const float*>(at(0, 0)),
+                               int(ld), b, int(ld), b, int(ld)));
+      CUBLAS_CHECK(cublasStrmm(ctx_.cublas, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N,
+                               CUBLAS_DIAG_NON_UNIT, int(n1), int(n2), &minus_onef,
+                               reinterpret_cast<const float*>(at(n1, n1)), int(ld), b, int(ld), b, int(ld)));
+    }
+    return true;
+  }
+
+  // The first half of an n-wide split, a multiple of 256 columns (whole tensor-core tiles).
+  static int64_t split_point(int64_t n) { return std::max<int64_t>(256, (n / 2) / 256 * 256); }
+
+  // The cuSOLVER workspace, grown to `bytes` (the old one may still be in use: synced first).
+  void* solver_workspace(size_t bytes) {
+    if (bytes > solver_work_bytes_) {
+      sync();
+      solver_work_.reset();
+      solver_work_ = ctx_.alloc(std::max<size_t>(bytes, 1), "the cuSOLVER workspace");
+      solver_work_bytes_ = bytes;
+    }
+    return solver_work_.get();
   }
 
   bool all_finite(Tensor w) override {
@@ -890,7 +990,9 @@ class CudaQuantOps final : public QuantOps {
     std::optional<quant::FragmentLayout> order;
     if (ctx_.takes_fragment_layout(l.bits)) order = quant::fragment_order(l.bits, l.in_features, l.out_features,
                                                                           l.num_groups(), l.g_idx);
-    if (!order) {  // the backend's other layout (or its refusal): from the packed tensors, as a load
+    if (!order) {
+      if (auto l = gemv_swap_in(r, bias)) return l;
+      // Act-order, or an N the GEMV layout pads: from the packed tensors, as a load.
       quant::PackedLinear p = pack(result, quant::Format::kV2);
       p.bias = std::move(bias);
       return b.gptq_linear(std::move(p));
@@ -934,6 +1036,57 @@ class CudaQuantOps final : public QuantOps {
   }
 
  private:
+  // The GEMV-layout layer of r built on the device (what b.gptq_linear makes of pack(r,
+  // kV2) when the backend does not take the fragment order), or null where
+  // repack_for_cuda would reorder or pad (act-order's permuted g_idx; N % 4 ≠ 0) or
+  // refuse (a block of codes in two groups). The checkpoint's qweight is then the
+  // layout's, so the swap-in costs three small kernels instead of a download, a host
+  // repack and an upload (~20 ms a module on the 8B shape).
+  std::unique_ptr<Linear> gemv_swap_in(const CudaSweepResult& r, const std::vector<float>& bias) {
+    const quant::QuantizedLinear& l = r.layout;
+    const int bits = l.bits, V = quant::block_values(bits);
+    const int64_t N = l.out_features, K = l.in_features, G = l.num_groups();
+    if (N % 4 != 0 || K % V != 0 || !std::is_sorted(l.g_idx.begin(), l.g_idx.end())) return nullptr;
+    std::vector<int32_t> block_group(size_t(K / V));
+    for (int64_t kb = 0; kb < K / V; ++kb) {
+      block_group[size_t(kb)] = l.g_idx[size_t(kb * V)];
+      if (l.g_idx[size_t(kb * V + V - 1)] != block_group[size_t(kb)]) return nullptr;  // sorted: the ends decide
+    }
+    std::vector<std::shared_ptr<void>> memory;
+    uint64_t total = 0;
+    auto alloc = [&](uint64_t bytes) {
+      memory.push_back(ctx_.alloc(bytes, "a gptq tensor"));
+      total += bytes;
+      return memory.back().get();
+    };
+    auto upload = [&](const void* host, uint64_t bytes) {
+      void* m = alloc(bytes);
+      CUDA_CHECK(cudaMemcpyAsync(m, host, bytes, cudaMemcpyHostToDevice, ctx_.stream));
+      return m;
+    };
+    GptqDeviceLayout d{.bits = bits, .K = K, .N = N, .Np = N, .G = G};
+    auto* qweight = static_cast<int32_t*>(alloc(uint64_t(quant::qweight_rows(K, bits) * N) * 4));
+    auto* scales = static_cast<uint16_t*>(alloc(uint64_t(G * N) * 2));
+    auto* zeros = static_cast<uint8_t*>(alloc(uint64_t(G * N)));
+    d.qweight = qweight;
+    d.scales = reinterpret_cast<const __half*>(scales);
+    d.zeros = zeros;
+    d.block_group = static_cast<const int32_t*>(upload(block_group.data(), block_group.size() * 4));
+    if (!bias.empty()) {
+      GPTQ_CHECK(int64_t(bias.size()) == N, "cuda swap_in: bias has " + std::to_string(bias.size()) +
+                                                " entries, expected N=" + std::to_string(N));
+      d.bias = static_cast<const float*>(upload(bias.data(), bias.size() * 4));
+    }
+    launch(pack_qweight_kernel, dim3(ceil_div(N, 128), unsigned(std::min<int64_t>(K / V, 65535))), 128, 0,
+           ctx_.stream, r.codes, N, K, bits, qweight);
+    launch(pack_scales_kernel, unsigned(std::min<int64_t>(ceil_div(G * N, 256), 4096)), 256, 0, ctx_.stream,
+           r.scales, G * N, scales);
+    launch(zero_bytes_kernel, unsigned(std::min<int64_t>(ceil_div(G * N, 256), 4096)), 256, 0, ctx_.stream,
+           r.zeros, G * N, bits, zeros);
+    sync();  // the host vectors above must outlive their transfers
+    return ctx_.gemv_linear(d, l.group_size, std::move(memory), total);
+  }
+
   CudaHessian& mine(Hessian& h) const {
     auto* c = dynamic_cast<CudaHessian*>(&h);
     GPTQ_CHECK(c != nullptr, "cuda quant ops: Hessian made by another backend");

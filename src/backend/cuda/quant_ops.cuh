@@ -9,6 +9,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/gptq_gemm.cuh"
 #include "backend/cuda/gptq_mma.cuh"
 
 namespace gptq::backend::cuda {
@@ -29,6 +30,11 @@ struct DeviceContext {
   std::function<std::unique_ptr<Linear>(const MmaDeviceLayout& d, int group_size,
                                         std::vector<std::shared_ptr<void>> memory, uint64_t bytes)>
       fragment_linear;
+  // The same for the GEMV layout (GptqDeviceLayout) where the backend does not take the
+  // fragment order for those bits.
+  std::function<std::unique_ptr<Linear>(const GptqDeviceLayout& d, int group_size,
+                                        std::vector<std::shared_ptr<void>> memory, uint64_t bytes)>
+      gemv_linear;
 };
 
 // The backend must outlive the result.
