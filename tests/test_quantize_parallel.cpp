@@ -10,7 +10,9 @@
 
 #include "backend/backend.h"
 #include "backend/registry.h"
+#include "eval/perplexity.h"
 #include "io/checkpoint.h"
+#include "model/model.h"
 #include "quant/calibration.h"
 #include "quant/parallel.h"
 #include "quant/rank_group.h"
@@ -229,9 +231,55 @@ TEST_F(Parallel, SeveralCpuRanksAgreeWithOne) { expect_close_to_one_rank("cpu");
 // rank 0 quantizes it.
 TEST_F(Parallel, SeveralCpuRanksAgreeWithOneOnTheHead) { expect_close_to_one_rank("cpu", true); }
 
+// On a GPU the ranks' Hessians are fp32: the pooled sum of two shares and one rank's
+// running sum differ by ~1e-7 relative, as the GPU's H and the CPU's do (test_cuda_quant).
+// The first modules, whose inputs both runs compute alike (layer 0's q/k/v), meet the
+// contract above; but each code flipped there changes the inputs of every later module by
+// a quantization step, far more than the rounding, so from there the two runs are two
+// GPTQ runs on slightly different activations (on the CPU, whose fp64 sums differ by
+// ~1e-16, no code flips and the cascade never starts). The bound is then the one GPU and
+// CPU meet end to end: perplexity within 0.5%, and the loss summed over the modules
+// within 1% (42 modules whose losses move by about 1% each, independently, in sign). The
+// calibration is the end-to-end test's size, 64 × 256 tokens: with the other tests' 7 × 96
+// two such runs spread by more (0.503% measured on the H200).
 TEST_F(Parallel, SeveralRanksOnOneGpuAgreeWithOne) {
   if (backend::cuda_device_count() == 0) GTEST_SKIP() << "skipped: no CUDA device";
-  expect_close_to_one_rank("cuda:0");
+  const quant::CalibSet calib = test::stories_calibration(64, 256);
+  std::vector<std::unique_ptr<backend::Backend>> one, two;
+  one.push_back(backend::make_backend("cuda:0", {.activations = DType::kF32}));
+  for (int r = 0; r < 2; ++r) two.push_back(backend::make_backend("cuda:0", {.activations = DType::kF32}));
+  const auto a = quantize("one", one, calib), b = quantize("two", two, calib);
+  ASSERT_EQ(a.size(), b.size());
+  double loss_a = 0, loss_b = 0;
+  for (const auto& [module, rep] : a) {
+    ASSERT_TRUE(b.count(module)) << module;
+    loss_a += rep.loss;
+    loss_b += b.at(module).loss;
+  }
+  EXPECT_NEAR(loss_b, loss_a, 0.01 * loss_a);
+  const io::Checkpoint ca(tmp_.path() / "one"), cb(tmp_.path() / "two");
+  ASSERT_EQ(ca.names(), cb.names());
+  for (const char* m : {"q_proj", "k_proj", "v_proj"}) {
+    const std::string t = std::string("model.layers.0.self_attn.") + m + ".qweight";
+    const auto x = codes_of(ca, t), y = codes_of(cb, t);
+    ASSERT_EQ(x.size(), y.size()) << t;
+    int64_t same = 0, far = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      same += x[i] == y[i];
+      far += std::abs(int(x[i]) - int(y[i])) > 1;
+    }
+    EXPECT_GE(double(same), 0.99 * double(x.size())) << t;
+    EXPECT_EQ(far, 0) << t;
+  }
+  const auto tk = tok::Tokenizer::load(test::stories15m_dir() / "tokenizer.json");
+  const std::vector<int32_t> ids = tk.encode(test::read_file(test::source_dir() / "data" / "stories15M-samples.txt").substr(0, 100000));
+  auto ppl = [&](const fs::path& dir) {
+    auto be = backend::make_cpu_backend();
+    auto m = model::Model::load(dir, *be);
+    return eval::perplexity(m, ids, {.ctx = 256, .max_windows = 30}).ppl;
+  };
+  const double pa = ppl(tmp_.path() / "one"), pb = ppl(tmp_.path() / "two");
+  EXPECT_NEAR(pb, pa, 0.005 * pa) << "one rank " << pa << ", two ranks " << pb;
 }
 
 // A rank whose share is bad fails alone; the others are released, the run reports that
