@@ -83,6 +83,17 @@ std::vector<Case> cases() {
   };
 }
 
+// Of two layers' codes (same size): how many are equal, and how many differ by more than 1.
+std::pair<int64_t, int64_t> code_agreement(const quant::QuantizedLinear& a, const quant::QuantizedLinear& b) {
+  int64_t same = 0, off_by_more = 0;
+  for (size_t i = 0; i < a.q.size(); ++i) {
+    const int d = std::abs(int(a.q[i]) - int(b.q[i]));
+    same += d == 0;
+    off_by_more += d > 1;
+  }
+  return {same, off_by_more};
+}
+
 class CudaQuantOps : public CudaQuant, public testing::WithParamInterface<Case> {};
 
 // One synthetic layer, K = 320 (two full 128-column blocks and a partial one; partial
@@ -110,12 +121,7 @@ TEST_P(CudaQuantOps, MatchesCpu) {
 
   ASSERT_EQ(gq.g_idx, cq.g_idx);
   ASSERT_EQ(gq.q.size(), cq.q.size());
-  int64_t same = 0, off_by_more = 0;
-  for (size_t i = 0; i < cq.q.size(); ++i) {
-    const int d = std::abs(int(gq.q[i]) - int(cq.q[i]));
-    same += d == 0;
-    off_by_more += d > 1;
-  }
+  const auto [same, off_by_more] = code_agreement(gq, cq);
   const double frac = double(same) / double(cq.q.size());
   if (c.opts.quant.bits == 4) {
     EXPECT_GE(frac, 0.99) << "identical codes";
@@ -160,12 +166,7 @@ TEST_F(CudaQuant, RecursiveFactorOfAWideHessianMatchesCpu) {
     ops->assign(*h, acc.matrix(), acc.samples());
     const quant::QuantizedLinear gq = quant::gptq_quantize(*ops, W.data(), N, K, *h, opts, &gs);
     ASSERT_EQ(gq.q.size(), cq.q.size());
-    int64_t same = 0, off_by_more = 0;
-    for (size_t i = 0; i < cq.q.size(); ++i) {
-      const int d = std::abs(int(gq.q[i]) - int(cq.q[i]));
-      same += d == 0;
-      off_by_more += d > 1;
-    }
+    const auto [same, off_by_more] = code_agreement(gq, cq);
     const bool f64 = precision == backend::FactorPrecision::kF64;
     EXPECT_GE(double(same), 0.99 * double(cq.q.size())) << (f64 ? "fp64" : "fp32") << " factor";
     EXPECT_EQ(off_by_more, 0) << (f64 ? "fp64" : "fp32") << " factor";

@@ -522,6 +522,32 @@ struct CudaFactor final : InverseFactor {
   std::shared_ptr<void> U;  // [K, K] fp32
 };
 
+// The device memory of a swapped-in layer, counted as it is allocated; uploads are ordered
+// on the context's stream (the caller syncs before its host buffers go).
+struct LayerMemory {
+  const DeviceContext& ctx;
+  std::vector<std::shared_ptr<void>> blocks;
+  uint64_t total = 0;
+
+  void* alloc(uint64_t bytes) {
+    blocks.push_back(ctx.alloc(bytes, "a gptq tensor"));
+    total += bytes;
+    return blocks.back().get();
+  }
+  void* upload(const void* host, uint64_t bytes) {
+    void* m = alloc(bytes);
+    CUDA_CHECK(cudaMemcpyAsync(m, host, bytes, cudaMemcpyHostToDevice, ctx.stream));
+    return m;
+  }
+  // bias: [N] or empty (null then).
+  const float* bias(const std::vector<float>& b, int64_t N) {
+    if (b.empty()) return nullptr;
+    GPTQ_CHECK(int64_t(b.size()) == N, "cuda swap_in: bias has " + std::to_string(b.size()) +
+                                           " entries, expected N=" + std::to_string(N));
+    return static_cast<const float*>(upload(b.data(), b.size() * 4));
+  }
+};
+
 // Pointers into the QuantOps' scratch, valid while `generation` is the scratch's.
 struct CudaSweepResult final : SweepResult {
   CudaSweepResult(double loss, quant::QuantizedLinear layout) : SweepResult(loss), layout(std::move(layout)) {}
@@ -999,40 +1025,25 @@ class CudaQuantOps final : public QuantOps {
     }
     const quant::FragmentLayout& f = *order;
     const int64_t N = l.out_features, K = l.in_features, rows = f.row_stride();
-    std::vector<std::shared_ptr<void>> memory;
-    uint64_t total = 0;
-    auto alloc = [&](uint64_t bytes) {
-      memory.push_back(ctx_.alloc(bytes, "a gptq tensor"));
-      total += bytes;
-      return memory.back().get();
-    };
-    auto upload = [&](const void* host, uint64_t bytes) {
-      void* m = alloc(bytes);
-      CUDA_CHECK(cudaMemcpyAsync(m, host, bytes, cudaMemcpyHostToDevice, ctx_.stream));
-      return m;
-    };
+    LayerMemory mem{ctx_};
     MmaDeviceLayout d{.bits = f.bits, .K = K, .N = N, .Kp = f.Kp, .Nt = f.Nt, .G = f.G};
     const uint64_t word_count = uint64_t(f.Nt * (f.Kp / quant::kFragmentChunk) * quant::kFragmentLanes);
-    auto* words = static_cast<uint32_t*>(alloc(word_count * uint64_t(f.bits) * 4));
-    auto* scales = static_cast<__half*>(alloc(uint64_t(f.G * rows) * 2));
-    auto* zeros = static_cast<uint8_t*>(alloc(uint64_t(f.G * rows)));
+    auto* words = static_cast<uint32_t*>(mem.alloc(word_count * uint64_t(f.bits) * 4));
+    auto* scales = static_cast<__half*>(mem.alloc(uint64_t(f.G * rows) * 2));
+    auto* zeros = static_cast<uint8_t*>(mem.alloc(uint64_t(f.G * rows)));
     d.words = words;
     d.scales = scales;
     d.zeros = zeros;
-    d.tile_group = static_cast<const int32_t*>(upload(f.tile_group.data(), f.tile_group.size() * 4));
-    d.chunk_group = static_cast<const int32_t*>(upload(f.chunk_group.data(), f.chunk_group.size() * 4));
-    if (!f.perm.empty()) d.perm = static_cast<const int32_t*>(upload(f.perm.data(), f.perm.size() * 4));
-    if (!bias.empty()) {
-      GPTQ_CHECK(int64_t(bias.size()) == N, "cuda swap_in: bias has " + std::to_string(bias.size()) +
-                                                " entries, expected N=" + std::to_string(N));
-      d.bias = static_cast<const float*>(upload(bias.data(), bias.size() * 4));
-    }
+    d.tile_group = static_cast<const int32_t*>(mem.upload(f.tile_group.data(), f.tile_group.size() * 4));
+    d.chunk_group = static_cast<const int32_t*>(mem.upload(f.chunk_group.data(), f.chunk_group.size() * 4));
+    if (!f.perm.empty()) d.perm = static_cast<const int32_t*>(mem.upload(f.perm.data(), f.perm.size() * 4));
+    d.bias = mem.bias(bias, N);
     launch(fragment_words_kernel, unsigned(ceil_div(int64_t(word_count), 128)), 128, 0, ctx_.stream, r.codes,
            d.perm, N, K, f.Kp, f.Nt, f.bits, words);
     launch(fragment_params_kernel, unsigned(std::min<int64_t>(ceil_div(f.G * rows, 256), 4096)), 256, 0,
            ctx_.stream, r.scales, r.zeros, N, f.G, rows, scales, zeros);
     sync();  // the host maps above must outlive their transfers
-    return ctx_.fragment_linear(d, l.group_size, std::move(memory), total);
+    return ctx_.fragment_linear(d, l.group_size, std::move(mem.blocks), mem.total);
   }
 
  private:
@@ -1052,31 +1063,16 @@ class CudaQuantOps final : public QuantOps {
       block_group[size_t(kb)] = l.g_idx[size_t(kb * V)];
       if (l.g_idx[size_t(kb * V + V - 1)] != block_group[size_t(kb)]) return nullptr;  // sorted: the ends decide
     }
-    std::vector<std::shared_ptr<void>> memory;
-    uint64_t total = 0;
-    auto alloc = [&](uint64_t bytes) {
-      memory.push_back(ctx_.alloc(bytes, "a gptq tensor"));
-      total += bytes;
-      return memory.back().get();
-    };
-    auto upload = [&](const void* host, uint64_t bytes) {
-      void* m = alloc(bytes);
-      CUDA_CHECK(cudaMemcpyAsync(m, host, bytes, cudaMemcpyHostToDevice, ctx_.stream));
-      return m;
-    };
+    LayerMemory mem{ctx_};
     GptqDeviceLayout d{.bits = bits, .K = K, .N = N, .Np = N, .G = G};
-    auto* qweight = static_cast<int32_t*>(alloc(uint64_t(quant::qweight_rows(K, bits) * N) * 4));
-    auto* scales = static_cast<uint16_t*>(alloc(uint64_t(G * N) * 2));
-    auto* zeros = static_cast<uint8_t*>(alloc(uint64_t(G * N)));
+    auto* qweight = static_cast<int32_t*>(mem.alloc(uint64_t(quant::qweight_rows(K, bits) * N) * 4));
+    auto* scales = static_cast<uint16_t*>(mem.alloc(uint64_t(G * N) * 2));
+    auto* zeros = static_cast<uint8_t*>(mem.alloc(uint64_t(G * N)));
     d.qweight = qweight;
     d.scales = reinterpret_cast<const __half*>(scales);
     d.zeros = zeros;
-    d.block_group = static_cast<const int32_t*>(upload(block_group.data(), block_group.size() * 4));
-    if (!bias.empty()) {
-      GPTQ_CHECK(int64_t(bias.size()) == N, "cuda swap_in: bias has " + std::to_string(bias.size()) +
-                                                " entries, expected N=" + std::to_string(N));
-      d.bias = static_cast<const float*>(upload(bias.data(), bias.size() * 4));
-    }
+    d.block_group = static_cast<const int32_t*>(mem.upload(block_group.data(), block_group.size() * 4));
+    d.bias = mem.bias(bias, N);
     launch(pack_qweight_kernel, dim3(ceil_div(N, 128), unsigned(std::min<int64_t>(K / V, 65535))), 128, 0,
            ctx_.stream, r.codes, N, K, bits, qweight);
     launch(pack_scales_kernel, unsigned(std::min<int64_t>(ceil_div(G * N, 256), 4096)), 256, 0, ctx_.stream,
@@ -1084,7 +1080,7 @@ class CudaQuantOps final : public QuantOps {
     launch(zero_bytes_kernel, unsigned(std::min<int64_t>(ceil_div(G * N, 256), 4096)), 256, 0, ctx_.stream,
            r.zeros, G * N, bits, zeros);
     sync();  // the host vectors above must outlive their transfers
-    return ctx_.gemv_linear(d, l.group_size, std::move(memory), total);
+    return ctx_.gemv_linear(d, l.group_size, std::move(mem.blocks), mem.total);
   }
 
   CudaHessian& mine(Hessian& h) const {
