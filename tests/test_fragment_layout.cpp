@@ -103,10 +103,20 @@ TEST(FragmentLayout, CodesSitWhereTheHeaderSays) {
                                        : int32_t(l->G - 1);
       ASSERT_EQ(l->tile_group[std::size_t(t)], want) << "tile " << t;
     }
+    bool every_chunk_one_group = true;  // padding tiles included (the decode kernel's condition)
     for (int64_t ch = 0; ch < l->Kp / 64; ++ch) {
       const auto* t = &l->tile_group[std::size_t(4 * ch)];
-      const bool one = t[0] == t[1] && t[1] == t[2] && t[2] == t[3] && (ch + 1) * 64 <= c.K;
+      const bool same = t[0] == t[1] && t[1] == t[2] && t[2] == t[3];
+      const bool one = same && (ch + 1) * 64 <= c.K;
       ASSERT_EQ(l->chunk_group[std::size_t(ch)], one ? t[0] : -1) << "chunk " << ch;
+      every_chunk_one_group = every_chunk_one_group && same;
+    }
+    EXPECT_EQ(l->chunks_one_group, every_chunk_one_group) << "bits=" << c.bits << " K=" << c.K << " g=" << c.group_size;
+    if (c.group_size % 64 == 0 || c.group_size == -1) {
+      EXPECT_TRUE(l->chunks_one_group) << "g=" << c.group_size;
+    }
+    if (c.group_size == 32 || c.group_size == 48) {
+      EXPECT_FALSE(l->chunks_one_group) << "g=" << c.group_size;
     }
     for (int64_t n = 0; n < l->Nt * 16; ++n) {
       for (int64_t j = 0; j < l->Kp; ++j) {

@@ -36,10 +36,12 @@ std::optional<FragmentLayout> fragment_order(int bits, int64_t K, int64_t N, int
     l.tile_group[std::size_t(t)] = g;
   }
   l.chunk_group.assign(std::size_t(Kp / kFragmentChunk), -1);
+  l.chunks_one_group = true;
   for (int64_t c = 0; c < Kp / kFragmentChunk; ++c) {
     const int32_t g = l.tile_group[std::size_t(4 * c)];
     const bool one = l.tile_group[std::size_t(4 * c + 3)] == g;  // sorted: first == last means all
     if (one && (c + 1) * kFragmentChunk <= K) l.chunk_group[std::size_t(c)] = g;
+    l.chunks_one_group = l.chunks_one_group && one;
   }
   if (!std::is_sorted(g_idx.begin(), g_idx.end())) l.perm = std::move(order);
   return l;

@@ -58,6 +58,10 @@ struct FragmentLayout {
   std::vector<int32_t> tile_group;   // [Kp/16]
   std::vector<int32_t> chunk_group;  // [Kp/64], -1 where the tiles differ or pass K
   std::vector<int32_t> perm;        // [K]: sorted input j is input column perm[j]; empty: identity
+  // Every chunk's 4 tiles, padding included, lie in one group (tile_group[4c] is the
+  // chunk's): group sizes that are multiples of 64, or one group. The decode kernel
+  // (gptq_decode.cu) needs it; group 32 and sizes like 80 do not have it.
+  bool chunks_one_group = false;
 
   int64_t row_stride() const { return Nt * kFragmentRows; }  // of scales and zeros
 };

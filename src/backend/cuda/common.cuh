@@ -121,6 +121,15 @@ struct SplitScratch {
   int64_t counters = 0;
 };
 
+// SMs of the current device (a host-side attribute query, no synchronisation; cheap
+// enough per launch, and right on whichever device the calling thread has set).
+inline int sm_count() {
+  int dev = 0, v = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+  return v;
+}
+
 inline unsigned ceil_div(int64_t a, int64_t b) { return unsigned((a + b - 1) / b); }
 
 }  // namespace gptq::backend::cuda

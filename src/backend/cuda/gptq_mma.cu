@@ -27,13 +27,17 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "backend/cuda/fragment_codes.cuh"
+#include "backend/cuda/gptq_decode.cuh"
 #include "backend/cuda/gptq_mma.cuh"
 #include "backend/cuda/mma.cuh"
 
 namespace gptq::backend::cuda {
 namespace {
 
-constexpr int kWarps = 4;
+using namespace fragment;
+
+constexpr int kWarps = kBlockTiles;  // one 16-row tile per warp
 constexpr int kThreads = kWarps * 32;
 constexpr int kChunk = 64;               // inputs per lane run of codes
 constexpr int kStep = 256;               // inputs staged per step
@@ -51,66 +55,6 @@ constexpr int kMaxSmem = 96 * 1024;
 // a B-fragment load fall in 32 distinct banks.
 constexpr int kRowPad = 8;
 constexpr int kRowLen = kStep + kRowPad;
-
-// The magic: B + q for a code q OR-ed into each 16-bit half.
-template <class T>
-struct Magic;
-template <>
-struct Magic<__half> {
-  static constexpr uint32_t kBits = 0x64006400u;  // 1024.0 in both halves
-};
-template <>
-struct Magic<__nv_bfloat16> {
-  static constexpr uint32_t kBits = 0x43004300u;  // 128.0 in both halves
-};
-
-// Register p of tile j (compile-time) from a lane's chunk words: codes at bits [0, bits)
-// and [16, 16 + bits), the magic OR-ed in (fragment_layout.h gives the bit positions).
-template <int Bits, int J, int P, class T>
-__device__ __forceinline__ uint32_t a_register(const uint32_t (&w)[Bits]) {
-  constexpr int s = 4 * J + P;
-  if constexpr (Bits == 4) {
-    return ((w[J] >> (4 * P)) & 0x000F000Fu) | Magic<T>::kBits;
-  } else if constexpr (Bits == 8) {
-    // Bytes (P & 1) · 2 and + 1 of word 2J + P/2 into the low bytes of the halves; the
-    // high bytes from the second operand (0x64: fp16 only, see mma_supported).
-    return __byte_perm(w[2 * J + P / 2], 0x64646464u, (P & 1) ? 0x7362 : 0x5140);
-  } else if constexpr (Bits == 2) {
-    return ((w[s / 8] >> (2 * (s % 8))) & 0x00030003u) | Magic<T>::kBits;
-  } else {
-    static_assert(Bits == 3);
-    const uint32_t lo = (w[s / 8] >> (2 * (s % 8))) & 0x00030003u;
-    const uint32_t hi = (s >= 2 ? w[2] >> (s - 2) : w[2] << (2 - s)) & 0x00040004u;
-    return lo | hi | Magic<T>::kBits;
-  }
-}
-
-// The four A registers of tile J (compile-time) of a chunk.
-template <int Bits, int J, class T>
-__device__ __forceinline__ void a_fragment(const uint32_t (&w)[Bits], uint32_t (&a)[4]) {
-  a[0] = a_register<Bits, J, 0, T>(w);
-  a[1] = a_register<Bits, J, 1, T>(w);
-  a[2] = a_register<Bits, J, 2, T>(w);
-  a[3] = a_register<Bits, J, 3, T>(w);
-}
-
-// One lane's words of one chunk; codes are read once per product, so past L1.
-template <int Bits>
-__device__ __forceinline__ void load_run(const uint32_t* p, uint32_t (&r)[Bits]) {
-  if constexpr (Bits == 4) {
-    const uint4 v = __ldcs(reinterpret_cast<const uint4*>(p));
-    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
-  } else if constexpr (Bits == 8) {
-    const uint4 v = __ldcs(reinterpret_cast<const uint4*>(p));
-    const uint4 u = __ldcs(reinterpret_cast<const uint4*>(p) + 1);
-    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w, r[4] = u.x, r[5] = u.y, r[6] = u.z, r[7] = u.w;
-  } else if constexpr (Bits == 2) {
-    const uint2 v = __ldcs(reinterpret_cast<const uint2*>(p));
-    r[0] = v.x, r[1] = v.y;
-  } else {
-    r[0] = __ldcs(p), r[1] = __ldcs(p + 1), r[2] = __ldcs(p + 2);  // 12-byte runs: 4-byte aligned
-  }
-}
 
 // The same run into shared memory by cp.async (no registers held while it flies); dst
 // and src are 16-byte aligned at 2/4/8 bits (runs of 8/16/32 bytes), 4-byte at 3.
@@ -145,16 +89,6 @@ __device__ __forceinline__ void read_run(const uint32_t* p, uint32_t (&r)[Bits])
   } else {
     r[0] = p[0], r[1] = p[1], r[2] = p[2];
   }
-}
-
-__host__ __device__ constexpr int64_t block_tiles(int64_t nt) { return (nt + kWarps - 1) / kWarps; }
-
-// Which job of g the block belongs to; `tile` becomes the block tile within it.
-template <class T>
-__device__ __forceinline__ int job_of(const MmaGroup<T>& g, int64_t& tile) {
-  int j = 0;
-  while (j + 1 < g.count && tile >= block_tiles(g.job[j].w.Nt)) tile -= block_tiles(g.job[j++].w.Nt);
-  return j;
 }
 
 // Shared memory of one block: x rows staged [rows][inputs + kRowPad]. MT = 1 (M <= 8)
@@ -502,28 +436,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v;
-  }();
-  return n;
-}
-
 struct Plan {
   int mt;           // 8-row batch fragments per block
   int64_t mchunks;  // blocks along M
   int splits, chunks_per;
 };
-
-template <class T>
-int64_t group_tiles(const MmaGroup<T>& g) {
-  int64_t t = 0;
-  for (int j = 0; j < g.count; ++j) t += block_tiles(g.job[j].w.Nt);
-  return t;
-}
 
 // Splits K so the grid fills the GPU: ~4 blocks per SM while a block's work is light
 // (few batch rows: the product streams codes), fewer as it grows (the fp32 partials
@@ -601,6 +518,7 @@ bool mma_supported(int bits, DType act) {
 
 template <class T>
 MmaScratch gptq_mma_scratch(const MmaGroup<T>& g, int64_t M) {
+  if (decode_applies(g, M)) return gptq_decode_scratch(g, M);
   const Plan p = plan_for(g, M);
   int64_t floats = 0;
   for (int j = 0; j < g.count; ++j) floats += int64_t(p.splits) * M * g.job[j].w.N;
@@ -614,18 +532,11 @@ void gptq_mma(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* p
   for (int j = 1; j < g.count; ++j) {
     GPTQ_CHECK(g.job[j].w.bits == g.job[0].w.bits && g.job[j].w.K == g.job[0].w.K, "gptq_mma: group mismatch");
   }
-  switch (g.job[0].w.bits) {
-    case 2: mma_bits<2, T>(g, x, ldx, M, partials, counters, s); return;
-    case 3: mma_bits<3, T>(g, x, ldx, M, partials, counters, s); return;
-    case 4: mma_bits<4, T>(g, x, ldx, M, partials, counters, s); return;
-    case 8:
-      if constexpr (std::is_same_v<T, __half>) {
-        mma_bits<8, T>(g, x, ldx, M, partials, counters, s);
-        return;
-      }
-      [[fallthrough]];
-    default: GPTQ_CHECK(false, "gptq_mma: unsupported bits for these activations");
+  if (decode_applies(g, M)) {
+    gptq_decode(g, x, ldx, M, partials, counters, s);
+    return;
   }
+  with_bits<T>(g.job[0].w.bits, "gptq_mma", [&]<int Bits>() { mma_bits<Bits, T>(g, x, ldx, M, partials, counters, s); });
 }
 
 template <class T>

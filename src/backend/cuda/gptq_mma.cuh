@@ -24,6 +24,7 @@ struct MmaDeviceLayout {
   const int32_t* chunk_group = nullptr;
   const int32_t* perm = nullptr;
   const float* bias = nullptr;  // [N] or null
+  bool chunks_one_group = false;  // FragmentLayout::chunks_one_group
 };
 
 // Whether the mma kernels take `bits` with activations of `act`: fp16 every width;
