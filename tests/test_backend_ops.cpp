@@ -198,9 +198,9 @@ class BackendOps : public testing::TestWithParam<Target> {
                                  {.activations = GetParam().act, .gptq_mma_max_rows = max_rows, .gptq_kernel = family});
   }
 
-  // Every gptq_cases() layer at each batch size, against the reference.
-  void run_gptq_cases(std::initializer_list<int64_t> batches) {
-    for (const GptqCase& c : gptq_cases()) {
+  // Every layer of `cases` (default gptq_cases()) at each batch size, against the reference.
+  void run_gptq_cases(std::initializer_list<int64_t> batches, const std::vector<GptqCase>& cases = gptq_cases()) {
+    for (const GptqCase& c : cases) {
       const quant::PackedLinear p = random_gptq(c, rng_);
       auto lr = ref_->gptq_linear(p);
       auto ld = dut_->gptq_linear(p);
@@ -345,6 +345,16 @@ TEST_P(BackendOps, GptqLinear) {
   // dequantized tiles + cuBLAS above (300); f32 (and bf16 8-bit) keep the GEMV family.
   use_gptq_family(backend::GptqKernel::kTensorCore, 256);
   run_gptq_cases({1, 3, 8, 9, 17, 40, 64, 65, 130, 300});
+}
+
+// Long K over few output rows: the tensor-core kernels then split K across blocks (the
+// batch 1-8 and 9-64 kernels fill the GPU that way), so the fp32 partials and the
+// last-block reduction run; K = 4128 ends in a partial group of 32 and a partial chunk.
+TEST_P(BackendOps, GptqLinearSplitK) {
+  use_gptq_family(backend::GptqKernel::kTensorCore, 256);
+  run_gptq_cases({1, 9, 33, 64}, {{4, 4096, 200, 128, false, false, true},
+                                  {3, 4128, 72, 64, true, true, false},
+                                  {8, 4096, 40, 128, true, false, false}});
 }
 
 // The fragment layout's dequantize-to-tiles path, at small M too (the crossover at 0).

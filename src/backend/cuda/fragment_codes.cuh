@@ -9,6 +9,7 @@
 
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/gptq_mma.cuh"
+#include "backend/cuda/mma.cuh"
 
 namespace gptq::backend::cuda::fragment {
 
@@ -80,21 +81,65 @@ __device__ __forceinline__ void load_run(const uint32_t* p, uint32_t (&r)[Bits])
   }
 }
 
-// Row tiles of a block (one 16-row tile per warp of 4), and the blocks of a group's grid
-// along x: each job's ceil(Nt / 4), in job order.
+// load_run's run into shared memory by cp.async (no registers held while it flies) at
+// shared-space address dst (smem_address); dst and src are 16-byte aligned at 2/4/8 bits
+// (runs of 8/16/32 bytes), 4-byte at 3.
+template <int Bits>
+__device__ __forceinline__ void load_run_async(uint32_t dst, const uint32_t* src) {
+  if constexpr (Bits == 4) {
+    cp_async_16(dst, src, true);
+  } else if constexpr (Bits == 8) {
+    cp_async_16(dst, src, true);
+    cp_async_16(dst + 16, src + 4, true);
+  } else if constexpr (Bits == 2) {
+    cp_async_small<8>(dst, src);
+  } else {
+    cp_async_small<4>(dst, src), cp_async_small<4>(dst + 4, src + 1), cp_async_small<4>(dst + 8, src + 2);
+  }
+}
+template <int Bits>
+__device__ __forceinline__ void load_run_async(uint32_t* dst, const uint32_t* src) {
+  load_run_async<Bits>(smem_address(dst), src);
+}
+
+// A lane's run back from its ring slot, as one vector load where the width allows (a
+// warp then reads 32 consecutive runs: no bank conflicts; 3-bit runs are 3 words apart,
+// odd, so their word loads are conflict-free too).
+template <int Bits>
+__device__ __forceinline__ void read_run(const uint32_t* p, uint32_t (&r)[Bits]) {
+  if constexpr (Bits == 4) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
+  } else if constexpr (Bits == 8) {
+    const uint4 v = reinterpret_cast<const uint4*>(p)[0], u = reinterpret_cast<const uint4*>(p)[1];
+    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w, r[4] = u.x, r[5] = u.y, r[6] = u.z, r[7] = u.w;
+  } else if constexpr (Bits == 2) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    r[0] = v.x, r[1] = v.y;
+  } else {
+    r[0] = p[0], r[1] = p[1], r[2] = p[2];
+  }
+}
+
+// Row tiles of a block (one 16-row tile per warp of 4 unless a kernel says otherwise:
+// gptq_batch.cu takes 8), and the blocks of a group's grid along x: each job's
+// ceil(Nt / Per), in job order.
 inline constexpr int kBlockTiles = 4;
-__host__ __device__ constexpr int64_t block_tiles(int64_t nt) { return (nt + kBlockTiles - 1) / kBlockTiles; }
-template <class T>
+template <int Per = kBlockTiles>
+__host__ __device__ constexpr int64_t block_tiles(int64_t nt) {
+  return (nt + Per - 1) / Per;
+}
+template <int Per = kBlockTiles, class T>
 int64_t group_tiles(const MmaGroup<T>& g) {
   int64_t t = 0;
-  for (int j = 0; j < g.count; ++j) t += block_tiles(g.job[j].w.Nt);
+  for (int j = 0; j < g.count; ++j) t += block_tiles<Per>(g.job[j].w.Nt);
   return t;
 }
 // Which job of g block `tile` belongs to; `tile` becomes the block tile within it.
-template <class T>
+template <int Per = kBlockTiles, class T>
 __device__ __forceinline__ int job_of(const MmaGroup<T>& g, int64_t& tile) {
   int j = 0;
-  while (j + 1 < g.count && tile >= block_tiles(g.job[j].w.Nt)) tile -= block_tiles(g.job[j++].w.Nt);
+  while (j + 1 < g.count && tile >= block_tiles<Per>(g.job[j].w.Nt)) tile -= block_tiles<Per>(g.job[j++].w.Nt);
   return j;
 }
 

@@ -278,11 +278,16 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for_each_element([&](int64_t m, int64_t r, float) {
-    float total = 0.0f;
-    for (int sp = 0; sp < splits; ++sp) total += __ldcg(part + (int64_t(sp) * M + m) * N + r);
-    store(m, r, total);
-  });
+  // Σ over the splits in split order. Split-major, so each split's loads of all this
+  // thread's elements are independent and in flight together: element-major, each
+  // element paid one L2 round trip per split in series (splits x elements trips).
+  for_each_element([&](int64_t, int64_t, float& v) { v = 0.0f; });
+#pragma unroll 2
+  for (int sp = 0; sp < splits; ++sp) {
+    for_each_element(
+        [&](int64_t m, int64_t r, float& v) { v += __ldcg(part + (int64_t(sp) * M + m) * N + r); });
+  }
+  for_each_element(store);
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
 }
 

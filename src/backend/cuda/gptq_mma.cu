@@ -28,8 +28,10 @@
 #include <type_traits>
 
 #include "backend/cuda/fragment_codes.cuh"
+#include "backend/cuda/gptq_batch.cuh"
 #include "backend/cuda/gptq_decode.cuh"
 #include "backend/cuda/gptq_mma.cuh"
+#include "backend/cuda/gptq_sorted.cuh"
 #include "backend/cuda/mma.cuh"
 
 namespace gptq::backend::cuda {
@@ -55,41 +57,6 @@ constexpr int kMaxSmem = 96 * 1024;
 // a B-fragment load fall in 32 distinct banks.
 constexpr int kRowPad = 8;
 constexpr int kRowLen = kStep + kRowPad;
-
-// The same run into shared memory by cp.async (no registers held while it flies); dst
-// and src are 16-byte aligned at 2/4/8 bits (runs of 8/16/32 bytes), 4-byte at 3.
-template <int Bits>
-__device__ __forceinline__ void load_run_async(uint32_t* dst, const uint32_t* src) {
-  if constexpr (Bits == 4) {
-    cp_async_16(dst, src, true);
-  } else if constexpr (Bits == 8) {
-    cp_async_16(dst, src, true);
-    cp_async_16(dst + 4, src + 4, true);
-  } else if constexpr (Bits == 2) {
-    cp_async_small<8>(dst, src);
-  } else {
-    cp_async_small<4>(dst, src), cp_async_small<4>(dst + 1, src + 1), cp_async_small<4>(dst + 2, src + 2);
-  }
-}
-
-// A lane's run back from its ring slot, as one vector load where the width allows (a
-// warp then reads 32 consecutive runs: no bank conflicts; 3-bit runs are 3 words apart,
-// odd, so their word loads are conflict-free too).
-template <int Bits>
-__device__ __forceinline__ void read_run(const uint32_t* p, uint32_t (&r)[Bits]) {
-  if constexpr (Bits == 4) {
-    const uint4 v = *reinterpret_cast<const uint4*>(p);
-    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w;
-  } else if constexpr (Bits == 8) {
-    const uint4 v = reinterpret_cast<const uint4*>(p)[0], u = reinterpret_cast<const uint4*>(p)[1];
-    r[0] = v.x, r[1] = v.y, r[2] = v.z, r[3] = v.w, r[4] = u.x, r[5] = u.y, r[6] = u.z, r[7] = u.w;
-  } else if constexpr (Bits == 2) {
-    const uint2 v = *reinterpret_cast<const uint2*>(p);
-    r[0] = v.x, r[1] = v.y;
-  } else {
-    r[0] = p[0], r[1] = p[1], r[2] = p[2];
-  }
-}
 
 // Shared memory of one block: x rows staged [rows][inputs + kRowPad]. MT = 1 (M <= 8)
 // stages only the M rows, all of the split's inputs at once (no further barriers), after
@@ -375,11 +342,16 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   if (!last) return;
   __threadfence();
-  for_each_element([&](int64_t m, int64_t n, float) {
-    float sum = 0.0f;
-    for (int sp = 0; sp < splits; ++sp) sum += __ldcg(part + (int64_t(sp) * M + m) * N + n);
-    store(m, n, sum);
-  });
+  // Σ over the splits in split order. Split-major, so each split's loads of all this
+  // thread's elements are independent and in flight together: element-major, each
+  // element paid one L2 round trip per split in series (splits x elements trips).
+  for_each_element([&](int64_t, int64_t, float& v) { v = 0.0f; });
+#pragma unroll 2
+  for (int sp = 0; sp < splits; ++sp) {
+    for_each_element(
+        [&](int64_t m, int64_t n, float& v) { v += __ldcg(part + (int64_t(sp) * M + m) * N + n); });
+  }
+  for_each_element(store);
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
 }
 
@@ -501,6 +473,7 @@ void allow_smem() {
 }  // namespace
 
 void gptq_mma_init() {
+  gptq_batch_init();
   allow_smem<2, __half>();
   allow_smem<3, __half>();
   allow_smem<4, __half>();
@@ -516,13 +489,86 @@ bool mma_supported(int bits, DType act) {
   return false;
 }
 
+namespace {
+
+// Scratch and launch of one group on the fastest kernel that takes it: batch 1-8, batch
+// 9-64 (fp16, x's rows 16-byte aligned: gptq_mma sees to it), else the general one.
 template <class T>
-MmaScratch gptq_mma_scratch(const MmaGroup<T>& g, int64_t M) {
+MmaScratch direct_scratch(const MmaGroup<T>& g, int64_t M) {
   if (decode_applies(g, M)) return gptq_decode_scratch(g, M);
+  if constexpr (std::is_same_v<T, __half>) {
+    if (batch_applies(g, M)) return gptq_batch_scratch(g, M);
+  }
   const Plan p = plan_for(g, M);
   int64_t floats = 0;
   for (int j = 0; j < g.count; ++j) floats += int64_t(p.splits) * M * g.job[j].w.N;
   return {.floats = p.splits == 1 ? 0 : floats, .counters = group_tiles(g) * p.mchunks};
+}
+
+template <class T>
+void direct(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* partials, int32_t* counters,
+            cudaStream_t s) {
+  if (decode_applies(g, M)) {
+    gptq_decode(g, x, ldx, M, partials, counters, s);
+    return;
+  }
+  if constexpr (std::is_same_v<T, __half>) {
+    if (batch_applies(g, M)) {
+      gptq_batch(g, x, ldx, M, partials, counters, s);
+      return;
+    }
+  }
+  with_bits<T>(g.job[0].w.bits, "gptq_mma", [&]<int Bits>() { mma_bits<Bits, T>(g, x, ldx, M, partials, counters, s); });
+}
+
+// At M >= 2, act-order layers, and any layer when x's rows are not 16-byte aligned, run
+// on a copy of x (gptq_sorted.cuh): gathered into each layer's sorted order once instead
+// of per block and step, or copied to aligned rows. Each layer then runs alone (the
+// group's layers may carry different permutations), on its copy, in turn, in one buffer
+// after the largest layer's split partials. (At M = 1 the batch-1 kernel gathers its few
+// inputs while staging.)
+template <class T>
+bool through_copy(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M) {
+  if (M < 2) return false;
+  if (ldx % 8 != 0 || reinterpret_cast<uintptr_t>(x) % 16 != 0) return true;
+  for (int j = 0; j < g.count; ++j) {
+    if (g.job[j].w.perm != nullptr) return true;
+  }
+  return false;
+}
+template <class T>
+MmaGroup<T> alone_sorted(const MmaGroup<T>& g, int j) {
+  MmaGroup<T> one = g;
+  one.count = 1;
+  one.job[0] = g.job[j];
+  one.job[0].w.perm = nullptr;
+  return one;
+}
+// The split scratch of the layers alone: the most any one needs; fp32 floats, rounded to
+// 16 bytes so the copy of x after it starts aligned.
+template <class T>
+MmaScratch alone_scratch(const MmaGroup<T>& g, int64_t M) {
+  MmaScratch most{};
+  for (int j = 0; j < g.count; ++j) {
+    const MmaScratch one = direct_scratch(alone_sorted(g, j), M);
+    most.floats = std::max(most.floats, one.floats);
+    most.counters = std::max(most.counters, one.counters);
+  }
+  most.floats = (most.floats + 3) / 4 * 4;
+  return most;
+}
+
+}  // namespace
+
+// Sized for either route (x's alignment is not known here): the direct one, or the layers
+// alone with the copy [M, sorted_ld(K)] of T after their partials.
+template <class T>
+MmaScratch gptq_mma_scratch(const MmaGroup<T>& g, int64_t M) {
+  const MmaScratch direct = direct_scratch(g, M);
+  if (M < 2) return direct;
+  MmaScratch copy = alone_scratch(g, M);
+  copy.floats += (M * sorted_ld(g.job[0].w.K) * int64_t(sizeof(T)) + 3) / 4;
+  return {.floats = std::max(direct.floats, copy.floats), .counters = std::max(direct.counters, copy.counters)};
 }
 
 template <class T>
@@ -532,11 +578,16 @@ void gptq_mma(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* p
   for (int j = 1; j < g.count; ++j) {
     GPTQ_CHECK(g.job[j].w.bits == g.job[0].w.bits && g.job[j].w.K == g.job[0].w.K, "gptq_mma: group mismatch");
   }
-  if (decode_applies(g, M)) {
-    gptq_decode(g, x, ldx, M, partials, counters, s);
+  if (!through_copy(g, x, ldx, M)) {
+    direct(g, x, ldx, M, partials, counters, s);
     return;
   }
-  with_bits<T>(g.job[0].w.bits, "gptq_mma", [&]<int Bits>() { mma_bits<Bits, T>(g, x, ldx, M, partials, counters, s); });
+  const int64_t K = g.job[0].w.K;
+  T* const copy = reinterpret_cast<T*>(partials + alone_scratch(g, M).floats);
+  for (int j = 0; j < g.count; ++j) {
+    gather_sorted(x, ldx, M, K, g.job[j].w.perm, copy, s);
+    direct(alone_sorted(g, j), static_cast<const T*>(copy), sorted_ld(K), M, partials, counters, s);
+  }
 }
 
 template <class T>

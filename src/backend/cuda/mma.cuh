@@ -28,11 +28,20 @@ __device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool val
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(dst)), "l"(src),
                "r"(valid ? 16 : 0));
 }
+// The same to a shared-space address (smem_address): kernels that issue many copies
+// per step keep their stage bases as such, not as generic pointers converted per copy.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
 // 4 or 8 bytes from global to shared through L1 (.ca: the only form for these sizes).
 template <int Bytes>
-__device__ __forceinline__ void cp_async_small(void* dst, const void* src) {
+__device__ __forceinline__ void cp_async_small(uint32_t dst, const void* src) {
   static_assert(Bytes == 4 || Bytes == 8);
-  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(smem_address(dst)), "l"(src), "n"(Bytes));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(dst), "l"(src), "n"(Bytes));
+}
+template <int Bytes>
+__device__ __forceinline__ void cp_async_small(void* dst, const void* src) {
+  cp_async_small<Bytes>(smem_address(dst), src);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N of this thread's committed groups are still in flight.

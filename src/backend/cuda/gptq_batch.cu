@@ -1,0 +1,434 @@
+// GPTQ products at batch 9-64 on the tensor cores (mma.sync.m16n8k16), version 5.
+//
+// yᵀ [N, M] = W [N, K] · xᵀ [K, M] as in gptq_mma.cu: W the A operand, formed in
+// registers from the fragment layout, x the B operand (16 inputs x 8 batch rows). A block
+// of 4 warps owns 128 output rows (two 16-row tiles per warp, so every B fragment feeds
+// two A tiles) and all 8·MT ≥ M batch rows; a split of K streams through it in steps of
+// 128 inputs (2 chunks).
+//
+// What differs from the general kernel at these sizes (NOTES.md, version 3.1: 0.7x cuBLAS
+// fp16 at M = 16 on the 8B gate/up shape):
+//   - one ring of S stages in shared memory holds, per step, x [8·MT rows][128 inputs]
+//     and the codes of the block's 8 tiles [8][2 chunks][32 lanes][Bits words], filled by
+//     cp.async S − 1 steps ahead: the codes need no registers while in flight, and one
+//     barrier per step both publishes a stage and frees the one refilled next;
+//   - B fragments come by ldmatrix.x4, two n8 tiles of one 16-input tile per instruction,
+//     each shared by the warp's two row tiles;
+//   - the weight is formed in fp16 as s·(q − z), one rounding (q − z exact as in the
+//     other kernels, then one HMUL2 by the group's scale), so one fp32 accumulator per
+//     fragment serves every group: no per-group sums, half the accumulator registers;
+//   - one group check per chunk (FragmentLayout::chunks_one_group).
+// Predicted per 16 x 16 weight tile at 4 bits: 13 integer/half ops to form A, MT mma,
+// MT/4 ldmatrix, ~0.25 code load: ~17 warp instructions at M = 16 (bandwidth allows ~31),
+// at M = 64 the 8 mma a tile bound it (the tensor pipe, not the instruction issue).
+//
+// Splits along K write fp32 partials [split, M, N]; the last block of each row-tile block
+// to finish sums them in split order (deterministic) and applies the epilogue.
+#include <algorithm>
+#include <cstdint>
+
+#include "backend/cuda/fragment_codes.cuh"
+#include "backend/cuda/gptq_batch.cuh"
+#include "backend/cuda/mma.cuh"
+
+namespace gptq::backend::cuda {
+namespace {
+
+using namespace fragment;
+
+constexpr int kWarps = 4;
+constexpr int kThreads = kWarps * 32;
+constexpr int kR = 2;                // row tiles per warp
+constexpr int kTiles = kWarps * kR;  // row tiles per block: 128 output rows
+constexpr int kChunk = 64;           // inputs per lane run of codes
+constexpr int kStepChunks = 2;
+constexpr int kStep = kStepChunks * kChunk;  // inputs per pipeline step
+// Staged x rows are 272 bytes apart (68 words): the 8 row addresses of one ldmatrix
+// matrix (16 bytes each) then fall in 32 distinct banks.
+constexpr int kRowLen = kStep + 8;
+// Ring stages: S − 1 steps in flight while one is multiplied. A step is ~300 cycles of a
+// warp's issue at MT = 2, ~1000 at MT = 8 (128 mma), against ~800 cycles of latency.
+template <int MT>
+constexpr int kStages = MT == 8 ? 3 : 4;
+
+// One stage: x [8·MT][kRowLen] fp16, then codes [kTiles][kStepChunks][32][Bits] words.
+template <int MT>
+constexpr int kXBytes = MT * 8 * kRowLen * 2;
+template <int Bits, int MT>
+constexpr int kStageBytes = kXBytes<MT> + kTiles * kStepChunks * 32 * Bits * 4;
+template <int Bits, int MT>
+constexpr int kSmemBytes = kStages<MT> * kStageBytes<Bits, MT>;
+static_assert(kXBytes<2> % 16 == 0 && kStageBytes<3, 8> % 16 == 0, "16-byte aligned stage parts");
+
+// Blocks per SM the register allocation must allow: 4 (<= 128 registers) at MT = 2, 3 at
+// MT = 4 (the accumulators double), 2 at MT = 8 (64 accumulators a lane).
+template <int MT>
+constexpr int kMinBlocks = MT == 2 ? 4 : MT == 4 ? 3 : 2;
+
+// grid (Σ_j ceil(Nt_j / 8), splits), 128 threads, kSmemBytes<Bits, MT>.
+// x [M, K] fp16, row stride ldx, 8·(MT − 1) < M <= 8·MT, rows 16-byte aligned and K % 8
+// == 0, no layer with a permutation (batch_applies: every copy is one cp.async of 8
+// inputs). chunks_per_split: a multiple of kStepChunks.
+template <int Bits, int MT>
+__global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
+    batch_kernel(MmaGroup<__half> g, const __half* __restrict__ x, int64_t ldx, int M, int chunks_per_split,
+                 int splits, float* partials, int32_t* counters) {
+  pdl_begin();
+  static_assert(MT % 2 == 0, "ldmatrix.x4 loads two n8 tiles");
+  constexpr int S = kStages<MT>;
+  constexpr int kRows = MT * 8;  // staged batch rows (rows >= M repeat row M − 1)
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ bool last;
+
+  int64_t tile = blockIdx.x;
+  const int j = job_of<kTiles>(g, tile);
+  const MmaDeviceLayout w = g.job[j].w;  // by value: indexed by j, its fields would be re-read per use
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int gq = lane / 4, tq = lane % 4;
+  const int64_t chunks = w.Kp / kChunk;
+  const int64_t c0 = int64_t(blockIdx.y) * chunks_per_split;
+  const int n = int(min(chunks, c0 + chunks_per_split) - c0);  // chunks of this split
+  const int steps = (n + kStepChunks - 1) / kStepChunks;
+
+  // Row tiles nt[r] = tile·8 + 2·warp + r. Tiles past Nt read the last tile's codes and
+  // parameters (valid memory, uniform control flow); their rows are never stored.
+  int64_t nt[kR];
+  const uint32_t* run[kR];     // + chunk i of the split · 32 · Bits
+  const __half* srow[kR];      // rows gq, gq + 8 of the scales [G][Nt·16]: + tg · rs (+ 8)
+  const uint8_t* zrow[kR];     // the same of the zeros
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    nt[r] = tile * kTiles + warp * kR + r;
+    const int64_t tl = min(nt[r], w.Nt - 1);
+    run[r] = w.words + ((tl * chunks + c0) * 32 + lane) * Bits;
+    srow[r] = w.scales + tl * 16 + gq;
+    zrow[r] = w.zeros + tl * 16 + gq;
+  }
+  const int rs = int(w.Nt * 16), G = int(w.G);  // G · Nt · 16 < 2^31 for any layer the loader takes
+
+  // Step t into stage t % S: this lane's code runs, and x rows [0, kRows) x inputs
+  // [k0, k0 + 128), 8 per copy (zero-filled past K). Past the last step only the (empty)
+  // group is committed, so the wait count stays uniform. Addresses are fixed per thread
+  // but for the step's offsets: copy `it` of thread t is row it·8 + t / 16 (clamped to
+  // M − 1), inputs (t % 16)·8 of the step.
+  constexpr int kVecs = kStep / 8;
+  static_assert(kRows * kVecs == MT * kThreads, "MT copies of 8 inputs per thread per step");
+  const uint32_t stage0 = smem_address(smem);
+  const int kk = (int(threadIdx.x) % kVecs) * 8;
+  const uint32_t x_dst = stage0 + uint32_t(((int(threadIdx.x) / kVecs) * kRowLen + kk) * 2);
+  int x_row[MT];  // element offset of the copy's row in x (M · ldx < 2^31: M <= 64)
+#pragma unroll
+  for (int it = 0; it < MT; ++it) x_row[it] = min(it * 8 + int(threadIdx.x) / kVecs, M - 1) * int(ldx);
+  const uint32_t c_dst = stage0 + uint32_t(kXBytes<MT> + (warp * kR * kStepChunks * 32 + lane) * Bits * 4);
+  const int K = int(w.K);
+  auto issue = [&](int t) {
+    if (t < steps) {
+      const uint32_t stage = uint32_t((t % S) * kStageBytes<Bits, MT>);
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+#pragma unroll
+        for (int c = 0; c < kStepChunks; ++c) {
+          const int i = t * kStepChunks + c;
+          if (i < n) load_run_async<Bits>(c_dst + stage + (r * kStepChunks + c) * 32 * Bits * 4, run[r] + i * 32 * Bits);
+        }
+      }
+      const int k = int(c0 + int64_t(t) * kStepChunks) * kChunk + kk;
+      const bool inside = k < K;  // K % 8 == 0: all 8 inputs or none
+#pragma unroll
+      for (int it = 0; it < MT; ++it) {
+        cp_async_16(x_dst + stage + it * 8 * kRowLen * 2, inside ? x + x_row[it] + k : x, inside);
+      }
+    }
+    cp_async_commit();
+  };
+
+  // The current group's parameters per row tile: scales of rows gq, gq + 8 in both
+  // halves, B + zero likewise, and −(64 + zero) of row gq + 8 (4 bits, a_minus_zero).
+  int group = -1;
+  __half2 s_lo[kR], s_hi[kR], z_lo[kR], z_hi[kR], z_hi16[kR];
+  // The next group's, loaded on entering a group so their L2 round trip overlaps this
+  // group's products; kept raw, converted on use.
+  int pf_group = -1;
+  __half pf_s[kR][2];
+  uint8_t pf_z[kR][2] = {};
+  auto prefetch = [&](int tg) {
+    if (tg >= G) return;
+    const int off = tg * rs;
+    pf_group = tg;
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      pf_s[r][0] = srow[r][off], pf_s[r][1] = srow[r][off + 8];
+      pf_z[r][0] = zrow[r][off], pf_z[r][1] = zrow[r][off + 8];
+    }
+  };
+  auto enter_group = [&](int tg) {
+    group = tg;
+    if (tg != pf_group) prefetch(tg);  // not foreseen (a group skipped): load now and wait
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      s_lo[r] = __half2half2(pf_s[r][0]);
+      s_hi[r] = __half2half2(pf_s[r][1]);
+      const uint32_t zl = Magic<__half>::kBits | (uint32_t(pf_z[r][0]) * 0x00010001u);
+      const uint32_t zh = Magic<__half>::kBits | (uint32_t(pf_z[r][1]) * 0x00010001u);
+      z_lo[r] = *reinterpret_cast<const __half2*>(&zl);
+      z_hi[r] = *reinterpret_cast<const __half2*>(&zh);
+      z_hi16[r] = __hsub2(__float2half2_rn(960.0f), z_hi[r]);  // 960 − (1024 + z)
+    }
+    prefetch(tg + 1);
+  };
+
+  // A = s·(q − z) of tile J of chunk words c, row tile r. q − z exactly as in
+  // gptq_decode.cu (4 bits: the odd registers' codes masked in place, 1024 + 16q, one
+  // HFMA2 by 1/16 with −(64 + z)); then one HMUL2 by the scale: the one rounding.
+  auto weights = [&]<int J>(const uint32_t(&c)[Bits], int r, uint32_t(&a)[4]) {
+    __half2 v[4];
+    if constexpr (Bits == 4) {
+      const uint32_t lo = c[J], hi = c[J] >> 8, magic = Magic<__half>::kBits;
+      const __half2 sixteenth = __float2half2_rn(0.0625f);
+      const uint32_t q[4] = {mask_or<0x000F000Fu>(lo, magic), mask_or<0x00F000F0u>(lo, magic),
+                             mask_or<0x000F000Fu>(hi, magic), mask_or<0x00F000F0u>(hi, magic)};
+      v[0] = __hsub2(*reinterpret_cast<const __half2*>(&q[0]), z_lo[r]);
+      v[1] = __hfma2(*reinterpret_cast<const __half2*>(&q[1]), sixteenth, z_hi16[r]);
+      v[2] = __hsub2(*reinterpret_cast<const __half2*>(&q[2]), z_lo[r]);
+      v[3] = __hfma2(*reinterpret_cast<const __half2*>(&q[3]), sixteenth, z_hi16[r]);
+    } else {
+      uint32_t q[4];
+      a_fragment<Bits, J, __half>(c, q);
+#pragma unroll
+      for (int p = 0; p < 4; ++p) v[p] = __hsub2(*reinterpret_cast<const __half2*>(&q[p]), (p & 1) ? z_hi[r] : z_lo[r]);
+    }
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const __half2 sw = __hmul2(v[p], (p & 1) ? s_hi[r] : s_lo[r]);
+      a[p] = *reinterpret_cast<const uint32_t*>(&sw);
+    }
+  };
+
+  float acc[kR][MT][4] = {};
+  // ldmatrix row addresses: lane l gives row (l / 16)·8 + l % 8 of the pair of n8 tiles,
+  // inputs ((l / 8) % 2)·8 of the 16-input tile, so r[0], r[1] are b0, b1 of the first
+  // n8 tile and r[2], r[3] of the second (mma.cuh's B layout).
+  const int b_lane = ((lane / 16) * 8 + lane % 8) * kRowLen + ((lane / 8) % 2) * 8;
+
+#pragma unroll
+  for (int t = 0; t < S - 1; ++t) issue(t);
+  // A chunk's group is that of its first tile (chunks_one_group; chunk_group is −1 for a
+  // chunk that runs past K, whose padded tiles carry none).
+  const int32_t* const chunk_tiles = w.tile_group + c0 * (kChunk / 16);  // + 4i: chunk i's group
+  if (n > 0) prefetch(__ldg(chunk_tiles));  // the split's first group, in flight with the first stages
+
+  // The groups of step t's chunks (−1: past the split), loaded a step ahead: a fresh
+  // line of tile_group is an L2 round trip every few steps.
+  int cg[kStepChunks], cg_next[kStepChunks];
+  auto step_groups = [&](int t, int(&out)[kStepChunks]) {
+#pragma unroll
+    for (int c = 0; c < kStepChunks; ++c) {
+      const int i = t * kStepChunks + c;
+      out[c] = i < n ? __ldg(chunk_tiles + 4 * i) : -1;
+    }
+  };
+  step_groups(0, cg_next);
+  for (int t = 0; t < steps; ++t) {
+#pragma unroll
+    for (int c = 0; c < kStepChunks; ++c) cg[c] = cg_next[c];
+    step_groups(t + 1, cg_next);
+    cp_async_wait<S - 2>();  // step t's copies of this thread have landed
+    __syncthreads();         // ... and every thread's; step t − 1's stage is free
+    issue(t + S - 1);
+    const unsigned char* const stage = smem + (t % S) * kStageBytes<Bits, MT>;
+    const __half* const xs = reinterpret_cast<const __half*>(stage) + b_lane;
+    const uint32_t* const cs = reinterpret_cast<const uint32_t*>(stage + kXBytes<MT>);
+    // Both chunks' codes first, so their shared-load latency overlaps the first products.
+    uint32_t codes[kStepChunks][kR][Bits];
+#pragma unroll
+    for (int c = 0; c < kStepChunks; ++c) {
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        read_run<Bits>(cs + (((warp * kR + r) * kStepChunks + c) * 32 + lane) * Bits, codes[c][r]);
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kStepChunks; ++c) {
+      if (cg[c] < 0) break;
+      if (cg[c] != group) enter_group(cg[c]);
+      auto tile_products = [&]<int J>() {
+        uint32_t b[MT / 2][4];
+#pragma unroll
+        for (int np = 0; np < MT / 2; ++np) ldmatrix_x4(b[np], xs + np * 16 * kRowLen + c * kChunk + J * 16);
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          uint32_t a[4];
+          weights.template operator()<J>(codes[c][r], r, a);
+#pragma unroll
+          for (int nn = 0; nn < MT; ++nn) mma_16816<__half>(acc[r][nn], a, b[nn / 2][(nn % 2) * 2], b[nn / 2][(nn % 2) * 2 + 1]);
+        }
+      };
+      tile_products.template operator()<0>();
+      tile_products.template operator()<1>();
+      tile_products.template operator()<2>();
+      tile_products.template operator()<3>();
+    }
+  }
+  cp_async_wait<0>();
+
+  // Element i of fragment (r, nn): row nt[r]·16 + gq (+8 for i ≥ 2), batch row
+  // nn·8 + 2·tq + (i & 1).
+  __half* y = g.job[j].y;
+  const int64_t ldy = g.job[j].ldy, N = w.N;
+  auto store = [&](int64_t m, int64_t row, float v) {
+    if (w.bias != nullptr) v += w.bias[row];
+    if (g.epilogue == Epilogue::kAccumulate) v += __half2float(y[m * ldy + row]);
+    y[m * ldy + row] = __float2half(v);
+  };
+  auto for_each_element = [&](auto&& f) {
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+#pragma unroll
+      for (int nn = 0; nn < MT; ++nn) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int64_t row = nt[r] * 16 + gq + (i >= 2 ? 8 : 0), m = nn * 8 + 2 * tq + (i & 1);
+          if (row < N && m < M) f(m, row, acc[r][nn][i]);
+        }
+      }
+    }
+  };
+  if (splits == 1) {
+    for_each_element(store);
+    return;
+  }
+  float* part = partials;
+  for (int i = 0; i < j; ++i) part += int64_t(splits) * M * g.job[i].w.N;
+  for_each_element([&](int64_t m, int64_t row, float v) { part[(int64_t(blockIdx.y) * M + m) * N + row] = v; });
+  __threadfence();
+  __syncthreads();
+  int32_t* counter = counters + blockIdx.x;
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == splits - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  // Σ over the splits in split order. Split-major, so each split's loads of all this
+  // thread's elements are independent and in flight together: element-major, each
+  // element paid one L2 round trip per split in series (splits x elements trips).
+  for_each_element([&](int64_t, int64_t, float& v) { v = 0.0f; });
+#pragma unroll 2
+  for (int sp = 0; sp < splits; ++sp) {
+    for_each_element(
+        [&](int64_t m, int64_t row, float& v) { v += __ldcg(part + (int64_t(sp) * M + m) * N + row); });
+  }
+  for_each_element(store);
+  if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
+}
+
+// 8-row batch fragments per block for M rows (MT even: ldmatrix.x4 takes two).
+int mt_for(int64_t M) { return M <= 16 ? 2 : M <= 32 ? 4 : 8; }
+
+// f.template operator()<MT>() for M's fragment count.
+template <class F>
+decltype(auto) with_mt(int64_t M, F&& f) {
+  switch (mt_for(M)) {
+    case 2: return f.template operator()<2>();
+    case 4: return f.template operator()<4>();
+    default: return f.template operator()<8>();
+  }
+}
+
+// Blocks of batch_kernel<Bits, MT> resident per SM (registers and the fixed ring decide).
+// Cached for the process: the hosts this runs on carry one GPU model.
+template <int Bits, int MT>
+int resident_blocks() {
+  static const int blocks = [] {
+    int b = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, batch_kernel<Bits, MT>, kThreads,
+                                                             size_t(kSmemBytes<Bits, MT>)));
+    return std::max(b, 1);
+  }();
+  return blocks;
+}
+
+struct Plan {
+  int splits, chunks_per;
+};
+
+// Splits K so that the grid is at most one wave of resident blocks (as gptq_decode.cu:
+// a block's warps issue a dependent chain of dequantize-then-mma per tile, so an SM
+// needs several blocks to keep its bandwidth share busy; measured: one block per SM on
+// 8B gate/up at M = 16 ran at 26% of the bandwidth), but not so far that the fp32
+// partials (128 rows x M x 8 bytes a block: written, read back) exceed half of a block's
+// codes. At least 2 steps per split.
+template <int Bits, int MT>
+Plan plan_for(const MmaGroup<__half>& g, int64_t M) {
+  const int64_t chunks = g.job[0].w.Kp / kChunk;
+  const int64_t blocks = group_tiles<kTiles>(g);
+  const int64_t wave = int64_t(sm_count()) * resident_blocks<Bits, MT>();
+  const int64_t codes = int64_t(kTiles) * 16 * g.job[0].w.Kp * Bits / 8, partial = int64_t(kTiles) * 16 * M * 8;
+  const int64_t most = std::max<int64_t>(1, std::min(chunks / (2 * kStepChunks), codes / (2 * partial)));
+  const int64_t splits = std::clamp<int64_t>(wave / blocks, 1, most);
+  Plan p{};
+  p.chunks_per = int((chunks + splits - 1) / splits);
+  p.chunks_per += p.chunks_per % kStepChunks;
+  p.splits = int((chunks + p.chunks_per - 1) / p.chunks_per);
+  return p;
+}
+
+Plan plan_any(const MmaGroup<__half>& g, int64_t M) {
+  return with_bits<__half>(g.job[0].w.bits, "gptq_batch", [&]<int Bits>() {
+    return with_mt(M, [&]<int MT>() { return plan_for<Bits, MT>(g, M); });
+  });
+}
+
+template <int Bits, int MT>
+void launch_batch(const MmaGroup<__half>& g, const __half* x, int64_t ldx, int64_t M, float* partials,
+                  int32_t* counters, cudaStream_t s) {
+  const Plan p = plan_for<Bits, MT>(g, M);
+  const dim3 grid(unsigned(group_tiles<kTiles>(g)), unsigned(p.splits));
+  launch(batch_kernel<Bits, MT>, grid, kThreads, size_t(kSmemBytes<Bits, MT>), s, g, x, ldx, int(M), p.chunks_per,
+         p.splits, partials, counters);
+}
+
+template <int Bits, int MT>
+void allow_smem_mt() {
+  CUDA_CHECK(cudaFuncSetAttribute(batch_kernel<Bits, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  kSmemBytes<Bits, MT>));
+}
+template <int Bits>
+void allow_smem() {
+  allow_smem_mt<Bits, 2>();
+  allow_smem_mt<Bits, 4>();
+  allow_smem_mt<Bits, 8>();
+}
+
+}  // namespace
+
+void gptq_batch_init() {
+  allow_smem<2>();
+  allow_smem<3>();
+  allow_smem<4>();
+  allow_smem<8>();
+}
+
+bool batch_applies(const MmaGroup<__half>& g, int64_t M) {
+  if (M <= 8 || M > kBatchMaxRows || g.job[0].w.K % 8 != 0) return false;
+  for (int j = 0; j < g.count; ++j) {
+    if (!g.job[j].w.chunks_one_group || g.job[j].w.perm != nullptr) return false;
+  }
+  return true;
+}
+
+SplitScratch gptq_batch_scratch(const MmaGroup<__half>& g, int64_t M) {
+  const Plan p = plan_any(g, M);
+  int64_t floats = 0;
+  for (int j = 0; j < g.count; ++j) floats += int64_t(p.splits) * M * g.job[j].w.N;
+  return {.floats = p.splits == 1 ? 0 : floats, .counters = group_tiles<kTiles>(g)};
+}
+
+void gptq_batch(const MmaGroup<__half>& g, const __half* x, int64_t ldx, int64_t M, float* partials,
+                int32_t* counters, cudaStream_t s) {
+  GPTQ_CHECK(batch_applies(g, M) && ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0,
+             "gptq_batch: M, K % 8, a permutation, a group span, or x's rows not 16-byte aligned");
+  with_bits<__half>(g.job[0].w.bits, "gptq_batch", [&]<int Bits>() {
+    with_mt(M, [&]<int MT>() { launch_batch<Bits, MT>(g, x, ldx, M, partials, counters, s); });
+  });
+}
+
+}  // namespace gptq::backend::cuda
