@@ -1,7 +1,8 @@
 // GPTQ matrix products on one GPU against cuBLAS fp16 on the same shapes, in one run.
 //   bench_cuda_qlinear [--device cuda:N] [--shapes 8b|1b|all] [--m 1,2,4,...]
 //                      [--formats LIST] [--reps N] [--bandwidth GB/s] [--json]
-//                      [--mma-max-rows N] [--tiles] [--gemv] [--names q/o,down,...]
+//                      [--mma-max-rows N] [--max-splits N] [--tiles] [--gemv]
+//                      [--names q/o,down,...]
 // Shapes: the linears of Llama-3.1-8B and Llama-3.2-1B (q, k/v, o, gate/up, down,
 // lm_head; published configs). Formats: 4b-g128-sym, 4b-g128-act-asym, 8b-g128,
 // 3b-g128, 2b-g64 (random codes and scales; the speed does not depend on the values).
@@ -10,7 +11,8 @@
 // Effective bytes: resident weight bytes (codes, scales, zeros, permutation) + x + y
 // in fp16; the bandwidth fraction is against --bandwidth (H200 copy: 4260 GB/s).
 // The FORMAT rows run the tensor-core family (GptqKernel::kTensorCore);
-// --mma-max-rows sets its crossover (BackendOptions::gptq_mma_max_rows);
+// --mma-max-rows sets its crossover (BackendOptions::gptq_mma_max_rows), --max-splits
+// caps its split of K (BackendOptions::gptq_max_splits; a sweep shows the planner's cost);
 // --tiles also times every format through dequantized tiles + cuBLAS (a second backend
 // with the crossover at 0, rows "FORMAT/tiles"), to measure where the crossover lies;
 // --gemv also times the CUDA-core GEMV family (GptqKernel::kGemv, rows "FORMAT/gemv").
@@ -79,6 +81,7 @@ int main(int argc, char** argv) try {
   double bandwidth = 4260.0;
   bool json = false, tiles = false, gemv = false;
   int64_t mma_max_rows = backend::BackendOptions{}.gptq_mma_max_rows;
+  int64_t max_splits = backend::BackendOptions{}.gptq_max_splits;
   for (int i = 1; i < argc; ++i) {
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     const std::string a = argv[i];
@@ -93,11 +96,13 @@ int main(int argc, char** argv) try {
     else if (a == "--gemv") gemv = true;
     else if (a == "--names") names = next();
     else if (a == "--mma-max-rows") mma_max_rows = std::stoll(next());
+    else if (a == "--max-splits") max_splits = std::stoll(next());
     else throw Error(ErrorKind::kInvalidArgument, "unknown argument " + a);
   }
   // The format rows: the tensor-core family (fragment layout; mma up to --mma-max-rows).
   auto b = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = mma_max_rows,
-                                          .gptq_kernel = backend::GptqKernel::kTensorCore});
+                                          .gptq_kernel = backend::GptqKernel::kTensorCore,
+                                          .gptq_max_splits = max_splits});
   std::unique_ptr<backend::Backend> bt;  // --tiles: every GPTQ product through cuBLAS
   if (tiles) {
     bt = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = 0,

@@ -37,6 +37,8 @@ std::vector<Case> cases() {
     v.push_back({bits, 288, 50, -1, false, false});  // one group, K % 64 != 0
     v.push_back({bits, 576, 41, 128, true, true});   // a partial last group (SmolLM2's K)
     v.push_back({bits, 128, 8, 48, false, false});   // groups 48, 48, 32: boundaries inside 64-input chunks
+    v.push_back({bits, 320, 24, 64, false, true});   // groups of one chunk: 5 chunks, the last pair a single one
+    v.push_back({bits, 384, 16, 192, true, false});  // chunks in one group, pairs not (a boundary at 192)
   }
   return v;
 }
@@ -117,6 +119,19 @@ TEST(FragmentLayout, CodesSitWhereTheHeaderSays) {
     }
     if (c.group_size == 32 || c.group_size == 48) {
       EXPECT_FALSE(l->chunks_one_group) << "g=" << c.group_size;
+    }
+    bool every_pair_one_group = true;  // aligned 128-input pairs of chunks, padding included
+    for (int64_t t = 0; t < l->Kp / 16; t += 8) {
+      for (int64_t u = t; u < std::min(t + 8, l->Kp / 16); ++u) {
+        every_pair_one_group = every_pair_one_group && l->tile_group[std::size_t(u)] == l->tile_group[std::size_t(t)];
+      }
+    }
+    EXPECT_EQ(l->pairs_one_group, every_pair_one_group) << "bits=" << c.bits << " K=" << c.K << " g=" << c.group_size;
+    if (c.group_size % 128 == 0 || c.group_size == -1) {
+      EXPECT_TRUE(l->pairs_one_group) << "g=" << c.group_size;
+    }
+    if (c.group_size == 64 || c.group_size == 192) {  // K > 128 in these cases: a pair spans two groups
+      EXPECT_FALSE(l->pairs_one_group) << "g=" << c.group_size << " K=" << c.K;
     }
     for (int64_t n = 0; n < l->Nt * 16; ++n) {
       for (int64_t j = 0; j < l->Kp; ++j) {

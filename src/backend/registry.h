@@ -27,6 +27,9 @@ struct BackendOptions {
   // The CUDA-core GEMV family by default: at batch 1 (single-stream decode) it is 10-60%
   // faster than the tensor-core kernel on the Llama shapes (NOTES.md, version 3).
   GptqKernel gptq_kernel = GptqKernel::kGemv;
+  // Splits of K at most in the tensor-core kernels (0: each kernel's planner chooses, from
+  // the SM count, residency and L2 size); bench_cuda_qlinear --max-splits sweeps it.
+  int64_t gptq_max_splits = 0;
   // The attention kernel (CUDA only; benches and tests force one to compare them).
   AttentionKernel attention = AttentionKernel::kAuto;
 };

@@ -43,6 +43,12 @@ std::optional<FragmentLayout> fragment_order(int bits, int64_t K, int64_t N, int
     if (one && (c + 1) * kFragmentChunk <= K) l.chunk_group[std::size_t(c)] = g;
     l.chunks_one_group = l.chunks_one_group && one;
   }
+  const int64_t tiles = Kp / kFragmentTile;
+  l.pairs_one_group = true;
+  for (int64_t t = 0; t < tiles; t += 2 * kFragmentChunk / kFragmentTile) {
+    const int64_t last = std::min(t + 2 * kFragmentChunk / kFragmentTile, tiles) - 1;  // sorted: first == last means all
+    l.pairs_one_group = l.pairs_one_group && l.tile_group[std::size_t(t)] == l.tile_group[std::size_t(last)];
+  }
   if (!std::is_sorted(g_idx.begin(), g_idx.end())) l.perm = std::move(order);
   return l;
 }

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -66,6 +67,15 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaS
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
+// v, opaque to the compiler: ptxas cannot recompute it from what it was computed from.
+// A per-thread constant set before a loop then stays in its register; below its register
+// cap ptxas otherwise rematerializes such values inside the loop (a 64-bit clamp and
+// multiply per use), which costs issue slots in loops bound by instruction issue.
+__device__ __forceinline__ int pinned(int v) {
+  asm volatile("" : "+r"(v));
+  return v;
+}
+
 // Element conversions to and from the fp32 the kernels compute in.
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
@@ -112,6 +122,7 @@ struct ProductGroup {
   ProductJob<Layout, T> job[kMaxGroup];
   int count = 0;
   Epilogue epilogue = Epilogue::kStore;
+  int max_splits = 0;  // splits of K at most (BackendOptions::gptq_max_splits; 0: the planner's)
 };
 
 // Scratch a split-K launch needs: fp32 partials and int32 tile counters. The counters
@@ -131,5 +142,19 @@ inline int sm_count() {
 }
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return unsigned((a + b - 1) / b); }
+
+// A planner's split count under a group's max_splits (0: no cap), never below `least`
+// (the split count a kernel's staging needs).
+inline int64_t capped_splits(int64_t planned, int64_t least, int max_splits) {
+  return max_splits > 0 ? std::max(least, std::min<int64_t>(planned, max_splits)) : planned;
+}
+
+// L2 bytes of the current device (as sm_count).
+inline int64_t l2_bytes() {
+  int dev = 0, v = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrL2CacheSize, dev));
+  return v;
+}
 
 }  // namespace gptq::backend::cuda

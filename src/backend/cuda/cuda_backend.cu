@@ -184,7 +184,11 @@ class CudaGraph final : public Graph {
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int index, const BackendOptions& o)
-      : index_(index), act_(o.activations), mma_max_rows_(o.gptq_mma_max_rows), gptq_kernel_(o.gptq_kernel),
+      : index_(index),
+        act_(o.activations),
+        mma_max_rows_(o.gptq_mma_max_rows),
+        max_splits_(int(o.gptq_max_splits)),
+        gptq_kernel_(o.gptq_kernel),
         attention_(o.attention) {
     mem_.meter = meter_;
     mem_.device = index;
@@ -388,7 +392,8 @@ class CudaBackend final : public Backend {
     if (frag) {
       if (!frag->perm.empty()) l->what += " act-order";
       MmaDeviceLayout d{.bits = frag->bits, .K = frag->K, .N = frag->N, .Kp = frag->Kp, .Nt = frag->Nt,
-                        .G = frag->G, .bias = bias, .chunks_one_group = frag->chunks_one_group};
+                        .G = frag->G, .bias = bias, .chunks_one_group = frag->chunks_one_group,
+                        .pairs_one_group = frag->pairs_one_group};
       d.words = static_cast<const uint32_t*>(put(frag->words.data(), frag->words.size() * 4));
       d.scales = static_cast<const __half*>(put(frag->scales.data(), frag->scales.size() * 2));
       d.zeros = static_cast<const uint8_t*>(put(frag->zeros.data(), frag->zeros.size()));
@@ -808,7 +813,7 @@ class CudaBackend final : public Backend {
         GPTQ_CHECK(!mma, "cuda: fp32 activations have no mma layout");
       } else {
         if (mma) {
-          MmaGroup<T> g{.count = int(ws.size()), .epilogue = epi};
+          MmaGroup<T> g{.count = int(ws.size()), .epilogue = epi, .max_splits = max_splits_};
           for (std::size_t j = 0; j < ws.size(); ++j) {
             g.job[j] = {.w = *ws[j]->mma, .y = static_cast<T*>(ys[j].data), .ldy = ys[j].stride};
           }
@@ -889,7 +894,7 @@ class CudaBackend final : public Backend {
   // at most that of each member alone (more tiles, fewer splits), and each member is at
   // most this.
   void reserve_mma(const MmaDeviceLayout& d) {
-    MmaGroup<__half> alone{.job = {{.w = d}}, .count = 1};
+    MmaGroup<__half> alone{.job = {{.w = d}}, .count = 1, .max_splits = max_splits_};
     for (int64_t M = 1; M <= mma_max_rows_; ++M) {
       const MmaScratch need = gptq_mma_scratch(alone, M);
       reserve_workspace(need.floats * kMaxGroup);
@@ -961,6 +966,7 @@ class CudaBackend final : public Backend {
   int index_;
   DType act_;
   int64_t mma_max_rows_;
+  int max_splits_;  // BackendOptions::gptq_max_splits
   GptqKernel gptq_kernel_;
   AttentionKernel attention_;
   std::string name_;
@@ -1028,6 +1034,9 @@ std::unique_ptr<Backend> make_cuda_backend(int index, const BackendOptions& opti
     throw Error(ErrorKind::kInvalidArgument, "cuda activations must be f16, bf16 or f32");
   }
   if (options.gptq_mma_max_rows < 0) throw Error(ErrorKind::kInvalidArgument, "gptq_mma_max_rows must be >= 0");
+  if (options.gptq_max_splits < 0 || options.gptq_max_splits > 4096) {
+    throw Error(ErrorKind::kInvalidArgument, "gptq_max_splits must be in [0, 4096]");
+  }
   return std::make_unique<CudaBackend>(index, options);
 }
 

@@ -24,7 +24,7 @@
 // Measured (NOTES.md, version 5): 32 instructions a tile at 8 cycles each, latency-bound;
 // 1.2x cuBLAS fp16 at M = 16 on the 8B MLP shapes, 0.73x at M = 64.
 //
-// Splits along K write fp32 partials [split, M, N]; the last block of each row-tile block
+// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of each row-tile block
 // to finish sums them in split order (deterministic) and applies the epilogue.
 #include <algorithm>
 #include <cstdint>
@@ -32,6 +32,7 @@
 #include "backend/cuda/fragment_codes.cuh"
 #include "backend/cuda/gptq_batch.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/split_k.cuh"
 
 namespace gptq::backend::cuda {
 namespace {
@@ -67,11 +68,18 @@ static_assert(kXBytes<2> % 16 == 0 && kStageBytes<3, 8> % 16 == 0, "16-byte alig
 template <int MT>
 constexpr int kMinBlocks = MT == 2 ? 4 : MT == 4 ? 3 : 2;
 
+// How far one group's parameters reach: each 64-input chunk lies in one group
+// (FragmentLayout::chunks_one_group: the group is checked per chunk), or each aligned
+// 128-input step (pairs_one_group, group sizes that are multiples of 128: checked once
+// per step, so a step's products are one straight run that the compiler schedules as a
+// whole, its second chunk's shared loads hoisted over the first's products).
+enum class GroupSpan { kChunk, kStep };
+
 // grid (Σ_j ceil(Nt_j / 8), splits), 128 threads, kSmemBytes<Bits, MT>.
 // x [M, K] fp16, row stride ldx, 8·(MT − 1) < M <= 8·MT, rows 16-byte aligned and K % 8
 // == 0, no layer with a permutation (batch_applies: every copy is one cp.async of 8
 // inputs). chunks_per_split: a multiple of kStepChunks.
-template <int Bits, int MT>
+template <int Bits, int MT, GroupSpan Span>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
     batch_kernel(MmaGroup<__half> g, const __half* __restrict__ x, int64_t ldx, int M, int chunks_per_split,
                  int splits, float* partials, int32_t* counters) {
@@ -80,7 +88,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
   constexpr int S = kStages<MT>;
   constexpr int kRows = MT * 8;  // staged batch rows (rows >= M repeat row M − 1)
   extern __shared__ __align__(16) unsigned char smem[];
-  __shared__ bool last;
 
   int64_t tile = blockIdx.x;
   const int j = job_of<kTiles>(g, tile);
@@ -94,25 +101,29 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
 
   // Row tiles nt[r] = tile·8 + 2·warp + r. Tiles past Nt read the last tile's codes and
   // parameters (valid memory, uniform control flow); their rows are never stored.
+  // Offsets are 32-bit element offsets from the layer's bases (batch_applies:
+  // offsets_fit_int32), so an address is one IMAD.WIDE from them rather than 64-bit
+  // pointer arithmetic rematerialized per copy.
   int64_t nt[kR];
-  const uint32_t* run[kR];     // + chunk i of the split · 32 · Bits
-  const __half* srow[kR];      // rows gq, gq + 8 of the scales [G][Nt·16]: + tg · rs (+ 8)
-  const uint8_t* zrow[kR];     // the same of the zeros
+  int code_off[kR];  // words: this lane's run of the split's first chunk in tile r
+  int par_off[kR];   // row gq of tile r in a group's row [Nt·16] of scales and of zeros
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
     nt[r] = tile * kTiles + warp * kR + r;
     const int64_t tl = min(nt[r], w.Nt - 1);
-    run[r] = w.words + ((tl * chunks + c0) * 32 + lane) * Bits;
-    srow[r] = w.scales + tl * 16 + gq;
-    zrow[r] = w.zeros + tl * 16 + gq;
+    code_off[r] = int(((tl * chunks + c0) * 32 + lane) * Bits);
+    par_off[r] = pinned(int(tl * 16 + gq));
   }
-  const int rs = int(w.Nt * 16), G = int(w.G);  // G · Nt · 16 < 2^31 for any layer the loader takes
+  const uint32_t* const words = w.words;
+  const int rs = int(w.Nt * 16), G = int(w.G);
 
   // Step t into stage t % S: this lane's code runs, and x rows [0, kRows) x inputs
   // [k0, k0 + 128), 8 per copy (zero-filled past K). Past the last step only the (empty)
   // group is committed, so the wait count stays uniform. Addresses are fixed per thread
   // but for the step's offsets: copy `it` of thread t is row it·8 + t / 16 (clamped to
-  // M − 1), inputs (t % 16)·8 of the step.
+  // M − 1), inputs (t % 16)·8 of the step. A chunk past the split (its last step's second
+  // chunk when the split's count is odd) copies the step's first chunk again, unused: no
+  // branch per copy.
   constexpr int kVecs = kStep / 8;
   static_assert(kRows * kVecs == MT * kThreads, "MT copies of 8 inputs per thread per step");
   const uint32_t stage0 = smem_address(smem);
@@ -122,24 +133,33 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
 #pragma unroll
   for (int it = 0; it < MT; ++it) x_row[it] = min(it * 8 + int(threadIdx.x) / kVecs, M - 1) * int(ldx);
   const uint32_t c_dst = stage0 + uint32_t(kXBytes<MT> + (warp * kR * kStepChunks * 32 + lane) * Bits * 4);
-  const int K = int(w.K);
-  auto issue = [&](int t) {
-    if (t < steps) {
-      const uint32_t stage = uint32_t((t % S) * kStageBytes<Bits, MT>);
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-#pragma unroll
-        for (int c = 0; c < kStepChunks; ++c) {
-          const int i = t * kStepChunks + c;
-          if (i < n) load_run_async<Bits>(c_dst + stage + (r * kStepChunks + c) * 32 * Bits * 4, run[r] + i * 32 * Bits);
-        }
-      }
-      const int k = int(c0 + int64_t(t) * kStepChunks) * kChunk + kk;
-      const bool inside = k < K;  // K % 8 == 0: all 8 inputs or none
+  // Issue state, advanced one step per call (loop-carried, so the compiler keeps it in
+  // registers instead of recomputing the offsets from the tile index per copy): the step
+  // issued next, its first chunk's code offset in tile 0 (tile 1's is `tile1` words on,
+  // or the same tile at the last tile), and its first input column.
+  int next_step = 0, code_pos = code_off[0], x_k = int(c0) * kChunk + kk;
+  const int tile1 = code_off[1] - code_off[0];
+  static_assert(kR == 2 && kStepChunks == 2, "the issue state below spells out two tiles and two chunks");
+  // x is zero-filled past the split's end (and so past K): a chunk past the split, whose
+  // codes are a copy of its step's first chunk, then adds 0 (GroupSpan::kStep runs it).
+  const int k_end = int(min(w.K, (c0 + n) * kChunk));
+  auto issue = [&]() {
+    if (next_step < steps) {
+      const uint32_t stage = (unsigned(next_step) % S) * kStageBytes<Bits, MT>;
+      const int second = next_step * kStepChunks + 1 < n ? 32 * Bits : 0;
+      const uint32_t* const src0 = words + code_pos;
+      const uint32_t* const src1 = words + (code_pos + tile1);
+      const uint32_t dst = c_dst + stage;
+      load_run_async<Bits>(dst, src0);                                       // tile 0, chunk 0
+      load_run_async<Bits>(dst + 32 * Bits * 4, src0 + second);              // tile 0, chunk 1
+      load_run_async<Bits>(dst + 2 * 32 * Bits * 4, src1);                   // tile 1, chunk 0
+      load_run_async<Bits>(dst + 3 * 32 * Bits * 4, src1 + second);          // tile 1, chunk 1
+      const bool inside = x_k < k_end;  // K % 8 == 0: all 8 inputs or none
 #pragma unroll
       for (int it = 0; it < MT; ++it) {
-        cp_async_16(x_dst + stage + it * 8 * kRowLen * 2, inside ? x + x_row[it] + k : x, inside);
+        cp_async_16(x_dst + stage + it * 8 * kRowLen * 2, x + (inside ? x_row[it] + x_k : 0), inside);
       }
+      ++next_step, code_pos += kStepChunks * 32 * Bits, x_k += kStep;
     }
     cp_async_commit();
   };
@@ -152,15 +172,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
   // group's products; kept raw, converted on use.
   int pf_group = -1;
   __half pf_s[kR][2];
-  uint8_t pf_z[kR][2] = {};
+  uint32_t pf_z[kR][2] = {};  // the zero byte, zero-extended
   auto prefetch = [&](int tg) {
     if (tg >= G) return;
-    const int off = tg * rs;
     pf_group = tg;
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
-      pf_s[r][0] = srow[r][off], pf_s[r][1] = srow[r][off + 8];
-      pf_z[r][0] = zrow[r][off], pf_z[r][1] = zrow[r][off + 8];
+      const int off = tg * rs + par_off[r];
+      pf_s[r][0] = w.scales[off], pf_s[r][1] = w.scales[off + 8];
+      pf_z[r][0] = w.zeros[off], pf_z[r][1] = w.zeros[off + 8];
     }
   };
   auto enter_group = [&](int tg) {
@@ -170,8 +190,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
     for (int r = 0; r < kR; ++r) {
       s_lo[r] = __half2half2(pf_s[r][0]);
       s_hi[r] = __half2half2(pf_s[r][1]);
-      const uint32_t zl = Magic<__half>::kBits | (uint32_t(pf_z[r][0]) * 0x00010001u);
-      const uint32_t zh = Magic<__half>::kBits | (uint32_t(pf_z[r][1]) * 0x00010001u);
+      const uint32_t zl = magic_plus<__half>(pf_z[r][0]), zh = magic_plus<__half>(pf_z[r][1]);
       z_lo[r] = *reinterpret_cast<const __half2*>(&zl);
       z_hi[r] = *reinterpret_cast<const __half2*>(&zh);
       z_hi16[r] = __hsub2(__float2half2_rn(960.0f), z_hi[r]);  // 960 − (1024 + z)
@@ -210,21 +229,22 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
   // ldmatrix row addresses: lane l gives row (l / 16)·8 + l % 8 of the pair of n8 tiles,
   // inputs ((l / 8) % 2)·8 of the 16-input tile, so r[0], r[1] are b0, b1 of the first
   // n8 tile and r[2], r[3] of the second (mma.cuh's B layout).
-  const int b_lane = ((lane / 16) * 8 + lane % 8) * kRowLen + ((lane / 8) % 2) * 8;
+  const int b_lane = pinned(((lane / 16) * 8 + lane % 8) * kRowLen + ((lane / 8) % 2) * 8);
 
 #pragma unroll
-  for (int t = 0; t < S - 1; ++t) issue(t);
+  for (int t = 0; t < S - 1; ++t) issue();
   // A chunk's group is that of its first tile (chunks_one_group; chunk_group is −1 for a
   // chunk that runs past K, whose padded tiles carry none).
   const int32_t* const chunk_tiles = w.tile_group + c0 * (kChunk / 16);  // + 4i: chunk i's group
   if (n > 0) prefetch(__ldg(chunk_tiles));  // the split's first group, in flight with the first stages
 
   // The groups of step t's chunks (−1: past the split), loaded a step ahead: a fresh
-  // line of tile_group is an L2 round trip every few steps.
+  // line of tile_group is an L2 round trip every few steps. GroupSpan::kStep: the step's
+  // group, that of its first chunk, in cg[0].
   int cg[kStepChunks], cg_next[kStepChunks];
   auto step_groups = [&](int t, int(&out)[kStepChunks]) {
 #pragma unroll
-    for (int c = 0; c < kStepChunks; ++c) {
+    for (int c = 0; c < (Span == GroupSpan::kStep ? 1 : kStepChunks); ++c) {
       const int i = t * kStepChunks + c;
       out[c] = i < n ? __ldg(chunk_tiles + 4 * i) : -1;
     }
@@ -232,11 +252,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
   step_groups(0, cg_next);
   for (int t = 0; t < steps; ++t) {
 #pragma unroll
-    for (int c = 0; c < kStepChunks; ++c) cg[c] = cg_next[c];
+    for (int c = 0; c < (Span == GroupSpan::kStep ? 1 : kStepChunks); ++c) cg[c] = cg_next[c];
     step_groups(t + 1, cg_next);
     cp_async_wait<S - 2>();  // step t's copies of this thread have landed
     __syncthreads();         // ... and every thread's; step t − 1's stage is free
-    issue(t + S - 1);
+    issue();  // step t + S − 1
     const unsigned char* const stage = smem + (t % S) * kStageBytes<Bits, MT>;
     const __half* const xs = reinterpret_cast<const __half*>(stage) + b_lane;
     const uint32_t* const cs = reinterpret_cast<const uint32_t*>(stage + kXBytes<MT>);
@@ -249,10 +269,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
         read_run<Bits>(cs + (((warp * kR + r) * kStepChunks + c) * 32 + lane) * Bits, codes[c][r]);
       }
     }
+    if constexpr (Span == GroupSpan::kStep) {
+      if (cg[0] != group) enter_group(cg[0]);
+    }
 #pragma unroll
     for (int c = 0; c < kStepChunks; ++c) {
-      if (cg[c] < 0) break;
-      if (cg[c] != group) enter_group(cg[c]);
+      if constexpr (Span == GroupSpan::kChunk) {
+        if (cg[c] < 0) break;
+        if (cg[c] != group) enter_group(cg[c]);
+      }
       auto tile_products = [&]<int J>() {
         uint32_t b[MT / 2][4];
 #pragma unroll
@@ -295,31 +320,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
       }
     }
   };
-  if (splits == 1) {
-    for_each_element(store);
-    return;
-  }
-  float* part = partials;
-  for (int i = 0; i < j; ++i) part += int64_t(splits) * M * g.job[i].w.N;
-  for_each_element([&](int64_t m, int64_t row, float v) { part[(int64_t(blockIdx.y) * M + m) * N + row] = v; });
-  __threadfence();
-  __syncthreads();
-  int32_t* counter = counters + blockIdx.x;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == splits - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // Σ over the splits in split order. Split-major, so each split's loads of all this
-  // thread's elements are independent and in flight together: element-major, each
-  // element paid one L2 round trip per split in series (splits x elements trips).
-  for_each_element([&](int64_t, int64_t, float& v) { v = 0.0f; });
-#pragma unroll 2
-  for (int sp = 0; sp < splits; ++sp) {
-    for_each_element(
-        [&](int64_t m, int64_t row, float& v) { v += __ldcg(part + (int64_t(sp) * M + m) * N + row); });
-  }
-  for_each_element(store);
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
+  constexpr int E = kR * MT * 4;
+  finish_split<E>(&acc[0][0][0], [&] { for_each_element(store); },
+                  partials + int64_t(blockIdx.x) * split_floats(1, kThreads, E, splits), int(blockIdx.y), splits,
+                  counters + blockIdx.x);
 }
 
 // 8-row batch fragments per block for M rows (MT even: ldmatrix.x4 takes two).
@@ -335,17 +339,26 @@ decltype(auto) with_mt(int64_t M, F&& f) {
   }
 }
 
-// Blocks of batch_kernel<Bits, MT> resident per SM (registers and the fixed ring decide).
-// Cached for the process: the hosts this runs on carry one GPU model.
+// Blocks of batch_kernel<Bits, MT, kChunk> resident per SM (registers and the fixed ring
+// decide; the kStep variant is held to the same kMinBlocks). Cached for the process: the
+// hosts this runs on carry one GPU model.
 template <int Bits, int MT>
 int resident_blocks() {
   static const int blocks = [] {
     int b = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, batch_kernel<Bits, MT>, kThreads,
-                                                             size_t(kSmemBytes<Bits, MT>)));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, batch_kernel<Bits, MT, GroupSpan::kChunk>,
+                                                             kThreads, size_t(kSmemBytes<Bits, MT>)));
     return std::max(b, 1);
   }();
   return blocks;
+}
+
+// kStep when every job's aligned chunk pairs lie in one group.
+GroupSpan span_of(const MmaGroup<__half>& g) {
+  for (int j = 0; j < g.count; ++j) {
+    if (!g.job[j].w.pairs_one_group) return GroupSpan::kChunk;
+  }
+  return GroupSpan::kStep;
 }
 
 struct Plan {
@@ -355,17 +368,20 @@ struct Plan {
 // Splits K so that the grid is at most one wave of resident blocks (as gptq_decode.cu:
 // a block's warps issue a dependent chain of dequantize-then-mma per tile, so an SM
 // needs several blocks to keep its bandwidth share busy; measured: one block per SM on
-// 8B gate/up at M = 16 ran at 26% of the bandwidth), but not so far that the fp32
-// partials (128 rows x M x 8 bytes a block: written, read back) exceed half of a block's
-// codes. At least 2 steps per split.
+// 8B gate/up at M = 16 ran at 26% of the bandwidth), with at least kStages<MT> steps per
+// split (a shorter split never fills its ring: on the 8B q/o and k/v shapes 2 steps a
+// split ran 5-15% slower than 4, NOTES.md version 6), and the launch's fp32 partials
+// within a quarter of L2: they are written and read back there, never reaching DRAM.
 template <int Bits, int MT>
 Plan plan_for(const MmaGroup<__half>& g, int64_t M) {
   const int64_t chunks = g.job[0].w.Kp / kChunk;
   const int64_t blocks = group_tiles<kTiles>(g);
   const int64_t wave = int64_t(sm_count()) * resident_blocks<Bits, MT>();
-  const int64_t codes = int64_t(kTiles) * 16 * g.job[0].w.Kp * Bits / 8, partial = int64_t(kTiles) * 16 * M * 8;
-  const int64_t most = std::max<int64_t>(1, std::min(chunks / (2 * kStepChunks), codes / (2 * partial)));
-  const int64_t splits = std::clamp<int64_t>(wave / blocks, 1, most);
+  int64_t rows = 0;
+  for (int j = 0; j < g.count; ++j) rows += g.job[j].w.N;
+  const int64_t in_l2 = l2_bytes() / 4 / (M * rows * int64_t(sizeof(float)));
+  const int64_t most = std::max<int64_t>(1, std::min(chunks / (kStages<MT> * kStepChunks), in_l2));
+  const int64_t splits = capped_splits(std::clamp<int64_t>(wave / blocks, 1, most), 1, g.max_splits);
   Plan p{};
   p.chunks_per = int((chunks + splits - 1) / splits);
   p.chunks_per += p.chunks_per % kStepChunks;
@@ -384,14 +400,18 @@ void launch_batch(const MmaGroup<__half>& g, const __half* x, int64_t ldx, int64
                   int32_t* counters, cudaStream_t s) {
   const Plan p = plan_for<Bits, MT>(g, M);
   const dim3 grid(unsigned(group_tiles<kTiles>(g)), unsigned(p.splits));
-  launch(batch_kernel<Bits, MT>, grid, kThreads, size_t(kSmemBytes<Bits, MT>), s, g, x, ldx, int(M), p.chunks_per,
-         p.splits, partials, counters);
+  auto kernel = span_of(g) == GroupSpan::kStep ? batch_kernel<Bits, MT, GroupSpan::kStep>
+                                               : batch_kernel<Bits, MT, GroupSpan::kChunk>;
+  launch(kernel, grid, kThreads, size_t(kSmemBytes<Bits, MT>), s, g, x, ldx, int(M), p.chunks_per, p.splits, partials,
+         counters);
 }
 
 template <int Bits, int MT>
 void allow_smem_mt() {
-  CUDA_CHECK(cudaFuncSetAttribute(batch_kernel<Bits, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  kSmemBytes<Bits, MT>));
+  CUDA_CHECK(cudaFuncSetAttribute(batch_kernel<Bits, MT, GroupSpan::kChunk>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes<Bits, MT>));
+  CUDA_CHECK(cudaFuncSetAttribute(batch_kernel<Bits, MT, GroupSpan::kStep>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes<Bits, MT>));
 }
 template <int Bits>
 void allow_smem() {
@@ -412,16 +432,18 @@ void gptq_batch_init() {
 bool batch_applies(const MmaGroup<__half>& g, int64_t M) {
   if (M <= 8 || M > kBatchMaxRows || g.job[0].w.K % 8 != 0) return false;
   for (int j = 0; j < g.count; ++j) {
-    if (!g.job[j].w.chunks_one_group || g.job[j].w.perm != nullptr) return false;
+    const MmaDeviceLayout& w = g.job[j].w;
+    if (!w.chunks_one_group || w.perm != nullptr) return false;
+    if (!offsets_fit_int32(w)) return false;
   }
   return true;
 }
 
 SplitScratch gptq_batch_scratch(const MmaGroup<__half>& g, int64_t M) {
   const Plan p = plan_any(g, M);
-  int64_t floats = 0;
-  for (int j = 0; j < g.count; ++j) floats += int64_t(p.splits) * M * g.job[j].w.N;
-  return {.floats = p.splits == 1 ? 0 : floats, .counters = group_tiles<kTiles>(g)};
+  const int per_thread = kR * mt_for(M) * 4;  // the kernel's accumulators
+  return {.floats = split_floats(group_tiles<kTiles>(g), kThreads, per_thread, p.splits),
+          .counters = group_tiles<kTiles>(g)};
 }
 
 void gptq_batch(const MmaGroup<__half>& g, const __half* x, int64_t ldx, int64_t M, float* partials,

@@ -20,7 +20,7 @@
 // a shared load, a quarter of a global load, ~1 for the group's flush: ~14 warp
 // instructions, inside the ~31 the bandwidth allows (16.3 bytes per SM cycle).
 //
-// Splits along K write fp32 partials [split, M, N]; the last block of each row-tile block
+// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of each row-tile block
 // to finish sums them in split order (deterministic) and applies the epilogue.
 #include <algorithm>
 #include <map>
@@ -31,6 +31,7 @@
 #include "backend/cuda/fragment_codes.cuh"
 #include "backend/cuda/gptq_decode.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/split_k.cuh"
 
 namespace gptq::backend::cuda {
 namespace {
@@ -77,7 +78,6 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int D = kAhead<Bits>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* const xs = reinterpret_cast<T*>(smem);
-  __shared__ bool last;
 
   int64_t tile = blockIdx.x;
   const int j = job_of(g, tile);
@@ -94,18 +94,23 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t* const chunk_tiles = w.tile_group + c0 * (kChunk / 16);         // + 4i: chunk i's group
 
   // Codes and groups of chunks [i, i + D) of the split, issued before anything waits.
-  uint32_t next[D][Bits] = {};
-  int next_group[D] = {};
-  auto fetch = [&](int i) {
+  // (Two such buffers alternating instead of a copy into `cur` save ~5% of the loop's
+  // instructions but take 128 registers, down from 80: 4 blocks an SM instead of 6.)
+  struct Ahead {
+    uint32_t codes[D][Bits] = {};
+    int group[D] = {};
+  };
+  Ahead next;
+  auto fetch = [&](int i, Ahead& a) {
 #pragma unroll
     for (int d = 0; d < D; ++d) {
       if (active && i + d < n) {
-        load_run<Bits>(run + int64_t(i + d) * 32 * Bits, next[d]);
-        next_group[d] = __ldg(chunk_tiles + 4 * (i + d));
+        load_run<Bits>(run + int64_t(i + d) * 32 * Bits, a.codes[d]);
+        a.group[d] = __ldg(chunk_tiles + 4 * (i + d));
       }
     }
   };
-  fetch(0);
+  fetch(0, next);
 
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   float sum[2][4] = {};  // the group's Σ (q − z) x, two chains (even / odd tiles)
@@ -114,10 +119,9 @@ __global__ void __launch_bounds__(kThreads)
   T2 z_lo, z_hi;                   // B + zero of those rows, in both halves
   __half2 z_hi16;                  // −(64 + zero) of row gq + 8 (fp16 at 4 bits, a_minus_zero)
   const int64_t row_lo = nt * 16 + gq;
-  // This lane's rows gq, gq + 8 of the scales and zeros [G][Nt·16]; group tg at tg · rs
-  // (int: G · Nt · 16 is far below 2^31 for any layer the loader takes).
-  const __half* const srow = w.scales + row_lo;
-  const uint8_t* const zrow = w.zeros + row_lo;
+  // This lane's rows gq, gq + 8 of the scales and zeros [G][Nt·16]: group tg's at
+  // tg · rs + par_off (decode_applies: offsets_fit_int32; pinned, common.cuh).
+  const int par_off = pinned(int(row_lo));
   const int rs = int(w.Nt * 16), G = int(w.G);
   auto flush = [&]() {  // with nothing summed yet (s = 0, sums 0) it adds 0
 #pragma unroll
@@ -130,13 +134,13 @@ __global__ void __launch_bounds__(kThreads)
   // so their L2 round trip overlaps this group's products; kept raw, converted on use.
   int pf_group = -1;
   __half pf_s_lo, pf_s_hi;
-  uint8_t pf_z_lo = 0, pf_z_hi = 0;
+  uint32_t pf_z_lo = 0, pf_z_hi = 0;  // the zero bytes, zero-extended
   auto prefetch = [&](int tg) {
     if (tg >= G) return;
-    const int off = tg * rs;
+    const int off = tg * rs + par_off;
     pf_group = tg;
-    pf_s_lo = srow[off], pf_s_hi = srow[off + 8];
-    pf_z_lo = zrow[off], pf_z_hi = zrow[off + 8];
+    pf_s_lo = w.scales[off], pf_s_hi = w.scales[off + 8];
+    pf_z_lo = w.zeros[off], pf_z_hi = w.zeros[off + 8];
   };
   if (active && n > 0) prefetch(__ldg(chunk_tiles));  // the split's first group, in flight while x is staged
 
@@ -178,8 +182,7 @@ __global__ void __launch_bounds__(kThreads)
     if (tg != pf_group) prefetch(tg);  // not foreseen (a group skipped): load now and wait
     s_lo = __half2float(pf_s_lo);
     s_hi = __half2float(pf_s_hi);
-    const uint32_t zl = Magic<T>::kBits | (uint32_t(pf_z_lo) * 0x00010001u);
-    const uint32_t zh = Magic<T>::kBits | (uint32_t(pf_z_hi) * 0x00010001u);
+    const uint32_t zl = magic_plus<T>(pf_z_lo), zh = magic_plus<T>(pf_z_hi);
     z_lo = *reinterpret_cast<const T2*>(&zl);
     z_hi = *reinterpret_cast<const T2*>(&zh);
     if constexpr (std::is_same_v<T, __half>) z_hi16 = __hsub2(__float2half2_rn(960.0f), z_hi);  // 960 − (1024 + z)
@@ -218,33 +221,29 @@ __global__ void __launch_bounds__(kThreads)
     // Lanes past the batch (gq >= M) read the last row: their products land in output
     // columns that are never stored, so no zeros need staging or selecting.
     const T* const xlane = xs + min(gq, M - 1) * ld + tq * 16;  // + i · 64: chunk i's 16 values
-    for (int i = 0; i < n; i += D) {
-      uint32_t cur[D][Bits];
-      int cur_group[D];
-#pragma unroll
-      for (int d = 0; d < D; ++d) {
-        cur_group[d] = next_group[d];
-#pragma unroll
-        for (int b = 0; b < Bits; ++b) cur[d][b] = next[d][b];
-      }
-      fetch(i + D);
+    auto products = [&](int i, const Ahead& a) {
 #pragma unroll
       for (int d = 0; d < D; ++d) {
         if (i + d >= n) break;
-        if (cur_group[d] != group) enter_group(cur_group[d]);
+        if (a.group[d] != group) enter_group(a.group[d]);
         const uint4 lo = *reinterpret_cast<const uint4*>(xlane + (i + d) * kChunk);
         const uint4 hi = *reinterpret_cast<const uint4*>(xlane + (i + d) * kChunk + 8);
         const uint32_t b[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
         auto tile_product = [&]<int J>() {
-          uint32_t a[4];
-          a_minus_zero.template operator()<J>(cur[d], a);
-          mma_16816<T>(sum[J % 2], a, b[2 * J], b[2 * J + 1]);
+          uint32_t av[4];
+          a_minus_zero.template operator()<J>(a.codes[d], av);
+          mma_16816<T>(sum[J % 2], av, b[2 * J], b[2 * J + 1]);
         };
         tile_product.template operator()<0>();
         tile_product.template operator()<1>();
         tile_product.template operator()<2>();
         tile_product.template operator()<3>();
       }
+    };
+    for (int i = 0; i < n; i += D) {
+      const Ahead cur = next;
+      fetch(i + D, next);
+      products(i, cur);
     }
     if (group >= 0) flush();
   }
@@ -264,31 +263,9 @@ __global__ void __launch_bounds__(kThreads)
       if (active && r < N && m < M) f(m, r, acc[i]);
     }
   };
-  if (splits == 1) {
-    for_each_element(store);
-    return;
-  }
-  float* part = partials;
-  for (int i = 0; i < j; ++i) part += int64_t(splits) * M * g.job[i].w.N;
-  for_each_element([&](int64_t m, int64_t r, float v) { part[(int64_t(blockIdx.y) * M + m) * N + r] = v; });
-  __threadfence();
-  __syncthreads();
-  int32_t* counter = counters + blockIdx.x;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == splits - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // Σ over the splits in split order. Split-major, so each split's loads of all this
-  // thread's elements are independent and in flight together: element-major, each
-  // element paid one L2 round trip per split in series (splits x elements trips).
-  for_each_element([&](int64_t, int64_t, float& v) { v = 0.0f; });
-#pragma unroll 2
-  for (int sp = 0; sp < splits; ++sp) {
-    for_each_element(
-        [&](int64_t m, int64_t r, float& v) { v += __ldcg(part + (int64_t(sp) * M + m) * N + r); });
-  }
-  for_each_element(store);
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
+  finish_split<4>(acc, [&] { for_each_element(store); },
+                  partials + int64_t(blockIdx.x) * split_floats(1, kThreads, 4, splits), int(blockIdx.y), splits,
+                  counters + blockIdx.x);
 }
 
 struct Plan {
@@ -336,7 +313,7 @@ Plan plan_for(const MmaGroup<T>& g, int64_t M) {
   Plan p = split(least);
   for (int pass = 0; pass < 2; ++pass) {
     const int64_t wave = int64_t(sm_count()) * resident_blocks<Bits, T>(M, p.chunks_per);
-    p = split(std::clamp<int64_t>(wave / blocks, least, most));
+    p = split(capped_splits(std::clamp<int64_t>(wave / blocks, least, most), least, g.max_splits));
   }
   return p;
 }
@@ -364,7 +341,7 @@ template <class T>
 bool decode_applies(const MmaGroup<T>& g, int64_t M) {
   if (M < 1 || M > kDecodeMaxRows) return false;
   for (int j = 0; j < g.count; ++j) {
-    if (!g.job[j].w.chunks_one_group) return false;
+    if (!g.job[j].w.chunks_one_group || !offsets_fit_int32(g.job[j].w)) return false;
   }
   return true;
 }
@@ -372,9 +349,7 @@ bool decode_applies(const MmaGroup<T>& g, int64_t M) {
 template <class T>
 SplitScratch gptq_decode_scratch(const MmaGroup<T>& g, int64_t M) {
   const Plan p = plan_any(g, M);
-  int64_t floats = 0;
-  for (int j = 0; j < g.count; ++j) floats += int64_t(p.splits) * M * g.job[j].w.N;
-  return {.floats = p.splits == 1 ? 0 : floats, .counters = group_tiles(g)};
+  return {.floats = split_floats(group_tiles(g), kThreads, 4, p.splits), .counters = group_tiles(g)};
 }
 
 template <class T>

@@ -21,7 +21,7 @@
 // version) took 122 registers, allowed 4 blocks per SM and kept too few bytes in flight
 // (15-30% of the bandwidth at batch 1, latency-bound).
 //
-// Splits along K write fp32 partials [split, M, N]; the last block of each (row tile,
+// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of each (row tile,
 // batch chunk) to finish sums them in split order (deterministic) and applies the
 // epilogue (bias, residual add) — each thread for the elements it computed.
 #include <algorithm>
@@ -33,6 +33,7 @@
 #include "backend/cuda/gptq_mma.cuh"
 #include "backend/cuda/gptq_sorted.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/split_k.cuh"
 
 namespace gptq::backend::cuda {
 namespace {
@@ -85,7 +86,6 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int C = MT == 1 ? 4 : 1;
   extern __shared__ __align__(16) unsigned char smem[];
   T* const xs = reinterpret_cast<T*>(smem + ring_bytes<Bits, MT>());
-  __shared__ bool last;
 
   int64_t tile = blockIdx.x;
   const int j = job_of(g, tile);
@@ -317,8 +317,6 @@ __global__ void __launch_bounds__(kThreads)
     if (g.epilogue == Epilogue::kAccumulate) v += to_f32(y[m * ldy + n]);
     y[m * ldy + n] = from_f32<T>(v);
   };
-  float* part = partials;
-  for (int i = 0; i < j; ++i) part += int64_t(splits) * M * g.job[i].w.N;
   // f(m, n, v) for each output element this thread computed (inside [M, N]).
   auto for_each_element = [&](auto&& f) {
 #pragma unroll
@@ -330,29 +328,10 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   };
-  if (splits == 1) {
-    for_each_element(store);
-    return;
-  }
-  for_each_element([&](int64_t m, int64_t n, float v) { part[(int64_t(blockIdx.y) * M + m) * N + n] = v; });
-  __threadfence();
-  __syncthreads();
-  int32_t* counter = counters + int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == splits - 1;
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  // Σ over the splits in split order. Split-major, so each split's loads of all this
-  // thread's elements are independent and in flight together: element-major, each
-  // element paid one L2 round trip per split in series (splits x elements trips).
-  for_each_element([&](int64_t, int64_t, float& v) { v = 0.0f; });
-#pragma unroll 2
-  for (int sp = 0; sp < splits; ++sp) {
-    for_each_element(
-        [&](int64_t m, int64_t n, float& v) { v += __ldcg(part + (int64_t(sp) * M + m) * N + n); });
-  }
-  for_each_element(store);
-  if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
+  const int64_t block = int64_t(blockIdx.z) * gridDim.x + blockIdx.x;
+  finish_split<MT * 4>(&acc[0][0], [&] { for_each_element(store); },
+                       partials + block * split_floats(1, kThreads, MT * 4, splits), int(blockIdx.y), splits,
+                       counters + block);
 }
 
 // grid (ceil(chunks / 4), ceil(count / 16)), 128 threads: warp w decodes chunk
@@ -436,7 +415,8 @@ Plan plan_for(const MmaGroup<T>& g, int64_t M) {
   // and its reduction) is ~15 instructions per tile at one quad.
   const int64_t least = p.mt == 1 ? (chunks + kMaxStagedChunks - 1) / kMaxStagedChunks : 1;
   const int64_t most = std::max<int64_t>(least, chunks / (2 * kStepChunks));
-  const int64_t splits = std::clamp<int64_t>((target + blocks - 1) / blocks, least, most);
+  const int64_t splits = capped_splits(std::clamp<int64_t>((target + blocks - 1) / blocks, least, most), least,
+                                      g.max_splits);
   p.chunks_per = int((chunks + splits - 1) / splits);
   p.splits = int((chunks + p.chunks_per - 1) / p.chunks_per);
   return p;
@@ -500,9 +480,8 @@ MmaScratch direct_scratch(const MmaGroup<T>& g, int64_t M) {
     if (batch_applies(g, M)) return gptq_batch_scratch(g, M);
   }
   const Plan p = plan_for(g, M);
-  int64_t floats = 0;
-  for (int j = 0; j < g.count; ++j) floats += int64_t(p.splits) * M * g.job[j].w.N;
-  return {.floats = p.splits == 1 ? 0 : floats, .counters = group_tiles(g) * p.mchunks};
+  return {.floats = split_floats(group_tiles(g) * p.mchunks, kThreads, p.mt * 4, p.splits),
+          .counters = group_tiles(g) * p.mchunks};
 }
 
 template <class T>

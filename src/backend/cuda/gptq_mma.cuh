@@ -25,7 +25,16 @@ struct MmaDeviceLayout {
   const int32_t* perm = nullptr;
   const float* bias = nullptr;  // [N] or null
   bool chunks_one_group = false;  // FragmentLayout::chunks_one_group
+  bool pairs_one_group = false;   // FragmentLayout::pairs_one_group
 };
+
+// Whether every code word (Nt·16·Kp·Bits/32) and group parameter (G·Nt·16) of w has an
+// index below 2^31: the batch 1-64 kernels address them by 32-bit offsets from the
+// layer's bases (one IMAD.WIDE per address); a layer past that takes the general kernel.
+inline bool offsets_fit_int32(const MmaDeviceLayout& w) {
+  constexpr int64_t kLimit = int64_t(1) << 31;
+  return w.Nt * 16 * w.Kp / 32 * w.bits < kLimit && w.G * w.Nt * 16 < kLimit;
+}
 
 // Whether the mma kernels take `bits` with activations of `act`: fp16 every width;
 // bf16 2/3/4 bits (128 + q must be exact in bf16's 8-bit significand, so not 8-bit).

@@ -1027,7 +1027,7 @@ class CudaQuantOps final : public QuantOps {
     const int64_t N = l.out_features, K = l.in_features, rows = f.row_stride();
     LayerMemory mem{ctx_};
     MmaDeviceLayout d{.bits = f.bits, .K = K, .N = N, .Kp = f.Kp, .Nt = f.Nt, .G = f.G,
-                      .chunks_one_group = f.chunks_one_group};
+                      .chunks_one_group = f.chunks_one_group, .pairs_one_group = f.pairs_one_group};
     const uint64_t word_count = uint64_t(f.Nt * (f.Kp / quant::kFragmentChunk) * quant::kFragmentLanes);
     auto* words = static_cast<uint32_t*>(mem.alloc(word_count * uint64_t(f.bits) * 4));
     auto* scales = static_cast<__half*>(mem.alloc(uint64_t(f.G * rows) * 2));
