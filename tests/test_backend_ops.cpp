@@ -191,11 +191,14 @@ class BackendOps : public testing::TestWithParam<Target> {
   }
 
   // The backend under test anew, its GPTQ layers on `family` with the tensor-core kernel
-  // up to max_rows (CUDA; the CPU has one path).
-  void use_gptq_family(backend::GptqKernel family, int64_t max_rows) {
+  // up to max_rows and at most max_splits splits of K (0: the planners'; CUDA; the CPU has
+  // one path).
+  void use_gptq_family(backend::GptqKernel family, int64_t max_rows, int64_t max_splits = 0) {
     if (GetParam().spec == "cpu") return;
-    dut_ = backend::make_backend(GetParam().spec,
-                                 {.activations = GetParam().act, .gptq_mma_max_rows = max_rows, .gptq_kernel = family});
+    dut_ = backend::make_backend(GetParam().spec, {.activations = GetParam().act,
+                                                   .gptq_mma_max_rows = max_rows,
+                                                   .gptq_kernel = family,
+                                                   .gptq_max_splits = max_splits});
   }
 
   // Every layer of `cases` (default gptq_cases()) at each batch size, against the reference.
@@ -355,6 +358,15 @@ TEST_P(BackendOps, GptqLinearSplitK) {
   run_gptq_cases({1, 9, 33, 64}, {{4, 4096, 200, 128, false, false, true},
                                   {3, 4128, 72, 64, true, true, false},
                                   {8, 4096, 40, 128, true, false, false}});
+}
+
+// The same with the split capped below the planners' choice (3: an odd count, so the
+// splits' chunk counts differ and a last split ends mid-step): the cap's plan must agree
+// with the scratch it reserves, and any split count must give the reference's result.
+TEST_P(BackendOps, GptqLinearSplitKCapped) {
+  use_gptq_family(backend::GptqKernel::kTensorCore, 256, 3);
+  run_gptq_cases({1, 9, 33, 64}, {{4, 4096, 200, 128, false, false, true},
+                                  {3, 4128, 72, 64, true, true, false}});
 }
 
 // The fragment layout's dequantize-to-tiles path, at small M too (the crossover at 0).

@@ -21,8 +21,9 @@
 // Predicted per 16 x 16 weight tile at 4 bits: 13 integer/half ops to form A, MT mma,
 // MT/4 ldmatrix, ~0.25 code load: ~17 warp instructions at M = 16 (bandwidth allows ~31),
 // at M = 64 the 8 mma a tile bound it (the tensor pipe, not the instruction issue).
-// Measured (NOTES.md, version 5): 32 instructions a tile at 8 cycles each, latency-bound;
-// 1.2x cuBLAS fp16 at M = 16 on the 8B MLP shapes, 0.73x at M = 64.
+// Measured (NOTES.md, version 6): 25 instructions a tile (32 in version 5), latency-bound
+// on 4 warps per scheduler at most; 1.5x cuBLAS fp16 at M = 16 on the 8B MLP shapes,
+// 0.86-1.07x at M = 64.
 //
 // Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of each row-tile block
 // to finish sums them in split order (deterministic) and applies the epilogue.
