@@ -351,13 +351,14 @@ TEST_P(BackendOps, GptqLinear) {
 }
 
 // Long K over few output rows: the tensor-core kernels then split K across blocks (the
-// batch 1-8 and 9-64 kernels fill the GPU that way), so the fp32 partials and the
-// last-block reduction run; K = 4128 ends in a partial group of 32 and a partial chunk.
+// batch 1-8 and 9-256 kernels fill the GPU that way), so the fp32 partials and the
+// last-block reduction run; K = 4128 ends in a partial group of 32 and a partial chunk;
+// M = 130 runs three blocks along M, the last with 2 rows.
 TEST_P(BackendOps, GptqLinearSplitK) {
   use_gptq_family(backend::GptqKernel::kTensorCore, 256);
-  run_gptq_cases({1, 9, 33, 64}, {{4, 4096, 200, 128, false, false, true},
-                                  {3, 4128, 72, 64, true, true, false},
-                                  {8, 4096, 40, 128, true, false, false}});
+  run_gptq_cases({1, 9, 33, 64, 130}, {{4, 4096, 200, 128, false, false, true},
+                                       {3, 4128, 72, 64, true, true, false},
+                                       {8, 4096, 40, 128, true, false, false}});
 }
 
 // The same with the split capped below the planners' choice (3: an odd count, so the
@@ -365,8 +366,8 @@ TEST_P(BackendOps, GptqLinearSplitK) {
 // with the scratch it reserves, and any split count must give the reference's result.
 TEST_P(BackendOps, GptqLinearSplitKCapped) {
   use_gptq_family(backend::GptqKernel::kTensorCore, 256, 3);
-  run_gptq_cases({1, 9, 33, 64}, {{4, 4096, 200, 128, false, false, true},
-                                  {3, 4128, 72, 64, true, true, false}});
+  run_gptq_cases({1, 9, 33, 64, 130}, {{4, 4096, 200, 128, false, false, true},
+                                       {3, 4128, 72, 64, true, true, false}});
 }
 
 // The fragment layout's dequantize-to-tiles path, at small M too (the crossover at 0).

@@ -19,11 +19,11 @@ struct BackendOptions {
   // anything else; CUDA takes f16, bf16 or f32.
   DType activations = DType::kF32;
   // With GptqKernel::kTensorCore, CUDA GPTQ products of up to this many rows run on the kernels that
-  // dequantize in registers (src/backend/cuda/gptq_mma.cu: batch 1-8, 9-64, general);
+  // dequantize in registers (src/backend/cuda/gptq_mma.cu: batch 1-8, 9-256, general);
   // larger ones dequantize column tiles for cuBLAS. The default is the crossover measured
-  // on an H200 (src/backend/cuda/NOTES.md, version 5: at 64 rows the batch kernel beats the
-  // tiles 1.8x); bench_cuda_qlinear --mma-max-rows measures it.
-  int64_t gptq_mma_max_rows = 64;
+  // on an H200 (src/backend/cuda/NOTES.md, version 6: up to 256 rows the batch kernel beats
+  // the tiles 1.2-2.8x on the 8B shapes); bench_cuda_qlinear --mma-max-rows --tiles measures it.
+  int64_t gptq_mma_max_rows = 256;
   // The CUDA-core GEMV family by default: at batch 1 (single-stream decode) it is 10-60%
   // faster than the tensor-core kernel on the Llama shapes (NOTES.md, version 3).
   GptqKernel gptq_kernel = GptqKernel::kGemv;

@@ -63,7 +63,7 @@ struct FragmentLayout {
   // (gptq_decode.cu) needs it; group 32 and sizes like 80 do not have it.
   bool chunks_one_group = false;
   // Every aligned pair of chunks [2i, 2i + 1] (128 inputs), padding included, lies in one
-  // group: group sizes that are multiples of 128, or one group. The batch 9-64 kernel
+  // group: group sizes that are multiples of 128, or one group. The batch 9-256 kernel
   // (gptq_batch.cu) steps 128 inputs at a time and then enters a group once per step.
   bool pairs_one_group = false;
 

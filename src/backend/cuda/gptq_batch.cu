@@ -1,10 +1,10 @@
-// GPTQ products at batch 9-64 on the tensor cores (mma.sync.m16n8k16), version 5.
+// GPTQ products at batch 9-256 on the tensor cores (mma.sync.m16n8k16), version 6.
 //
 // yᵀ [N, M] = W [N, K] · xᵀ [K, M] as in gptq_mma.cu: W the A operand, formed in
 // registers from the fragment layout, x the B operand (16 inputs x 8 batch rows). A block
 // of 4 warps owns 128 output rows (two 16-row tiles per warp, so every B fragment feeds
-// two A tiles) and all 8·MT ≥ M batch rows; a split of K streams through it in steps of
-// 128 inputs (2 chunks).
+// two A tiles) and all 8·MT ≥ M batch rows (above 64, 64 of them: blocks along M); a
+// split of K streams through it in steps of 128 inputs (2 chunks).
 //
 // What differs from the general kernel at these sizes (NOTES.md, version 3.1: 0.7x cuBLAS
 // fp16 at M = 16 on the 8B gate/up shape):
@@ -76,10 +76,11 @@ constexpr int kMinBlocks = MT == 2 ? 4 : MT == 4 ? 3 : 2;
 // whole, its second chunk's shared loads hoisted over the first's products).
 enum class GroupSpan { kChunk, kStep };
 
-// grid (Σ_j ceil(Nt_j / 8), splits), 128 threads, kSmemBytes<Bits, MT>.
-// x [M, K] fp16, row stride ldx, 8·(MT − 1) < M <= 8·MT, rows 16-byte aligned and K % 8
-// == 0, no layer with a permutation (batch_applies: every copy is one cp.async of 8
-// inputs). chunks_per_split: a multiple of kStepChunks.
+// grid (Σ_j ceil(Nt_j / 8), splits, ceil(M / (8·MT))), 128 threads, kSmemBytes<Bits, MT>.
+// x [M, K] fp16, row stride ldx, rows 16-byte aligned and K % 8 == 0, no layer with a
+// permutation (batch_applies: every copy is one cp.async of 8 inputs); M <= 8·MT, or
+// MT = 8 and blockIdx.z owning rows [64z, 64z + 64) (each such block streams the codes
+// again). chunks_per_split: a multiple of kStepChunks.
 template <int Bits, int MT, GroupSpan Span>
 __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
     batch_kernel(MmaGroup<__half> g, const __half* __restrict__ x, int64_t ldx, int M, int chunks_per_split,
@@ -89,6 +90,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
   constexpr int S = kStages<MT>;
   constexpr int kRows = MT * 8;  // staged batch rows (rows >= M repeat row M − 1)
   extern __shared__ __align__(16) unsigned char smem[];
+  // This block's batch rows: x, y and M from here on are those of rows [m0, m0 + M).
+  const int m0 = int(blockIdx.z) * kRows;
+  x += int64_t(m0) * ldx;
+  M = min(kRows, M - m0);
 
   int64_t tile = blockIdx.x;
   const int j = job_of<kTiles>(g, tile);
@@ -301,8 +306,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
 
   // Element i of fragment (r, nn): row nt[r]·16 + gq (+8 for i ≥ 2), batch row
   // nn·8 + 2·tq + (i & 1).
-  __half* y = g.job[j].y;
   const int64_t ldy = g.job[j].ldy, N = w.N;
+  __half* const y = g.job[j].y + int64_t(m0) * ldy;
   auto store = [&](int64_t m, int64_t row, float v) {
     if (w.bias != nullptr) v += w.bias[row];
     if (g.epilogue == Epilogue::kAccumulate) v += __half2float(y[m * ldy + row]);
@@ -322,9 +327,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<MT>)
     }
   };
   constexpr int E = kR * MT * 4;
+  const int64_t block = int64_t(blockIdx.z) * gridDim.x + blockIdx.x;  // output block (row tiles, batch rows)
   finish_split<E>(&acc[0][0][0], [&] { for_each_element(store); },
-                  partials + int64_t(blockIdx.x) * split_floats(1, kThreads, E, splits), int(blockIdx.y), splits,
-                  counters + blockIdx.x);
+                  partials + block * split_floats(1, kThreads, E, splits), int(blockIdx.y), splits, counters + block);
 }
 
 // 8-row batch fragments per block for M rows (MT even: ldmatrix.x4 takes two).
@@ -366,6 +371,12 @@ struct Plan {
   int splits, chunks_per;
 };
 
+// Blocks along M: one per 8·MT batch rows (more than one only at MT = 8, M > 64).
+template <int MT>
+int64_t row_blocks(int64_t M) {
+  return (M + MT * 8 - 1) / (MT * 8);
+}
+
 // Splits K so that the grid is at most one wave of resident blocks (as gptq_decode.cu:
 // a block's warps issue a dependent chain of dequantize-then-mma per tile, so an SM
 // needs several blocks to keep its bandwidth share busy; measured: one block per SM on
@@ -376,11 +387,10 @@ struct Plan {
 template <int Bits, int MT>
 Plan plan_for(const MmaGroup<__half>& g, int64_t M) {
   const int64_t chunks = g.job[0].w.Kp / kChunk;
-  const int64_t blocks = group_tiles<kTiles>(g);
+  const int64_t blocks = group_tiles<kTiles>(g) * row_blocks<MT>(M);
   const int64_t wave = int64_t(sm_count()) * resident_blocks<Bits, MT>();
-  int64_t rows = 0;
-  for (int j = 0; j < g.count; ++j) rows += g.job[j].w.N;
-  const int64_t in_l2 = l2_bytes() / 4 / (M * rows * int64_t(sizeof(float)));
+  const int64_t split_bytes = blocks * kThreads * kR * MT * 4 * int64_t(sizeof(float));  // one split's partials
+  const int64_t in_l2 = l2_bytes() / 4 / split_bytes;
   const int64_t most = std::max<int64_t>(1, std::min(chunks / (kStages<MT> * kStepChunks), in_l2));
   const int64_t splits = capped_splits(std::clamp<int64_t>(wave / blocks, 1, most), 1, g.max_splits);
   Plan p{};
@@ -400,7 +410,7 @@ template <int Bits, int MT>
 void launch_batch(const MmaGroup<__half>& g, const __half* x, int64_t ldx, int64_t M, float* partials,
                   int32_t* counters, cudaStream_t s) {
   const Plan p = plan_for<Bits, MT>(g, M);
-  const dim3 grid(unsigned(group_tiles<kTiles>(g)), unsigned(p.splits));
+  const dim3 grid(unsigned(group_tiles<kTiles>(g)), unsigned(p.splits), unsigned(row_blocks<MT>(M)));
   auto kernel = span_of(g) == GroupSpan::kStep ? batch_kernel<Bits, MT, GroupSpan::kStep>
                                                : batch_kernel<Bits, MT, GroupSpan::kChunk>;
   launch(kernel, grid, kThreads, size_t(kSmemBytes<Bits, MT>), s, g, x, ldx, int(M), p.chunks_per, p.splits, partials,
@@ -442,9 +452,9 @@ bool batch_applies(const MmaGroup<__half>& g, int64_t M) {
 
 SplitScratch gptq_batch_scratch(const MmaGroup<__half>& g, int64_t M) {
   const Plan p = plan_any(g, M);
-  const int per_thread = kR * mt_for(M) * 4;  // the kernel's accumulators
-  return {.floats = split_floats(group_tiles<kTiles>(g), kThreads, per_thread, p.splits),
-          .counters = group_tiles<kTiles>(g)};
+  const int mt = mt_for(M);
+  const int64_t blocks = group_tiles<kTiles>(g) * ((M + mt * 8 - 1) / (mt * 8));  // row_blocks<mt>(M)
+  return {.floats = split_floats(blocks, kThreads, kR * mt * 4, p.splits), .counters = blocks};
 }
 
 void gptq_batch(const MmaGroup<__half>& g, const __half* x, int64_t ldx, int64_t M, float* partials,

@@ -472,7 +472,7 @@ bool mma_supported(int bits, DType act) {
 namespace {
 
 // Scratch and launch of one group on the fastest kernel that takes it: batch 1-8, batch
-// 9-64 (fp16, x's rows 16-byte aligned: gptq_mma sees to it), else the general one.
+// 9-256 (fp16, x's rows 16-byte aligned: gptq_mma sees to it), else the general one.
 template <class T>
 MmaScratch direct_scratch(const MmaGroup<T>& g, int64_t M) {
   if (decode_applies(g, M)) return gptq_decode_scratch(g, M);

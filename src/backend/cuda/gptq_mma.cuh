@@ -40,7 +40,7 @@ inline bool offsets_fit_int32(const MmaDeviceLayout& w) {
 // bf16 2/3/4 bits (128 + q must be exact in bf16's 8-bit significand, so not 8-bit).
 bool mma_supported(int bits, DType act);
 
-// Opts the batch-1 and batch 9-64 kernels into their shared memory (code rings + staged x, above the
+// Opts the batch-1 and batch 9-256 kernels into their shared memory (code rings + staged x, above the
 // default 48 KiB); once per device, before any launch (the backend's constructor).
 void gptq_mma_init();
 
