@@ -25,8 +25,9 @@
 // on 4 warps per scheduler at most; 1.5x cuBLAS fp16 at M = 16 on the 8B MLP shapes,
 // 0.86-1.07x at M = 64.
 //
-// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of each row-tile block
-// to finish sums them in split order (deterministic) and applies the epilogue.
+// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of
+// each row-tile block to finish sums them in split order (deterministic) and applies the
+// epilogue.
 #include <algorithm>
 #include <cstdint>
 
@@ -372,9 +373,8 @@ struct Plan {
 };
 
 // Blocks along M: one per 8·MT batch rows (more than one only at MT = 8, M > 64).
-template <int MT>
-int64_t row_blocks(int64_t M) {
-  return (M + MT * 8 - 1) / (MT * 8);
+int64_t row_blocks(int64_t M, int mt) {
+  return (M + mt * 8 - 1) / (mt * 8);
 }
 
 // Splits K so that the grid is at most one wave of resident blocks (as gptq_decode.cu:
@@ -387,7 +387,7 @@ int64_t row_blocks(int64_t M) {
 template <int Bits, int MT>
 Plan plan_for(const MmaGroup<__half>& g, int64_t M) {
   const int64_t chunks = g.job[0].w.Kp / kChunk;
-  const int64_t blocks = group_tiles<kTiles>(g) * row_blocks<MT>(M);
+  const int64_t blocks = group_tiles<kTiles>(g) * row_blocks(M, MT);
   const int64_t wave = int64_t(sm_count()) * resident_blocks<Bits, MT>();
   const int64_t split_bytes = blocks * kThreads * kR * MT * 4 * int64_t(sizeof(float));  // one split's partials
   const int64_t in_l2 = l2_bytes() / 4 / split_bytes;
@@ -410,7 +410,7 @@ template <int Bits, int MT>
 void launch_batch(const MmaGroup<__half>& g, const __half* x, int64_t ldx, int64_t M, float* partials,
                   int32_t* counters, cudaStream_t s) {
   const Plan p = plan_for<Bits, MT>(g, M);
-  const dim3 grid(unsigned(group_tiles<kTiles>(g)), unsigned(p.splits), unsigned(row_blocks<MT>(M)));
+  const dim3 grid(unsigned(group_tiles<kTiles>(g)), unsigned(p.splits), unsigned(row_blocks(M, MT)));
   auto kernel = span_of(g) == GroupSpan::kStep ? batch_kernel<Bits, MT, GroupSpan::kStep>
                                                : batch_kernel<Bits, MT, GroupSpan::kChunk>;
   launch(kernel, grid, kThreads, size_t(kSmemBytes<Bits, MT>), s, g, x, ldx, int(M), p.chunks_per, p.splits, partials,
@@ -453,7 +453,7 @@ bool batch_applies(const MmaGroup<__half>& g, int64_t M) {
 SplitScratch gptq_batch_scratch(const MmaGroup<__half>& g, int64_t M) {
   const Plan p = plan_any(g, M);
   const int mt = mt_for(M);
-  const int64_t blocks = group_tiles<kTiles>(g) * ((M + mt * 8 - 1) / (mt * 8));  // row_blocks<mt>(M)
+  const int64_t blocks = group_tiles<kTiles>(g) * row_blocks(M, mt);
   return {.floats = split_floats(blocks, kThreads, kR * mt * 4, p.splits), .counters = blocks};
 }
 

@@ -21,9 +21,9 @@
 // version) took 122 registers, allowed 4 blocks per SM and kept too few bytes in flight
 // (15-30% of the bandwidth at batch 1, latency-bound).
 //
-// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of each (row tile,
-// batch chunk) to finish sums them in split order (deterministic) and applies the
-// epilogue (bias, residual add) — each thread for the elements it computed.
+// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of
+// each (row tile, batch chunk) to finish sums them in split order (deterministic) and
+// applies the epilogue (bias, residual add) — each thread for the elements it computed.
 #include <algorithm>
 #include <type_traits>
 
