@@ -1,4 +1,4 @@
-// GPTQ products at batch 1-8 on the tensor cores (mma.sync.m16n8k16), version 7.
+// GPTQ products at batch 1-8 on the tensor cores (mma.sync.m16n8k16), version 4.
 //
 // yᵀ [N, M] = W [N, K] · xᵀ [K, M] as in gptq_mma.cu: W is the A operand, dequantized in
 // registers from the fragment layout (B + q OR-ed, one HSUB2 of B + z: q − z exactly), x
@@ -12,21 +12,16 @@
 //     per 64-input chunk, lane t's 16 values of the chunk's 4 tiles are contiguous, so a
 //     lane reads its B operands of a chunk in two 16-byte loads (two 4-byte loads per tile
 //     before). One barrier per block.
-//   - codes come straight into registers, through a ring of kAhead chunks per lane
-//     refilled in place (version 7; version 4 copied a look-ahead buffer into the one
-//     consumed, 20 moves per 16 tiles, and held half the chunks in flight), each chunk's
-//     group loaded beside its codes;
+//   - codes come straight into registers, kAhead chunks ahead (no ring in shared memory,
+//     no cp.async bookkeeping), with each chunk's group loaded beside them;
 //   - one group check per chunk: the layout guarantees each chunk lies in one group
-//     (chunks_one_group), so there is no per-tile path; one accumulation chain per group.
-// Per 16 x 16 tile at 4 bits, group 128 (SASS of the loop, version 7): 13.4 warp
-// instructions in the products (9 to form A, one mma, half a shared load, a quarter of a
-// global load, the ring's bookkeeping) + 4.4 for the group entries (35 each, per 8
-// tiles) = 17.8, against 21.7 in version 4 and ~31 the bandwidth allows (16.3 bytes per
-// SM cycle).
+//     (chunks_one_group), so there is no per-tile path.
+// Predicted per 16 x 16 tile at 4 bits: 7 integer ops + 4 HSUB2 to form A, one mma, half
+// a shared load, a quarter of a global load, ~1 for the group's flush: ~14 warp
+// instructions, inside the ~31 the bandwidth allows (16.3 bytes per SM cycle).
 //
-// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of
-// each row-tile block to finish sums them in split order (deterministic) and applies the
-// epilogue.
+// Splits along K write fp32 partials in fragment order (split_k.cuh); the last block of each row-tile block
+// to finish sums them in split order (deterministic) and applies the epilogue.
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -46,11 +41,9 @@ using namespace fragment;
 constexpr int kWarps = kBlockTiles;
 constexpr int kThreads = kWarps * 32;
 constexpr int kChunk = 64;  // inputs per lane run of codes
-// Chunks of codes each lane holds in flight in its register ring: 64-128 bytes a lane
-// (kAhead · Bits words; fewer at 2 and 3 bits, where more chunks a lane spill within
-// kMinBlocks' registers), so 2-4 KiB a warp and 40-80 KiB an SM at 20 warps:
-// the bandwidth-latency product's share of an SM is 4.26 TB/s x ~1-1.5 µs under load /
-// 132 = 32-48 KiB, and a slot is in flight only from its refill to its products.
+// Chunks of codes each lane holds in flight in registers: ~64 bytes a lane whatever the
+// width (kAhead · Bits words), so 2 KiB a warp and ~48 KiB an SM at 24 warps, about
+// twice the bandwidth-latency product's share of an SM (4.26 TB/s x ~0.6 µs / 132).
 template <int Bits>
 constexpr int kAhead = Bits == 8 ? 2 : Bits == 2 ? 8 : 4;
 // Staged rows are padded so that a row's stride is 16 bytes past a multiple of 128: a
@@ -69,43 +62,15 @@ __host__ __device__ constexpr int staged_position(int k) {
 static_assert(staged_position(0) == 0 && staged_position(1) == 1 && staged_position(8) == 2);
 static_assert(staged_position(2) == 16 && staged_position(16) == 4 && staged_position(63) == 63);
 
-// Blocks an SM must hold (ptxas keeps registers within 65536 / (128 · 5) = 102): 20
-// warps, each with its ring of kAhead chunks in flight.
-constexpr int kMinBlocks = 6;
-
-// A group's parameters for one lane's rows gq, gq + 8, staged once per block at the
-// chunk that enters the group: the scales in fp32 and the zeros as the operands the
-// dequantization subtracts, so entering a group is one 16-byte shared load (version 6
-// loaded them from global memory one group ahead, 2 chunks at group 128: less than an
-// L2 round trip, so warps stalled at every group entry).
-struct StagedGroup {
-  float s_lo, s_hi;      // scales of rows gq, gq + 8
-  uint32_t z_lo, z_hi;   // B + z of those rows in both halves (z_hi: 960 − (B + z) at fp16, 4 bits)
-};
-// [chunk][warp][gq]: one per lane quad of each warp, per chunk of the split, then the
-// list of the chunks that enter a group (an int each).
-constexpr int64_t kParamBytes = kWarps * 8 * int64_t(sizeof(StagedGroup));
-static_assert(sizeof(StagedGroup) == 16 && kParamBytes == 512);
-constexpr int64_t kChunkStageBytes = kParamBytes + int64_t(sizeof(int));
-// Chunks of a split at most: warp 0 finds the entering chunks 32 at a time, kEntryRounds
-// rounds, from group indices it loads before staging x (the planner keeps splits inside).
-constexpr int kEntryRounds = 3;
-constexpr int kMaxSplitChunks = 32 * kEntryRounds;
-
-// Staged x rows (padded, 16-byte multiples) then the split's group parameters.
-template <class T>
-__host__ __device__ constexpr int64_t x_stage_bytes(int64_t M, int chunks_per) {
-  return M * (int64_t(chunks_per) * kChunk + kRowPad) * int64_t(sizeof(T));
-}
 template <class T>
 int64_t stage_bytes(int64_t M, int chunks_per) {
-  return x_stage_bytes<T>(M, chunks_per) + int64_t(chunks_per) * kChunkStageBytes;
+  return M * (int64_t(chunks_per) * kChunk + kRowPad) * int64_t(sizeof(T));
 }
 
 // grid (Σ_j ceil(Nt_j / 4), splits), 128 threads, stage_bytes<T>(M, chunks_per_split).
 // x [M, K] row stride ldx; vec_x: rows 16-byte aligned (ldx % 8 == 0, x aligned).
 template <int Bits, class T>
-__global__ void __launch_bounds__(kThreads, kMinBlocks)
+__global__ void __launch_bounds__(kThreads)
     decode_kernel(MmaGroup<T> g, const T* __restrict__ x, int64_t ldx, int M, bool vec_x, int chunks_per_split,
                   int splits, float* partials, int32_t* counters) {
   pdl_begin();
@@ -128,49 +93,56 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   const uint32_t* const run = w.words + ((nt * chunks + c0) * 32 + lane) * Bits;  // + i · 32 · Bits
   const int32_t* const chunk_tiles = w.tile_group + c0 * (kChunk / 16);         // + 4i: chunk i's group
 
-  // The ring: slot d holds chunk i + d (codes and group) while chunks [i, i + D) are
-  // consumed; a slot is refilled with chunk i + d + D as soon as its products are formed,
-  // so D chunks stay in flight with no copies between buffers (slots compile-time).
-  uint32_t codes[D][Bits];
-  int chunk_group[D];
-  auto fetch = [&](int c, uint32_t(&w)[Bits], int& cg) {  // chunk c of the split, if any
-    if (c < n) {
-      load_run<Bits>(run + int64_t(c) * 32 * Bits, w);
-      cg = __ldg(chunk_tiles + 4 * c);
+  // Codes and groups of chunks [i, i + D) of the split, issued before anything waits.
+  // (Two such buffers alternating instead of a copy into `cur` save ~5% of the loop's
+  // instructions but take 128 registers, down from 80: 4 blocks an SM instead of 6.)
+  struct Ahead {
+    uint32_t codes[D][Bits] = {};
+    int group[D] = {};
+  };
+  Ahead next;
+  auto fetch = [&](int i, Ahead& a) {
+#pragma unroll
+    for (int d = 0; d < D; ++d) {
+      if (active && i + d < n) {
+        load_run<Bits>(run + int64_t(i + d) * 32 * Bits, a.codes[d]);
+        a.group[d] = __ldg(chunk_tiles + 4 * (i + d));
+      }
     }
   };
-  if (active) {
-#pragma unroll
-    for (int d = 0; d < D; ++d) fetch(d, codes[d], chunk_group[d]);
-  }
-  // Warp 0: the groups of chunks c = 32r + lane and c − 1, for the staging below.
-  int split_group[kEntryRounds][2] = {};
-  if (warp == 0) {
-#pragma unroll
-    for (int r = 0; r < kEntryRounds; ++r) {
-      const int c = 32 * r + lane;
-      if (c < n) split_group[r][0] = __ldg(chunk_tiles + 4 * c);
-      if (c > 0 && c < n) split_group[r][1] = __ldg(chunk_tiles + 4 * (c - 1));
-    }
-  }
+  fetch(0, next);
 
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-  // The group's Σ (q − z) x, one chain: each warp's 4 products of a chunk depend on one
-  // another, but ~6 warps a scheduler interleave theirs (two chains cost 8 more
-  // instructions per group entry, ~1 a tile at group 128).
-  float sum[4] = {};
+  float sum[2][4] = {};  // the group's Σ (q − z) x, two chains (even / odd tiles)
   int group = -1;
   float s_lo = 0.0f, s_hi = 0.0f;  // the group's scales of rows gq, gq + 8
-  T2 z_lo, z_hi;                   // B + zero of those rows, in both halves; z_hi at
-                                   // fp16, 4 bits: −(64 + zero) (a_minus_zero)
+  T2 z_lo, z_hi;                   // B + zero of those rows, in both halves
+  __half2 z_hi16;                  // −(64 + zero) of row gq + 8 (fp16 at 4 bits, a_minus_zero)
   const int64_t row_lo = nt * 16 + gq;
+  // This lane's rows gq, gq + 8 of the scales and zeros [G][Nt·16]: group tg's at
+  // tg · rs + par_off (decode_applies: offsets_fit_int32; pinned, common.cuh).
+  const int par_off = pinned(int(row_lo));
+  const int rs = int(w.Nt * 16), G = int(w.G);
   auto flush = [&]() {  // with nothing summed yet (s = 0, sums 0) it adds 0
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      acc[i] += (i < 2 ? s_lo : s_hi) * sum[i];
-      sum[i] = 0.0f;
+      acc[i] += (i < 2 ? s_lo : s_hi) * (sum[0][i] + sum[1][i]);
+      sum[0][i] = sum[1][i] = 0.0f;
     }
   };
+  // The next group's parameters are loaded on entering a group (groups run in order),
+  // so their L2 round trip overlaps this group's products; kept raw, converted on use.
+  int pf_group = -1;
+  __half pf_s_lo, pf_s_hi;
+  uint32_t pf_z_lo = 0, pf_z_hi = 0;  // the zero bytes, zero-extended
+  auto prefetch = [&](int tg) {
+    if (tg >= G) return;
+    const int off = tg * rs + par_off;
+    pf_group = tg;
+    pf_s_lo = w.scales[off], pf_s_hi = w.scales[off + 8];
+    pf_z_lo = w.zeros[off], pf_z_hi = w.zeros[off + 8];
+  };
+  if (active && n > 0) prefetch(__ldg(chunk_tiles));  // the split's first group, in flight while x is staged
 
   // Stage x rows [0, M) x sorted inputs of the split, in staged_position order, zeros
   // past K; 8 consecutive inputs (half a tile: one B pair of each lane t) per step.
@@ -203,72 +175,18 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       for (int e = 0; e < 4; ++e) dst[staged_position(k8 + 2 * e) / 2] = pair[e];
     }
   }
-  // Stage the parameters of each group the split enters, at the chunk entering it (the
-  // split's first chunk, and each whose group differs from the previous chunk's): warp 0
-  // lists those chunks (ballots over the group indices it loaded first), then item
-  // (entry e, warp, gq) of all threads stages rows nt·16 + gq and + 8 of the scales and
-  // zeros [G][Nt·16] (decode_applies: offsets_fit_int32) at slot [chunk][warp][gq]. The
-  // loads of kBatch items are issued before any is stored: about one L2 round trip per
-  // kBatch items a thread, not one per item. Slots of other chunks are never read.
-  StagedGroup* const staged = reinterpret_cast<StagedGroup*>(smem + x_stage_bytes<T>(M, chunks_per_split));
-  int* const entry = reinterpret_cast<int*>(staged + chunks_per_split * kWarps * 8);
-  __shared__ int entries;
-  if (warp == 0) {
-    int count = 0;
-#pragma unroll
-    for (int r = 0; r < kEntryRounds; ++r) {
-      const int c = 32 * r + lane;
-      const bool enters = c < n && (c == 0 || split_group[r][0] != split_group[r][1]);
-      const unsigned mask = __ballot_sync(~0u, enters);
-      if (enters) entry[count + __popc(mask & ((1u << lane) - 1))] = c;
-      count += __popc(mask);
-    }
-    if (lane == 0) entries = count;
-  }
   __syncthreads();
-  {
-    constexpr int kBatch = 4;
-    const int items = entries * kWarps * 8;
-    for (int i0 = threadIdx.x; i0 < items; i0 += kBatch * kThreads) {
-      __half sc[kBatch][2];
-      uint8_t zp[kBatch][2];
-      int slot[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int i = i0 + u * kThreads, r = i % (kWarps * 8);  // r: warp · 8 + gq of the block
-        const int64_t row = (tile * kWarps + r / 8) * 16 + r % 8;
-        slot[u] = -1;
-        if (i < items && row < w.Nt * 16) {
-          const int c = entry[i / (kWarps * 8)];
-          slot[u] = c * (kWarps * 8) + r;
-          const int off = __ldg(chunk_tiles + 4 * c) * int(w.Nt * 16) + int(row);
-          sc[u][0] = w.scales[off], sc[u][1] = w.scales[off + 8];
-          zp[u][0] = w.zeros[off], zp[u][1] = w.zeros[off + 8];
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        if (slot[u] < 0) continue;
-        StagedGroup p;
-        p.s_lo = __half2float(sc[u][0]), p.s_hi = __half2float(sc[u][1]);
-        p.z_lo = magic_plus<T>(zp[u][0]), p.z_hi = magic_plus<T>(zp[u][1]);
-        if constexpr (Bits == 4 && std::is_same_v<T, __half>) {
-          const __half2 zh = __hsub2(__float2half2_rn(960.0f), *reinterpret_cast<const __half2*>(&p.z_hi));
-          p.z_hi = *reinterpret_cast<const uint32_t*>(&zh);  // 960 − (1024 + z) = −(64 + z)
-        }
-        staged[slot[u]] = p;
-      }
-    }
-  }
-  __syncthreads();
-  // Chunk c (of the split) enters group tg: the last group's sums are scaled into acc.
-  auto enter_group = [&](int tg, int c) {
+  auto enter_group = [&](int tg) {
     flush();
     group = tg;
-    const uint4 p = *reinterpret_cast<const uint4*>(staged + c * (kWarps * 8) + warp * 8 + gq);
-    s_lo = __uint_as_float(p.x), s_hi = __uint_as_float(p.y);
-    z_lo = *reinterpret_cast<const T2*>(&p.z);
-    z_hi = *reinterpret_cast<const T2*>(&p.w);
+    if (tg != pf_group) prefetch(tg);  // not foreseen (a group skipped): load now and wait
+    s_lo = __half2float(pf_s_lo);
+    s_hi = __half2float(pf_s_hi);
+    const uint32_t zl = magic_plus<T>(pf_z_lo), zh = magic_plus<T>(pf_z_hi);
+    z_lo = *reinterpret_cast<const T2*>(&zl);
+    z_hi = *reinterpret_cast<const T2*>(&zh);
+    if constexpr (std::is_same_v<T, __half>) z_hi16 = __hsub2(__float2half2_rn(960.0f), z_hi);  // 960 − (1024 + z)
+    prefetch(tg + 1);
   };
 
   // A = q − z for tile J of chunk words c. In general B + q (the magic OR-ed in) less
@@ -284,9 +202,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
       const uint32_t r[4] = {mask_or<0x000F000Fu>(lo, magic), mask_or<0x00F000F0u>(lo, magic),
                              mask_or<0x000F000Fu>(hi, magic), mask_or<0x00F000F0u>(hi, magic)};
       v[0] = __hsub2(*reinterpret_cast<const __half2*>(&r[0]), z_lo);
-      v[1] = __hfma2(*reinterpret_cast<const __half2*>(&r[1]), sixteenth, z_hi);
+      v[1] = __hfma2(*reinterpret_cast<const __half2*>(&r[1]), sixteenth, z_hi16);
       v[2] = __hsub2(*reinterpret_cast<const __half2*>(&r[2]), z_lo);
-      v[3] = __hfma2(*reinterpret_cast<const __half2*>(&r[3]), sixteenth, z_hi);
+      v[3] = __hfma2(*reinterpret_cast<const __half2*>(&r[3]), sixteenth, z_hi16);
 #pragma unroll
       for (int p = 0; p < 4; ++p) a[p] = *reinterpret_cast<const uint32_t*>(&v[p]);
     } else {
@@ -303,33 +221,30 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     // Lanes past the batch (gq >= M) read the last row: their products land in output
     // columns that are never stored, so no zeros need staging or selecting.
     const T* const xlane = xs + min(gq, M - 1) * ld + tq * 16;  // + i · 64: chunk i's 16 values
-    // Chunk c of the split from ring slot d (= c % D), then slot d refilled with c + D.
-    auto consume = [&]<int d>(int c) {
-      if (chunk_group[d] != group) enter_group(chunk_group[d], c);
-      const uint4 lo = *reinterpret_cast<const uint4*>(xlane + c * kChunk);
-      const uint4 hi = *reinterpret_cast<const uint4*>(xlane + c * kChunk + 8);
-      const uint32_t b[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
-      auto tile_product = [&]<int J>() {
-        uint32_t av[4];
-        a_minus_zero.template operator()<J>(codes[d], av);
-        mma_16816<T>(sum, av, b[2 * J], b[2 * J + 1]);
-      };
-      tile_product.template operator()<0>();
-      tile_product.template operator()<1>();
-      tile_product.template operator()<2>();
-      tile_product.template operator()<3>();
-      fetch(c + D, codes[d], chunk_group[d]);
+    auto products = [&](int i, const Ahead& a) {
+#pragma unroll
+      for (int d = 0; d < D; ++d) {
+        if (i + d >= n) break;
+        if (a.group[d] != group) enter_group(a.group[d]);
+        const uint4 lo = *reinterpret_cast<const uint4*>(xlane + (i + d) * kChunk);
+        const uint4 hi = *reinterpret_cast<const uint4*>(xlane + (i + d) * kChunk + 8);
+        const uint32_t b[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+        auto tile_product = [&]<int J>() {
+          uint32_t av[4];
+          a_minus_zero.template operator()<J>(a.codes[d], av);
+          mma_16816<T>(sum[J % 2], av, b[2 * J], b[2 * J + 1]);
+        };
+        tile_product.template operator()<0>();
+        tile_product.template operator()<1>();
+        tile_product.template operator()<2>();
+        tile_product.template operator()<3>();
+      }
     };
-    // Whole turns of the ring without a bound check on the products, then the rest.
-    int i = 0;
-    for (; i + D <= n; i += D) {
-      [&]<int... d>(std::integer_sequence<int, d...>) {
-        (consume.template operator()<d>(i + d), ...);
-      }(std::make_integer_sequence<int, D>{});
+    for (int i = 0; i < n; i += D) {
+      const Ahead cur = next;
+      fetch(i + D, next);
+      products(i, cur);
     }
-    [&]<int... d>(std::integer_sequence<int, d...>) {
-      ((i + d < n ? consume.template operator()<d>(i + d) : void()), ...);
-    }(std::make_integer_sequence<int, D>{});
     if (group >= 0) flush();
   }
 
@@ -378,16 +293,13 @@ int resident_blocks(int64_t M, int chunks_per) {
 // starts at once and streams its split to the end, instead of a second, nearly empty
 // wave (measured: 1.05-1.13 waves doubled the tail of the 8B shapes at batch 1, where
 // 6 blocks an SM was asked for and rounding up gave more). Staged x stays inside
-// kMaxStageBytes; a split keeps at least kAhead chunks (one turn of the ring), so the
-// codes in flight are not cut short by its end. Layers with more row blocks than fit
-// (lm_head) take no split.
+// kMaxStageBytes; a split keeps at least kAhead chunks, so the codes in flight are not
+// cut short by its end. Layers with more row blocks than fit (lm_head) take no split.
 template <int Bits, class T>
 Plan plan_for(const MmaGroup<T>& g, int64_t M) {
   const int64_t chunks = g.job[0].w.Kp / kChunk;
   const int64_t blocks = group_tiles(g);
-  const int64_t most_per = std::min<int64_t>(
-      kMaxSplitChunks,
-      (kMaxStageBytes - M * kRowPad * int64_t(sizeof(T))) / (M * kChunk * int64_t(sizeof(T)) + kChunkStageBytes));
+  const int64_t most_per = (kMaxStageBytes / (M * int64_t(sizeof(T))) - kRowPad) / kChunk;
   const int64_t least = (chunks + most_per - 1) / most_per;
   const int64_t most = std::max<int64_t>(least, chunks / kAhead<Bits>);
   auto split = [&](int64_t splits) {
@@ -416,7 +328,7 @@ void launch_decode(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, flo
                    cudaStream_t s) {
   const Plan p = plan_for<Bits, T>(g, M);
   const int64_t smem = stage_bytes<T>(M, p.chunks_per);
-  GPTQ_CHECK(smem <= kMaxStageBytes, "gptq_decode: staged x and groups exceed the shared memory");  // plan_for keeps it inside
+  GPTQ_CHECK(smem <= kMaxStageBytes, "gptq_decode: staged x exceeds the shared memory");  // plan_for keeps it inside
   const bool vec_x = ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const dim3 grid(unsigned(group_tiles(g)), unsigned(p.splits));
   launch(decode_kernel<Bits, T>, grid, kThreads, size_t(smem), s, g, x, ldx, int(M), vec_x, p.chunks_per, p.splits,
