@@ -40,11 +40,22 @@ namespace gptq::backend::cuda {
 // kernel's launch start while this one runs. A launch thus overlaps its predecessor's
 // execution instead of following its completion: decode is a chain of ~10 small
 // kernels per layer, each paying that launch latency. No-ops below sm_90.
-__device__ __forceinline__ void pdl_begin() {
+// A kernel may instead trigger first and wait later (pdl_trigger, then pdl_wait), reading
+// before the wait only memory that no kernel ahead of it in the stream writes: weights
+// copied in before the launch (WeightsWritten::kBeforeLaunch, gptq_mma.cuh).
+__device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" :::);
 #endif
+}
+__device__ __forceinline__ void pdl_begin() {
+  pdl_wait();
+  pdl_trigger();
 }
 
 // Whether the current device takes the programmatic-serialization launch attribute.

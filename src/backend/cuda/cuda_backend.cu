@@ -393,7 +393,7 @@ class CudaBackend final : public Backend {
       if (!frag->perm.empty()) l->what += " act-order";
       MmaDeviceLayout d{.bits = frag->bits, .K = frag->K, .N = frag->N, .Kp = frag->Kp, .Nt = frag->Nt,
                         .G = frag->G, .bias = bias, .chunks_one_group = frag->chunks_one_group,
-                        .pairs_one_group = frag->pairs_one_group};
+                        .pairs_one_group = frag->pairs_one_group, .written = WeightsWritten::kBeforeLaunch};
       d.words = static_cast<const uint32_t*>(put(frag->words.data(), frag->words.size() * 4));
       d.scales = static_cast<const __half*>(put(frag->scales.data(), frag->scales.size() * 2));
       d.zeros = static_cast<const uint8_t*>(put(frag->zeros.data(), frag->zeros.size()));

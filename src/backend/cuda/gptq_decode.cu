@@ -73,7 +73,7 @@ template <int Bits, class T>
 __global__ void __launch_bounds__(kThreads)
     decode_kernel(MmaGroup<T> g, const T* __restrict__ x, int64_t ldx, int M, bool vec_x, int chunks_per_split,
                   int splits, float* partials, int32_t* counters) {
-  pdl_begin();
+  pdl_trigger();
   using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
   constexpr int D = kAhead<Bits>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -92,6 +92,11 @@ __global__ void __launch_bounds__(kThreads)
   const int ld = n * kChunk + kRowPad;                        // staged row stride
   const uint32_t* const run = w.words + ((nt * chunks + c0) * 32 + lane) * Bits;  // + i · 32 · Bits
   const int32_t* const chunk_tiles = w.tile_group + c0 * (kChunk / 16);         // + 4i: chunk i's group
+  // Weights copied in before the launch are read before the wait for the kernels ahead
+  // (their DRAM round trip then overlaps the predecessor's tail and this launch); x, the
+  // partials and y only after it. Uniform per block (one job).
+  const bool early = w.written == WeightsWritten::kBeforeLaunch;
+  if (!early) pdl_wait();
 
   // Codes and groups of chunks [i, i + D) of the split, issued before anything waits.
   // (Two such buffers alternating instead of a copy into `cur` save ~5% of the loop's
@@ -143,6 +148,7 @@ __global__ void __launch_bounds__(kThreads)
     pf_z_lo = w.zeros[off], pf_z_hi = w.zeros[off + 8];
   };
   if (active && n > 0) prefetch(__ldg(chunk_tiles));  // the split's first group, in flight while x is staged
+  if (early) pdl_wait();
 
   // Stage x rows [0, M) x sorted inputs of the split, in staged_position order, zeros
   // past K; 8 consecutive inputs (half a tile: one B pair of each lane t) per step.

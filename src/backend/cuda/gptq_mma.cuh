@@ -14,6 +14,12 @@ namespace gptq::backend::cuda {
 //   tile_group int32  [Kp/16]                the group of each 16-input tile
 //   chunk_group int32 [Kp/64]                a chunk's one group, or -1
 //   perm       int32  [K] or null            sorted input j reads x column perm[j]
+// How a layer's device arrays were written, which decides whether a kernel may read them
+// before its programmatic-launch wait (common.cuh): by kernels earlier in the stream (the
+// device quantizer's layout; such a kernel may still be running when a dependent one
+// starts), or copied from the host before any launch that reads them (the load path).
+enum class WeightsWritten { kByKernels, kBeforeLaunch };
+
 struct MmaDeviceLayout {
   int bits = 0;
   int64_t K = 0, N = 0, Kp = 0, Nt = 0, G = 0;
@@ -26,6 +32,7 @@ struct MmaDeviceLayout {
   const float* bias = nullptr;  // [N] or null
   bool chunks_one_group = false;  // FragmentLayout::chunks_one_group
   bool pairs_one_group = false;   // FragmentLayout::pairs_one_group
+  WeightsWritten written = WeightsWritten::kByKernels;
 };
 
 // Whether every code word (Nt·16·Kp·Bits/32) and group parameter (G·Nt·16) of w has an
