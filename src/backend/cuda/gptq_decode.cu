@@ -98,7 +98,8 @@ __global__ void __launch_bounds__(kThreads)
   const bool early = w.written == WeightsWritten::kBeforeLaunch;
   if (!early) pdl_wait();
 
-  // Codes and groups of chunks [i, i + D) of the split, issued before anything waits.
+  // Codes and groups of chunks [i, i + D) of the split, issued before x is staged (and,
+  // where `early`, before the wait for the kernels ahead).
   // (Two such buffers alternating instead of a copy into `cur` save ~5% of the loop's
   // instructions but take 128 registers, down from 80: 4 blocks an SM instead of 6.)
   struct Ahead {

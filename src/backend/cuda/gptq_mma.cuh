@@ -7,6 +7,12 @@
 
 namespace gptq::backend::cuda {
 
+// How a layer's device arrays were written, which decides whether a kernel may read them
+// before its programmatic-launch wait (common.cuh): by kernels earlier in the stream (the
+// device quantizer's layout; such a kernel may still be running when a dependent one
+// starts), or copied from the host before any launch that reads them (the load path).
+enum class WeightsWritten { kByKernels, kBeforeLaunch };
+
 // The device copy of one layer in fragment order (every field as in FragmentLayout):
 //   words      uint32 [Nt][Kp/64][32][bits]  codes in A-fragment order
 //   scales     fp16   [G][Nt*16]             padded rows: 0
@@ -14,12 +20,6 @@ namespace gptq::backend::cuda {
 //   tile_group int32  [Kp/16]                the group of each 16-input tile
 //   chunk_group int32 [Kp/64]                a chunk's one group, or -1
 //   perm       int32  [K] or null            sorted input j reads x column perm[j]
-// How a layer's device arrays were written, which decides whether a kernel may read them
-// before its programmatic-launch wait (common.cuh): by kernels earlier in the stream (the
-// device quantizer's layout; such a kernel may still be running when a dependent one
-// starts), or copied from the host before any launch that reads them (the load path).
-enum class WeightsWritten { kByKernels, kBeforeLaunch };
-
 struct MmaDeviceLayout {
   int bits = 0;
   int64_t K = 0, N = 0, Kp = 0, Nt = 0, G = 0;
