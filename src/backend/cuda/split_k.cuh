@@ -53,7 +53,9 @@ __device__ __forceinline__ void finish_split(float* acc, StoreAll&& store_all, f
   // Σ over the splits in split order (the result does not depend on arrival order).
   // U splits' loads are issued before any is summed, so ~splits / U L2 round trips
   // follow one another, not splits / 2 (19 splits took ~4 µs at two a round, measured
-  // with per-block timestamps); U · E floats a thread, 64 whatever E.
+  // with per-block timestamps). 32 floats a thread in flight where E is small (the
+  // batch 1-8 kernel, E = 4: 8 splits a round; 16 a round took it from 96 registers a
+  // thread to 167), two splits a round as before for the batch kernels' E >= 16.
   constexpr int U = E >= 16 ? 2 : 32 / E;
 #pragma unroll
   for (int e = 0; e < E; ++e) acc[e] = 0.0f;
