@@ -61,39 +61,21 @@ __device__ __forceinline__ void pdl_begin() {
 // Whether the current device takes the programmatic-serialization launch attribute.
 bool pdl_supported();
 
-// Thread-block clusters arrive with sm_90, as programmatic launch does.
-inline bool clusters_supported() { return pdl_supported(); }
-
 // kernel<<<grid, block, smem, s>>>(args...) with programmatic stream serialization
-// allowed where the device has it, and blocks grouped into clusters of `cluster` blocks
-// where that is not 1 x 1 x 1 (sm_90+: the caller checks clusters_supported and that
-// the grid is a multiple of it); a launch error throws (naming this file and line).
+// allowed where the device has it; a launch error throws (naming this file and line).
 template <class... Params, class... Args>
-void launch_clustered(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, dim3 cluster, cudaStream_t s,
-                      Args&&... args) {
-  cudaLaunchAttribute attr[2];
-  int n = 0;
-  if (pdl_supported()) {
-    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[n++].val.programmaticStreamSerializationAllowed = 1;
-  }
-  if (cluster.x * cluster.y * cluster.z > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = cluster.x, attr[n].val.clusterDim.y = cluster.y, attr[n++].val.clusterDim.z = cluster.z;
-  }
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cfg.attrs = attr;
-  cfg.numAttrs = n;
+  cfg.numAttrs = pdl_supported() ? 1 : 0;
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
-}
-
-template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
-  launch_clustered(kernel, grid, block, smem, dim3(1, 1, 1), s, std::forward<Args>(args)...);
 }
 
 // v, opaque to the compiler: ptxas cannot recompute it from what it was computed from.

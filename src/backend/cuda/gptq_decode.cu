@@ -69,13 +69,12 @@ int64_t stage_bytes(int64_t M, int chunks_per) {
   return M * (int64_t(chunks_per) * kChunk + kRowPad) * int64_t(sizeof(T));
 }
 
-// grid (Σ_j ceil(Nt_j / 4), splits), 128 threads, stage_bytes<T>(M, chunks_per_split);
-// with sum = kCluster, clusters of (1, splits, 1) and partials / counters unused.
+// grid (Σ_j ceil(Nt_j / 4), splits), 128 threads, stage_bytes<T>(M, chunks_per_split).
 // x [M, K] row stride ldx; vec_x: rows 16-byte aligned (ldx % 8 == 0, x aligned).
 template <int Bits, class T>
 __global__ void __launch_bounds__(kThreads)
     decode_kernel(MmaGroup<T> g, const T* __restrict__ x, int64_t ldx, int M, bool vec_x, int chunks_per_split,
-                  int splits, SplitSum sum_by, float* partials, int32_t* counters) {
+                  int splits, float* partials, int32_t* counters) {
   pdl_trigger();
   using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
   constexpr int D = kAhead<Bits>;
@@ -296,13 +295,9 @@ __global__ void __launch_bounds__(kThreads)
       if (active && r < N && m < M) f(m, r, acc[i]);
     }
   };
-  if (sum_by == SplitSum::kCluster) {
-    finish_split_cluster<4, kThreads>(acc, [&] { for_each_element(store); }, splits);
-  } else {
-    finish_split<4>(acc, [&] { for_each_element(store); },
-                    partials + int64_t(blockIdx.x) * split_floats(1, kThreads, 4, splits), int(blockIdx.y), splits,
-                    counters + blockIdx.x);
-  }
+  finish_split<4>(acc, [&] { for_each_element(store); },
+                  partials + int64_t(blockIdx.x) * split_floats(1, kThreads, 4, splits), int(blockIdx.y), splits,
+                  counters + blockIdx.x);
 }
 
 struct Plan {
@@ -355,34 +350,6 @@ Plan plan_for(const MmaGroup<T>& g, int64_t M) {
   return p;
 }
 
-// Whether `splits` blocks of decode_kernel<Bits, T> with `smem` bytes of staging can run
-// as one cluster here: sm_90+, at most kMaxClusterSplits, and at least one such cluster
-// resident (asked of the occupancy calculator). Cached.
-template <int Bits, class T>
-bool cluster_fits(int splits, int64_t smem) {
-  if (splits < 2 || splits > kMaxClusterSplits || !clusters_supported()) return false;
-  static std::mutex mutex;
-  static std::map<std::pair<int, int64_t>, bool> cache;
-  const std::lock_guard lock(mutex);
-  auto [it, fresh] = cache.try_emplace({splits, smem}, false);
-  if (fresh) {
-    auto* kernel = decode_kernel<Bits, T>;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 1, attr.val.clusterDim.y = unsigned(splits), attr.val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(1, unsigned(splits), 1);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = size_t(smem);
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    int clusters = 0;
-    CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg));
-    it->second = clusters > 0;
-  }
-  return it->second;
-}
-
 template <class T>
 Plan plan_any(const MmaGroup<T>& g, int64_t M) {
   return with_bits<T>(g.job[0].w.bits, "gptq_decode", [&]<int Bits>() { return plan_for<Bits, T>(g, M); });
@@ -396,12 +363,8 @@ void launch_decode(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, flo
   GPTQ_CHECK(smem <= kMaxStageBytes, "gptq_decode: staged x exceeds the shared memory");  // plan_for keeps it inside
   const bool vec_x = ldx % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   const dim3 grid(unsigned(group_tiles(g)), unsigned(p.splits));
-  // Splits sum through the cluster's shared memory where they fit one (measured: the
-  // scratch round trip, fence and counter were 1.2-1.6 µs a block, NOTES.md version 9).
-  const SplitSum sum_by = cluster_fits<Bits, T>(p.splits, smem) ? SplitSum::kCluster : SplitSum::kScratch;
-  const dim3 cluster(1, sum_by == SplitSum::kCluster ? unsigned(p.splits) : 1u, 1);
-  launch_clustered(decode_kernel<Bits, T>, grid, kThreads, size_t(smem), cluster, s, g, x, ldx, int(M), vec_x,
-                   p.chunks_per, p.splits, sum_by, partials, counters);
+  launch(decode_kernel<Bits, T>, grid, kThreads, size_t(smem), s, g, x, ldx, int(M), vec_x, p.chunks_per, p.splits,
+         partials, counters);
 }
 
 }  // namespace

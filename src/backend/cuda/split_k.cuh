@@ -5,7 +5,6 @@
 // a missing fence or a counter left non-zero corrupts a later call.
 #pragma once
 
-#include <cooperative_groups.h>
 #include <cstdint>
 
 #include "backend/cuda/common.cuh"
@@ -82,66 +81,6 @@ __device__ __forceinline__ void finish_split(float* acc, StoreAll&& store_all, f
   }
   store_all();
   if (threadIdx.x == 0) *counter = 0;  // ready for the next call (and graph replay)
-}
-
-// How a launch's splits of K are summed.
-//   kScratch: finish_split: partials through L2 scratch, a fence and an arrival counter;
-//   kCluster: finish_split_cluster: the splits of an output block are one thread-block
-//             cluster (sm_90+, at most kMaxClusterSplits) and sum through its shared memory.
-enum class SplitSum { kScratch, kCluster };
-
-// Splits summed through a cluster at most: the portable cluster size. Measured on the
-// H200 (NOTES.md, version 9): clusters of 10-12 (non-portable sizes) made 8B q/o and down
-// 1.5x slower, 2-3 split clusters made gate/up 2-8% faster than the scratch sum.
-inline constexpr int kMaxClusterSplits = 8;
-
-// finish_split for a launch whose `splits` blocks of an output block form one cluster,
-// rank = split (cluster dims (1, splits, 1), blockIdx.y = split). Each block leaves its
-// accumulators in its own shared memory, [E / 4][Threads] float4, and after a cluster
-// barrier rank 0 reads every rank's (distributed shared memory, ~an SM-to-SM hop instead
-// of an L2 round trip, no fence or counter), sums them in split order from 0, as
-// finish_split does (the same bits), and stores. A second barrier keeps every block's
-// shared memory alive until rank 0 has read it. Every thread of the block must call it.
-template <int E, int Threads, class StoreAll>
-__device__ __forceinline__ void finish_split_cluster(float* acc, StoreAll&& store_all, int splits) {
-  static_assert(E % 4 == 0, "accumulators move as float4");
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  namespace cg = cooperative_groups;
-  __shared__ float4 mine[E / 4][Threads];
-#pragma unroll
-  for (int q = 0; q < E / 4; ++q) mine[q][threadIdx.x] = make_float4(acc[4 * q], acc[4 * q + 1], acc[4 * q + 2], acc[4 * q + 3]);
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();  // release: every rank's partials written; acquire: visible to rank 0
-  if (cluster.block_rank() == 0) {
-    constexpr int U = E >= 16 ? 2 : 32 / E;  // as finish_split: U ranks' loads in flight
-#pragma unroll
-    for (int e = 0; e < E; ++e) acc[e] = 0.0f;
-    for (int s0 = 0; s0 < splits; s0 += U) {
-      float4 v[U][E / 4];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-#pragma unroll
-        for (int q = 0; q < E / 4; ++q) {
-          if (s0 + u < splits) v[u][q] = *cluster.map_shared_rank(&mine[q][threadIdx.x], unsigned(s0 + u));
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-#pragma unroll
-        for (int q = 0; q < E / 4; ++q) {
-          if (s0 + u < splits) {
-            acc[4 * q] += v[u][q].x, acc[4 * q + 1] += v[u][q].y, acc[4 * q + 2] += v[u][q].z;
-            acc[4 * q + 3] += v[u][q].w;
-          }
-        }
-      }
-    }
-    store_all();
-  }
-  cluster.sync();
-#else
-  (void)acc, (void)store_all, (void)splits;  // never launched below sm_90 (clusters_supported)
-#endif
 }
 
 }  // namespace gptq::backend::cuda
