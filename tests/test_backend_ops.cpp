@@ -364,9 +364,11 @@ TEST_P(BackendOps, GptqLinearSplitK) {
 // The same with the split capped below the planners' choice (3: an odd count, so the
 // splits' chunk counts differ and a last split ends mid-step): the cap's plan must agree
 // with the scratch it reserves, and any split count must give the reference's result.
+// M = 3 and 8 stage more x vectors per block than one batch of the batch 1-8 kernel's
+// staging loop holds (M x 176 vectors of a 22-chunk split against 128 threads x 4).
 TEST_P(BackendOps, GptqLinearSplitKCapped) {
   use_gptq_family(backend::GptqKernel::kTensorCore, 256, 3);
-  run_gptq_cases({1, 9, 33, 64, 130}, {{4, 4096, 200, 128, false, false, true},
+  run_gptq_cases({1, 3, 8, 9, 33, 64, 130}, {{4, 4096, 200, 128, false, false, true},
                                        {3, 4128, 72, 64, true, true, false}});
 }
 

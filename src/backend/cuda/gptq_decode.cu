@@ -160,18 +160,19 @@ __global__ void __launch_bounds__(kThreads)
   // step kept one L2 round trip in flight, M · vecs / 128 in a row (16 at M = 8 on 2048
   // inputs, ~5 µs in per-block timestamps). The general path stays one vector a step and
   // out of the unrolled batch: the kernel's code is shared with the loops of the other
-  // blocks on the SM, and inlining it 4 times (2x the kernel's code) cost 4-20% at M = 1-8.
+  // blocks on the SM, and inlining it 4 times (2x the kernel's code) made lm_head and
+  // gate/up 4-18% slower (NOTES.md, version 9).
   {
     const int64_t k0 = c0 * kChunk;
     const int vecs = n * (kChunk / 8), total = M * vecs;
     // Vector i: row i / vecs, vector v = i % vecs of the split (inputs k0 + 8v ..
     // k0 + 8v + 7, chunk v / 8). Inputs k8 + 2e, +1 are one pair: staged at
     // staged_position(k8 + 2e), contiguous.
-    auto store = [&](unsigned m, unsigned v, uint32_t p0, uint32_t p1, uint32_t p2, uint32_t p3) {
+    auto store = [&](unsigned m, unsigned v, uint4 p) {
       const unsigned k8 = (v % (kChunk / 8)) * 8;
       uint32_t* dst = reinterpret_cast<uint32_t*>(xs + m * ld + (v / (kChunk / 8)) * kChunk);
-      dst[staged_position(k8) / 2] = p0, dst[staged_position(k8 + 2) / 2] = p1;
-      dst[staged_position(k8 + 4) / 2] = p2, dst[staged_position(k8 + 6) / 2] = p3;
+      dst[staged_position(k8) / 2] = p.x, dst[staged_position(k8 + 2) / 2] = p.y;
+      dst[staged_position(k8 + 4) / 2] = p.z, dst[staged_position(k8 + 6) / 2] = p.w;
     };
     if (w.perm == nullptr && vec_x && w.K % 8 == 0) {
       for (unsigned i0 = threadIdx.x; i0 < unsigned(total); i0 += kThreads * kStageBatch) {
@@ -187,7 +188,7 @@ __global__ void __launch_bounds__(kThreads)
         }
 #pragma unroll
         for (int b = 0; b < kStageBatch; ++b) {
-          if (i0 + b * kThreads < unsigned(total)) store(m[b], v[b], u[b].x, u[b].y, u[b].z, u[b].w);
+          if (i0 + b * kThreads < unsigned(total)) store(m[b], v[b], u[b]);
         }
       }
     } else {
@@ -203,7 +204,7 @@ __global__ void __launch_bounds__(kThreads)
           }
           pair[e] = *reinterpret_cast<const uint32_t*>(v2);
         }
-        store(m, v, pair[0], pair[1], pair[2], pair[3]);
+        store(m, v, make_uint4(pair[0], pair[1], pair[2], pair[3]));
       }
     }
   }
