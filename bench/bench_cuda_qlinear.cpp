@@ -1,7 +1,7 @@
 // GPTQ matrix products on one GPU against cuBLAS fp16 on the same shapes, in one run.
 //   bench_cuda_qlinear [--device cuda:N] [--shapes 8b|1b|all] [--m 1,2,4,...]
 //                      [--formats LIST] [--reps N] [--bandwidth GB/s] [--json]
-//                      [--mma-max-rows N] [--max-splits N] [--tiles] [--gemv]
+//                      [--mma-max-rows N] [--max-splits N] [--tile-mib N] [--tiles] [--gemv]
 //                      [--names q/o,down,...]
 // Shapes: the linears of Llama-3.1-8B and Llama-3.2-1B (q, k/v, o, gate/up, down,
 // lm_head; published configs). Formats: 4b-g128-sym, 4b-g128-act-asym, 8b-g128,
@@ -13,6 +13,7 @@
 // The FORMAT rows run the tensor-core family (GptqKernel::kTensorCore);
 // --mma-max-rows sets its crossover (BackendOptions::gptq_mma_max_rows), --max-splits
 // caps its split of K (BackendOptions::gptq_max_splits; a sweep shows the planner's cost);
+// --tile-mib sets the dequantized tiles' size (BackendOptions::dequant_tile_bytes);
 // --tiles also times every format through dequantized tiles + cuBLAS (a second backend
 // with the crossover at 0, rows "FORMAT/tiles"), to measure where the crossover lies;
 // --gemv also times the CUDA-core GEMV family (GptqKernel::kGemv, rows "FORMAT/gemv").
@@ -82,6 +83,7 @@ int main(int argc, char** argv) try {
   bool json = false, tiles = false, gemv = false;
   int64_t mma_max_rows = backend::BackendOptions{}.gptq_mma_max_rows;
   int64_t max_splits = backend::BackendOptions{}.gptq_max_splits;
+  int64_t tile_bytes = backend::BackendOptions{}.dequant_tile_bytes;
   for (int i = 1; i < argc; ++i) {
     auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
     const std::string a = argv[i];
@@ -97,16 +99,18 @@ int main(int argc, char** argv) try {
     else if (a == "--names") names = next();
     else if (a == "--mma-max-rows") mma_max_rows = std::stoll(next());
     else if (a == "--max-splits") max_splits = std::stoll(next());
+    else if (a == "--tile-mib") tile_bytes = std::stoll(next()) << 20;
     else throw Error(ErrorKind::kInvalidArgument, "unknown argument " + a);
   }
   // The format rows: the tensor-core family (fragment layout; mma up to --mma-max-rows).
   auto b = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = mma_max_rows,
                                           .gptq_kernel = backend::GptqKernel::kTensorCore,
-                                          .gptq_max_splits = max_splits});
+                                          .gptq_max_splits = max_splits, .dequant_tile_bytes = tile_bytes});
   std::unique_ptr<backend::Backend> bt;  // --tiles: every GPTQ product through cuBLAS
   if (tiles) {
     bt = backend::make_backend(device, {.activations = DType::kF16, .gptq_mma_max_rows = 0,
-                                        .gptq_kernel = backend::GptqKernel::kTensorCore});
+                                        .gptq_kernel = backend::GptqKernel::kTensorCore,
+                                        .dequant_tile_bytes = tile_bytes});
   }
   std::unique_ptr<backend::Backend> bg;  // --gemv: the CUDA-core family
   if (gemv) bg = backend::make_backend(device, {.activations = DType::kF16, .gptq_kernel = backend::GptqKernel::kGemv});

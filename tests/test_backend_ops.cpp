@@ -193,12 +193,14 @@ class BackendOps : public testing::TestWithParam<Target> {
   // The backend under test anew, its GPTQ layers on `family` with the tensor-core kernel
   // up to max_rows and at most max_splits splits of K (0: the planners'; CUDA; the CPU has
   // one path).
-  void use_gptq_family(backend::GptqKernel family, int64_t max_rows, int64_t max_splits = 0) {
+  void use_gptq_family(backend::GptqKernel family, int64_t max_rows, int64_t max_splits = 0,
+                       int64_t tile_bytes = backend::BackendOptions{}.dequant_tile_bytes) {
     if (GetParam().spec == "cpu") return;
     dut_ = backend::make_backend(GetParam().spec, {.activations = GetParam().act,
                                                    .gptq_mma_max_rows = max_rows,
                                                    .gptq_kernel = family,
-                                                   .gptq_max_splits = max_splits});
+                                                   .gptq_max_splits = max_splits,
+                                                   .dequant_tile_bytes = tile_bytes});
   }
 
   // Every layer of `cases` (default gptq_cases()) at each batch size, against the reference.
@@ -377,6 +379,25 @@ TEST_P(BackendOps, GptqLinearThroughTiles) {
   if (GetParam().spec == "cpu") GTEST_SKIP() << "the CPU backend has one path";
   use_gptq_family(backend::GptqKernel::kTensorCore, 0);
   run_gptq_cases({1, 17});
+}
+
+// Several tiles per product, in both layouts: 1 MiB tiles of 16-bit rows hold 1024 rows
+// at K = 512 (896 at K = 576), so N = 2100 takes three tiles, the last of 52 (308) rows,
+// its last 16-row tile of 4 (32-row tile of 20 in the GEMV layout); act-order multiplies
+// every tile by the one sorted copy of x (M = 130: the copy through shared-memory rows).
+// 8-bit K = 100: rows end in half a 16-byte vector (the element-wise tail).
+TEST_P(BackendOps, GptqLinearThroughSmallTiles) {
+  if (GetParam().spec == "cpu") GTEST_SKIP() << "the CPU backend has one path";
+  const std::vector<GptqCase> cases = {{4, 512, 2100, 128, true, false, true},
+                                       {4, 576, 2100, 64, false, true, false},
+                                       {8, 512, 2100, 128, true, true, false},
+                                       {8, 100, 40, 32, true, false, true},
+                                       {8, 100, 33, -1, false, true, false}};
+  for (backend::GptqKernel family : {backend::GptqKernel::kTensorCore, backend::GptqKernel::kGemv}) {
+    SCOPED_TRACE(family == backend::GptqKernel::kGemv ? "gemv family" : "tensor-core family");
+    use_gptq_family(family, 0, 0, int64_t(1) << 20);
+    run_gptq_cases({9, 40, 130}, cases);
+  }
 }
 
 TEST_P(BackendOps, GptqLinearGemvFamily) {

@@ -20,16 +20,22 @@ struct BackendOptions {
   DType activations = DType::kF32;
   // With GptqKernel::kTensorCore, CUDA GPTQ products of up to this many rows run on the kernels that
   // dequantize in registers (src/backend/cuda/gptq_mma.cu: batch 1-8, 9-256, general);
-  // larger ones dequantize column tiles for cuBLAS. The default is the crossover measured
-  // on an H200 (src/backend/cuda/NOTES.md, version 6: up to 256 rows the batch kernel beats
-  // the tiles 1.2-2.8x on the 8B shapes); bench_cuda_qlinear --mma-max-rows --tiles measures it.
-  int64_t gptq_mma_max_rows = 256;
+  // larger ones dequantize tiles of W for cuBLAS. The default is the crossover measured
+  // on an H200 (src/backend/cuda/NOTES.md, version 10: at 128 rows the batch kernel beats the
+  // tiles on the 8B gate/up, down and lm_head shapes, 62 vs 83 µs on gate/up; at 256 the
+  // tiles win on every shape, 94 vs 122); bench_cuda_qlinear --mma-max-rows --tiles measures it.
+  int64_t gptq_mma_max_rows = 128;
   // The CUDA-core GEMV family by default: at batch 1 (single-stream decode) it is 10-60%
   // faster than the tensor-core kernel on the Llama shapes (NOTES.md, version 3).
   GptqKernel gptq_kernel = GptqKernel::kGemv;
   // Splits of K at most in the tensor-core kernels (0: each kernel's planner chooses, from
   // the SM count, residency and L2 size); bench_cuda_qlinear --max-splits sweeps it.
   int64_t gptq_max_splits = 0;
+  // Products through dequantized weights (GPTQ above gptq_mma_max_rows, bnb 4-bit past
+  // its GEMV) take W in tiles of at most this many bytes of 16-bit rows, each written
+  // and then multiplied by cuBLAS: the scratch they need, and, below the L2 size, whether
+  // cuBLAS reads a tile back from L2. bench_cuda_qlinear --tile-mib sweeps it.
+  int64_t dequant_tile_bytes = int64_t(64) << 20;
   // The attention kernel (CUDA only; benches and tests force one to compare them).
   AttentionKernel attention = AttentionKernel::kAuto;
 };

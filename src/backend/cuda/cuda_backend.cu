@@ -20,6 +20,8 @@
 #include "backend/cuda/gptq_gemm.cuh"
 #include "backend/cuda/gptq_mma.cuh"
 #include "backend/cuda/gptq_repack.h"
+#include "backend/cuda/gptq_sorted.cuh"
+#include "backend/cuda/gptq_tiles.cuh"
 #include "backend/cuda/quant_ops.cuh"
 #include "backend/cuda/sampling.cuh"
 #include "core/parallel_copy.h"
@@ -188,6 +190,7 @@ class CudaBackend final : public Backend {
         act_(o.activations),
         mma_max_rows_(o.gptq_mma_max_rows),
         max_splits_(int(o.gptq_max_splits)),
+        tile_bytes_(o.dequant_tile_bytes),
         gptq_kernel_(o.gptq_kernel),
         attention_(o.attention) {
     mem_.meter = meter_;
@@ -510,7 +513,7 @@ class CudaBackend final : public Backend {
       const DenseLinear* one[] = {d};
       const Tensor ys[] = {y};
       if (dense_group(one, x, ys, epi)) return;
-      gemm(d->weight.get(), WeightLayout::kOutByIn, x, y, w.out_features(), w.in_features(), acc);
+      gemm(d->weight.get(), w.in_features(), x, y, w.out_features(), w.in_features(), acc);
       if (d->bias) {
         with_act_type(act_, [&]<class T>() {
           add_bias(static_cast<T*>(y.data), y.stride, static_cast<const float*>(d->bias.get()), y.rows, y.cols,
@@ -529,23 +532,33 @@ class CudaBackend final : public Backend {
     const Tensor ys[] = {y};
     if (gptq_group(one, x, ys, epi)) return;
     with_act_type(act_, [&]<class T>() {
-      // Larger batches: dequantize column tiles of W into scratch, multiply with cuBLAS.
-      const int64_t K = g->in_features(), N = g->out_features();
-      const int64_t fit = kDequantTileBytes / int64_t(K * sizeof(T));
-      const int64_t unit = g->mma ? 16 : 4;  // column tiles start at multiples of the layout's row group
-      const int64_t tile = std::min(N, std::max(unit, fit / unit * unit));
-      T* scratch = reinterpret_cast<T*>(workspace((tile * K * int64_t(sizeof(T)) + 3) / 4));
+      // Larger batches: dequantize tiles of W's rows [tile, ld] into scratch, in the
+      // layout's input order, and multiply each with cuBLAS; an act-order x is gathered
+      // into that order once ([M, ld] after the tile), so no tile scatters its columns.
+      const int64_t K = g->in_features(), N = g->out_features(), ld = sorted_ld(K);
+      const int32_t* perm = g->mma ? g->mma->perm : g->layout.perm;
+      const int64_t fit = tile_bytes_ / int64_t(ld * sizeof(T));
+      const int64_t tile = std::min(N, std::max<int64_t>(16, fit / 16 * 16));  // the mma layout's row tiles
+      const int64_t tile_elems = (tile * ld + 7) / 8 * 8;  // the x copy stays 16-byte aligned
+      const int64_t copy_elems = perm != nullptr ? x.rows * ld : 0;
+      T* scratch = reinterpret_cast<T*>(workspace(((tile_elems + copy_elems) * int64_t(sizeof(T)) + 3) / 4));
+      Tensor xs = x;
+      if (perm != nullptr) {
+        gather_sorted(static_cast<const T*>(x.data), x.stride, x.rows, K, perm, scratch + tile_elems, stream_);
+        xs.data = scratch + tile_elems;
+        xs.stride = ld;
+      }
       for (int64_t n0 = 0; n0 < N; n0 += tile) {
         const int64_t cnt = std::min(tile, N - n0);
         if (g->mma) {
-          gptq_mma_dequantize(*g->mma, n0, cnt, scratch, stream_);
+          gptq_mma_dequantize(*g->mma, n0, cnt, scratch, ld, stream_);
         } else {
-          gptq_dequantize(g->layout, n0, cnt, scratch, stream_);
+          gptq_dequantize(g->layout, n0, cnt, scratch, ld, stream_);
         }
         Tensor yc = y;
         yc.data = static_cast<T*>(y.data) + n0;
         yc.cols = cnt;
-        gemm(scratch, WeightLayout::kInByOut, x, yc, cnt, K, acc);
+        gemm(scratch, ld, xs, yc, cnt, K, acc);
       }
       const float* bias = g->mma ? g->mma->bias : g->layout.bias;
       if (bias != nullptr) add_bias(static_cast<T*>(y.data), y.stride, bias, y.rows, y.cols, stream_);
@@ -725,7 +738,6 @@ class CudaBackend final : public Backend {
 
  private:
   static constexpr uint64_t kCublasWorkspace = 32u << 20;
-  static constexpr int64_t kDequantTileBytes = 64 << 20;
 
   void bnb_linear_forward(const BnbLinear& b, const Tensor& x, const Tensor& y, Epilogue epi) {
     const BnbDeviceLayout& L = b.layout;
@@ -743,7 +755,7 @@ class CudaBackend final : public Backend {
       }
       // Larger batches: dequantize row tiles of W into scratch, multiply with cuBLAS.
       const int64_t K = L.K, N = L.N;
-      const int64_t tile = std::min(N, std::max<int64_t>(4, kDequantTileBytes / int64_t(K * sizeof(T)) / 4 * 4));
+      const int64_t tile = std::min(N, std::max<int64_t>(4, tile_bytes_ / int64_t(K * sizeof(T)) / 4 * 4));
       T* scratch = reinterpret_cast<T*>(workspace((tile * K * int64_t(sizeof(T)) + 3) / 4));
       for (int64_t n0 = 0; n0 < N; n0 += tile) {
         const int64_t cnt = std::min(tile, N - n0);
@@ -752,7 +764,7 @@ class CudaBackend final : public Backend {
         yc.data = yd + n0;
         yc.cols = cnt;
         // [cnt, K] row-major; with kAccumulate cuBLAS adds to y (beta = 1), then the bias.
-        gemm(scratch, WeightLayout::kOutByIn, x, yc, cnt, K,
+        gemm(scratch, K, x, yc, cnt, K,
              epi == Epilogue::kAccumulate ? Accumulate::kYes : Accumulate::kNo);
       }
       if (L.bias != nullptr) add_bias(yd, y.stride, L.bias, y.rows, y.cols, stream_);
@@ -834,19 +846,14 @@ class CudaBackend final : public Backend {
     return true;
   }
 
-  // How a weight matrix for gemm is stored, row-major: W [n, K] (checkpoints), or its
-  // transpose [K, n] (dequantized tiles, written that way for coalescing).
-  enum class WeightLayout { kOutByIn, kInByOut };
-
-  // y[M, n] = x[M, K] Wᵀ (acc: y +=) in the activation dtype, via column-major
-  // yᵀ = W xᵀ; fp32 accumulation.
-  void gemm(const void* W, WeightLayout layout, const Tensor& x, const Tensor& y, int64_t n, int64_t K,
-            Accumulate acc) {
+  // y[M, n] = x[M, K] Wᵀ (acc: y +=) in the activation dtype for W [n, K] row-major with
+  // row stride ldw >= K (checkpoints' dense weights, dequantized tiles), via column-major
+  // yᵀ = W xᵀ (W op T); fp32 accumulation.
+  void gemm(const void* W, int64_t ldw, const Tensor& x, const Tensor& y, int64_t n, int64_t K, Accumulate acc) {
     const float one = 1.0f, beta = acc == Accumulate::kYes ? 1.0f : 0.0f;
     const cudaDataType_t t = cuda_type(act_);
-    const bool out_by_in = layout == WeightLayout::kOutByIn;
-    CUBLAS_CHECK(cublasGemmEx(cublas_, out_by_in ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(x.rows),
-                              int(K), &one, W, t, int(out_by_in ? K : n),
+    CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(x.rows),
+                              int(K), &one, W, t, int(ldw),
                               x.data, t, int(x.stride), &beta, y.data, t, int(y.stride), CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT));
   }
@@ -966,7 +973,8 @@ class CudaBackend final : public Backend {
   int index_;
   DType act_;
   int64_t mma_max_rows_;
-  int max_splits_;  // BackendOptions::gptq_max_splits
+  int max_splits_;       // BackendOptions::gptq_max_splits
+  int64_t tile_bytes_;   // BackendOptions::dequant_tile_bytes
   GptqKernel gptq_kernel_;
   AttentionKernel attention_;
   std::string name_;
@@ -1036,6 +1044,9 @@ std::unique_ptr<Backend> make_cuda_backend(int index, const BackendOptions& opti
   if (options.gptq_mma_max_rows < 0) throw Error(ErrorKind::kInvalidArgument, "gptq_mma_max_rows must be >= 0");
   if (options.gptq_max_splits < 0 || options.gptq_max_splits > 4096) {
     throw Error(ErrorKind::kInvalidArgument, "gptq_max_splits must be in [0, 4096]");
+  }
+  if (options.dequant_tile_bytes < (int64_t(1) << 20)) {
+    throw Error(ErrorKind::kInvalidArgument, "dequant_tile_bytes must be at least 1 MiB");
   }
   return std::make_unique<CudaBackend>(index, options);
 }

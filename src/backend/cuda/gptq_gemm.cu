@@ -23,6 +23,8 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kCols = 128;         // columns per block: 32 lanes x 4
 constexpr int kStageFloats = 2048; // shared fp32 x values per block (8 KiB)
+constexpr int kRowsWarps = 4;      // dequantize_rows_kernel: warps per block
+constexpr int kRowsInputs = 64;    // and inputs each warp writes per row
 
 __host__ __device__ constexpr int64_t ceil_tiles(int64_t np) { return (np + kCols - 1) / kCols; }
 
@@ -232,28 +234,73 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (threadIdx.x == 0) counters[blockIdx.x] = 0;  // ready for the next call (and graph replay)
 }
 
-// One thread per (code block, column): V weights of column n, written to rows of their
-// original input columns of the transposed tile out [K, count]. Consecutive threads take
-// consecutive columns, so both the code reads and every row write are coalesced (the
-// [count, K] layout this replaces wrote 16 bytes per thread K elements apart: 260 µs for
-// an [8192, 2048] layer, 6% of the bandwidth).
+// Dense rows for cuBLAS: grid (ceil(count / 32), ceil(K / 256)), 128 threads. Warp w of
+// block (x, y) takes columns c = 32x + lane (weight rows n0 + c) at layout inputs
+// [256y + 64w, + 64): lane c reads its column's code words (consecutive lanes, consecutive
+// columns: coalesced), decodes 64 values into row `lane` of a shared tile, and the warp
+// then writes the tile as 16-byte vectors, 8 lanes per 128-byte row piece. (Writing each
+// lane's values straight to its row, 16 bytes a store K elements apart, ran at 6% of the
+// bandwidth; the transposed [K, count] tile this replaces wrote 64 bytes per row per warp
+// store.) Each value is s·(q − z), exact in fp32 (fp16 s, |q − z| < 256), rounded once.
 template <int Bits, class T>
-__global__ void dequantize_kernel(GptqDeviceLayout w, int64_t n0, int64_t count, T* out) {
+__global__ void __launch_bounds__(kRowsWarps * 32)
+    dequantize_rows_kernel(GptqDeviceLayout w, int64_t n0, int64_t count, T* out, int64_t ldo) {
   pdl_begin();
-  constexpr int V = block_values(Bits), BW = block_words(Bits);
-  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t nkb = w.K / V;
-  if (idx >= nkb * count) return;
-  const int64_t kb = idx / count, c = idx % count, n = n0 + c;
-  uint32_t words[BW];
+  constexpr int V = block_values(Bits), BW = block_words(Bits), kBlocks = kRowsInputs / V;
+  constexpr int kVec = 16 / int(sizeof(T));  // elements per 16-byte vector
+  // Rows padded by one vector: a row is 36 words (fp16; 68 fp32), so the 8 lanes of a
+  // 16-byte store phase start 4 banks apart, and a row's vectors are one 128-byte phase.
+  constexpr int kLen = kRowsInputs + kVec;
+  __shared__ __align__(16) T tile[kRowsWarps][32][kLen];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t c = int64_t(blockIdx.x) * 32 + lane, n = n0 + c;
+  const int64_t kb0 = (int64_t(blockIdx.y) * kRowsWarps + warp) * kBlocks, nkb = w.K / V;
+  T(&t)[32][kLen] = tile[warp];
+  if (c < count) {
+    uint32_t words[kBlocks][BW];
 #pragma unroll
-  for (int i = 0; i < BW; ++i) words[i] = uint32_t(__ldg(w.qweight + (kb * BW + i) * w.Np + n));
-  const int64_t g = w.block_group[kb];
-  const float s = __half2float(w.scales[g * w.Np + n]), z = kMagic + float(w.zeros[g * w.Np + n]);
-  CodeLoop<Bits, 0, V>::run(words, [&](int i, uint32_t q) {
-    const int64_t k = kb * V + i;
-    out[(w.perm != nullptr ? w.perm[k] : k) * count + c] = from_f32<T>(s * (__uint_as_float(q | kMagicBits) - z));
-  });
+    for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+      for (int i = 0; i < BW; ++i) {
+        words[b][i] = kb0 + b < nkb ? uint32_t(__ldcs(w.qweight + ((kb0 + b) * BW + i) * w.Np + n)) : 0u;
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) {
+      if (kb0 + b >= nkb) break;
+      const int64_t g = w.block_group[kb0 + b];
+      const float s = __half2float(w.scales[g * w.Np + n]), z = kMagic + float(w.zeros[g * w.Np + n]);
+      __align__(16) T v[V];
+      CodeLoop<Bits, 0, V>::run(words[b], [&](int i, uint32_t q) {
+        v[i] = from_f32<T>(s * (__uint_as_float(q | kMagicBits) - z));
+      });
+      // V values = V·sizeof(T) bytes, 8 (8-bit fp16) or a multiple of 16.
+      if constexpr (V * sizeof(T) == 8) {
+        *reinterpret_cast<uint2*>(&t[lane][b * V]) = *reinterpret_cast<const uint2*>(v);
+      } else {
+#pragma unroll
+        for (int e = 0; e < int(V * sizeof(T) / 16); ++e) {
+          reinterpret_cast<uint4*>(&t[lane][b * V])[e] = reinterpret_cast<const uint4*>(v)[e];
+        }
+      }
+    }
+  }
+  __syncwarp();
+  constexpr int kRowVecs = kRowsInputs / kVec;
+  const int64_t rows = min(int64_t(32), count - int64_t(blockIdx.x) * 32);
+#pragma unroll
+  for (int i = 0; i < 32 * kRowVecs / 32; ++i) {
+    const int vi = i * 32 + lane, row = vi / kRowVecs, e0 = vi % kRowVecs * kVec;
+    const int64_t k = kb0 * V + e0;
+    if (row >= rows || k >= w.K) continue;
+    // K is a multiple of V and of 8 at fp16 widths but 8-bit (K % 4): a tail vector there.
+    T* dst = out + (int64_t(blockIdx.x) * 32 + row) * ldo + k;
+    if (k + kVec <= w.K) {
+      *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(&t[row][e0]);
+    } else {
+      for (int e = 0; e < w.K - k; ++e) dst[e] = t[row][e0 + e];
+    }
+  }
 }
 
 struct Split {
@@ -327,14 +374,18 @@ void gptq_gemv(const GptqGemvGroup<T>& g, const T* x, int64_t ldx, int64_t M, fl
 }
 
 template <class T>
-void gptq_dequantize(const GptqDeviceLayout& w, int64_t n0, int64_t count, T* out, cudaStream_t s) {
-  const int v = w.bits == 3 ? 32 : 32 / w.bits;
-  const unsigned grid = ceil_div((w.K / v) * count, 256);
+void gptq_dequantize(const GptqDeviceLayout& w, int64_t n0, int64_t count, T* out, int64_t ldo, cudaStream_t s) {
+  GPTQ_CHECK(count > 0 && n0 >= 0 && n0 + count <= w.N, "gptq_dequantize: rows");
+  GPTQ_CHECK(ldo >= w.K && ldo % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0,
+             "gptq_dequantize: output rows must be 16-byte aligned and hold K");
+  const dim3 grid(ceil_div(count, 32), ceil_div(w.K, int64_t(kRowsInputs) * kRowsWarps));
+  GPTQ_CHECK(grid.y <= 65535, "gptq_dequantize: K too large");
+  const int threads = kRowsWarps * 32;
   switch (w.bits) {
-    case 2: launch(dequantize_kernel<2, T>, grid, 256, 0, s, w, n0, count, out); break;
-    case 3: launch(dequantize_kernel<3, T>, grid, 256, 0, s, w, n0, count, out); break;
-    case 4: launch(dequantize_kernel<4, T>, grid, 256, 0, s, w, n0, count, out); break;
-    case 8: launch(dequantize_kernel<8, T>, grid, 256, 0, s, w, n0, count, out); break;
+    case 2: launch(dequantize_rows_kernel<2, T>, grid, threads, 0, s, w, n0, count, out, ldo); break;
+    case 3: launch(dequantize_rows_kernel<3, T>, grid, threads, 0, s, w, n0, count, out, ldo); break;
+    case 4: launch(dequantize_rows_kernel<4, T>, grid, threads, 0, s, w, n0, count, out, ldo); break;
+    case 8: launch(dequantize_rows_kernel<8, T>, grid, threads, 0, s, w, n0, count, out, ldo); break;
     default: GPTQ_CHECK(false, "gptq_dequantize: unsupported bits");
   }
 }
@@ -348,9 +399,9 @@ template void gptq_gemv<__half>(const GptqGemvGroup<__half>&, const __half*, int
 template GemvScratch gptq_gemv_scratch<__nv_bfloat16>(const GptqGemvGroup<__nv_bfloat16>&, int64_t);
 template void gptq_gemv<__nv_bfloat16>(const GptqGemvGroup<__nv_bfloat16>&, const __nv_bfloat16*, int64_t, int64_t, float*, int32_t*,
                             cudaStream_t);
-template void gptq_dequantize<float>(const GptqDeviceLayout&, int64_t, int64_t, float*, cudaStream_t);
-template void gptq_dequantize<__half>(const GptqDeviceLayout&, int64_t, int64_t, __half*, cudaStream_t);
-template void gptq_dequantize<__nv_bfloat16>(const GptqDeviceLayout&, int64_t, int64_t, __nv_bfloat16*,
+template void gptq_dequantize<float>(const GptqDeviceLayout&, int64_t, int64_t, float*, int64_t, cudaStream_t);
+template void gptq_dequantize<__half>(const GptqDeviceLayout&, int64_t, int64_t, __half*, int64_t, cudaStream_t);
+template void gptq_dequantize<__nv_bfloat16>(const GptqDeviceLayout&, int64_t, int64_t, __nv_bfloat16*, int64_t,
                                              cudaStream_t);
 
 }  // namespace gptq::backend::cuda

@@ -44,9 +44,11 @@ template <class T>
 void gptq_gemv(const GptqGemvGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* partials, int32_t* counters,
                cudaStream_t s);
 
-// Wᵀ rows [0, K) x columns [n0, n0 + count) as a dense tile out [K, count] in T (rows in
-// the original input order), for products through cuBLAS when M is large.
+// W's rows [n0, n0 + count) as dense rows out [count, ldo] in T, for products through
+// cuBLAS when M is large: column j is the layout's input j, in its sorted order (an
+// act-order x is gathered into that order once, gptq_sorted.cuh); columns j < K written.
+// ldo >= K and a multiple of 8 (16-byte rows); out 16-byte aligned.
 template <class T>
-void gptq_dequantize(const GptqDeviceLayout& w, int64_t n0, int64_t count, T* out, cudaStream_t s);
+void gptq_dequantize(const GptqDeviceLayout& w, int64_t n0, int64_t count, T* out, int64_t ldo, cudaStream_t s);
 
 }  // namespace gptq::backend::cuda

@@ -334,59 +334,6 @@ __global__ void __launch_bounds__(kThreads)
                        counters + block);
 }
 
-// grid (ceil(chunks / 4), ceil(count / 16)), 128 threads: warp w decodes chunk
-// 4·blockIdx.x + w of row tile n0/16 + blockIdx.y into shared memory [64 inputs][16
-// rows], then writes each input's 16 values (32 contiguous bytes) to its row of out
-// [K, count] in the original input order.
-template <int Bits, class T>
-__global__ void __launch_bounds__(kThreads)
-    mma_dequantize_kernel(MmaDeviceLayout w, int64_t n0, int64_t count, T* out) {
-  pdl_begin();
-  __shared__ __align__(16) T tile[kWarps][kChunk][16];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t chunks = w.Kp / kChunk, ch = int64_t(blockIdx.x) * kWarps + warp;
-  const int64_t nt = n0 / 16 + blockIdx.y, rs = w.Nt * 16;
-  if (ch < chunks) {
-    uint32_t r[Bits];
-    load_run<Bits>(w.words + ((nt * chunks + ch) * 32 + lane) * Bits, r);
-    const int gq = lane / 4, tq = lane % 4;
-    auto decode = [&]<int J>() {
-      uint32_t a[4];
-      a_fragment<Bits, J, __half>(r, a);  // fp16 magic halves: 1024 + q, whatever T is
-      const int64_t tg = w.tile_group[ch * 4 + J];
-#pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        const int row = gq + 8 * (p & 1), in = J * 16 + 2 * tq + 8 * (p >> 1);
-        const __half2 h = *reinterpret_cast<const __half2*>(&a[p]);
-        const int64_t n = nt * 16 + row;
-        const float s = __half2float(w.scales[tg * rs + n]), z = 1024.0f + float(w.zeros[tg * rs + n]);
-        tile[warp][in][row] = from_f32<T>(s * (__low2float(h) - z));
-        tile[warp][in + 1][row] = from_f32<T>(s * (__high2float(h) - z));
-      }
-    };
-    decode.template operator()<0>();
-    decode.template operator()<1>();
-    decode.template operator()<2>();
-    decode.template operator()<3>();
-  }
-  __syncwarp();
-  if (ch >= chunks) return;
-  const int64_t c_first = nt * 16 - n0;  // this tile's first column of out
-  const int64_t cols = min(int64_t(16), min(count - c_first, w.N - nt * 16));
-  for (int in = lane; in < kChunk; in += 32) {
-    const int64_t k = ch * kChunk + in;
-    if (k >= w.K) continue;
-    T* dst = out + (w.perm != nullptr ? w.perm[k] : k) * count + c_first;
-    if (cols == 16 && count % 8 == 0) {
-      const uint4* src = reinterpret_cast<const uint4*>(tile[warp][in]);
-      reinterpret_cast<uint4*>(dst)[0] = src[0];
-      reinterpret_cast<uint4*>(dst)[1] = src[1];
-    } else {
-      for (int c = 0; c < cols; ++c) dst[c] = tile[warp][in][c];
-    }
-  }
-}
-
 struct Plan {
   int mt;           // 8-row batch fragments per block
   int64_t mchunks;  // blocks along M
@@ -569,28 +516,11 @@ void gptq_mma(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* p
   }
 }
 
-template <class T>
-void gptq_mma_dequantize(const MmaDeviceLayout& w, int64_t n0, int64_t count, T* out, cudaStream_t s) {
-  GPTQ_CHECK(n0 % 16 == 0 && count > 0 && n0 + count <= w.N, "gptq_mma_dequantize: columns");
-  const dim3 grid(ceil_div(w.Kp / kChunk, kWarps), ceil_div(count, 16));
-  switch (w.bits) {
-    case 2: launch(mma_dequantize_kernel<2, T>, grid, kThreads, 0, s, w, n0, count, out); break;
-    case 3: launch(mma_dequantize_kernel<3, T>, grid, kThreads, 0, s, w, n0, count, out); break;
-    case 4: launch(mma_dequantize_kernel<4, T>, grid, kThreads, 0, s, w, n0, count, out); break;
-    case 8: launch(mma_dequantize_kernel<8, T>, grid, kThreads, 0, s, w, n0, count, out); break;
-    default: GPTQ_CHECK(false, "gptq_mma_dequantize: unsupported bits");
-  }
-}
-
 template MmaScratch gptq_mma_scratch<__half>(const MmaGroup<__half>&, int64_t);
 template MmaScratch gptq_mma_scratch<__nv_bfloat16>(const MmaGroup<__nv_bfloat16>&, int64_t);
 template void gptq_mma<__half>(const MmaGroup<__half>&, const __half*, int64_t, int64_t, float*, int32_t*,
                                cudaStream_t);
 template void gptq_mma<__nv_bfloat16>(const MmaGroup<__nv_bfloat16>&, const __nv_bfloat16*, int64_t, int64_t,
                                       float*, int32_t*, cudaStream_t);
-template void gptq_mma_dequantize<float>(const MmaDeviceLayout&, int64_t, int64_t, float*, cudaStream_t);
-template void gptq_mma_dequantize<__half>(const MmaDeviceLayout&, int64_t, int64_t, __half*, cudaStream_t);
-template void gptq_mma_dequantize<__nv_bfloat16>(const MmaDeviceLayout&, int64_t, int64_t, __nv_bfloat16*,
-                                                 cudaStream_t);
 
 }  // namespace gptq::backend::cuda

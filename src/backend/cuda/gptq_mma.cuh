@@ -66,9 +66,4 @@ template <class T>
 void gptq_mma(const MmaGroup<T>& g, const T* x, int64_t ldx, int64_t M, float* partials, int32_t* counters,
               cudaStream_t s);
 
-// Wᵀ rows [0, K) x columns [n0, n0 + count) as a dense tile out [K, count] in T (rows in
-// the original input order), for products through cuBLAS at large M. n0 % 16 == 0.
-template <class T>
-void gptq_mma_dequantize(const MmaDeviceLayout& w, int64_t n0, int64_t count, T* out, cudaStream_t s);
-
 }  // namespace gptq::backend::cuda
